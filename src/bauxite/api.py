@@ -1,0 +1,173 @@
+"""HTTP handlers for the OpenAI-compatible surface, health and readiness.
+
+Handlers do the cheap checks (key, body size, JSON, model) and hand over to the forwarder. Parsing uses
+orjson into plain dicts: no validation models on the hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .accounting import Accountant
+from .auth import AuthError, Authenticator
+from .clusters import Fleet
+from .errors import GatewayError, error_response, from_exception
+from .proxy import Forwarder
+from .records import Capture, Endpoint
+from .routing.router import RouteRequest
+
+MAX_LATENCY_HEADER = "x-bauxite-max-latency-ms"
+
+
+class Api:
+    def __init__(
+        self, auth: Authenticator, fleet: Fleet, forwarder: Forwarder, accountant: Accountant,
+        department_header: str | None,
+    ) -> None:
+        self._auth = auth
+        self._fleet = fleet
+        self._forwarder = forwarder
+        self._accountant = accountant
+        self._department_header = department_header
+        self._models_body = orjson.dumps(
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": "bauxite"}
+                    for name in fleet.by_model
+                ],
+            }
+        )
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._proxy(request, "chat")
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._proxy(request, "completion")
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._proxy(request, "embedding")
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            self._department(request)
+        except AuthError as exc:
+            return error_response(401, str(exc), "invalid_api_key")
+        return web.Response(body=self._models_body, content_type="application/json")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        now = time.monotonic()
+        available = [c.name for c in self._fleet.clusters if c.available(now)]
+        status = 200 if available else 503
+        return web.json_response({"ready": bool(available), "available_clusters": available}, status=status)
+
+    def _department(self, request: web.Request) -> str:
+        header = request.headers.get(self._department_header) if self._department_header else None
+        return self._auth.authenticate(request.headers.get("Authorization"), header)
+
+    async def _proxy(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        started_mono = time.monotonic()
+        try:
+            department = self._department(request)
+        except AuthError as exc:
+            return error_response(401, str(exc), "invalid_api_key")
+        try:
+            raw = await request.read()
+            body, route = self._parse(request, raw)
+        except GatewayError as exc:
+            return from_exception(exc)
+        except web.HTTPRequestEntityTooLarge as exc:
+            return error_response(413, f"request body too large ({exc.text})", "request_too_large")
+        capture = Capture(
+            model=route.model,
+            department=department,
+            endpoint=endpoint,
+            started_at=time.time(),
+            started_mono=started_mono,
+            stream=body.get("stream") is True,
+            prompt_tokens_est=route.prompt_tokens,
+            prefix_key=route.prefix_key,
+        )
+        options = body.get("stream_options")
+        capture.client_usage = isinstance(options, dict) and options.get("include_usage") is True
+        try:
+            return await self._forwarder.forward(request, capture, body, raw, route)
+        except GatewayError as exc:
+            capture.http_status = exc.status
+            capture.error_type = capture.error_type or exc.code or "error"
+            return from_exception(exc)
+        finally:
+            capture.duration_s = time.monotonic() - started_mono
+            self._accountant.finish(capture)
+
+    def _parse(self, request: web.Request, raw: bytes) -> tuple[dict[str, Any], RouteRequest]:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError(400, f"request body is not valid JSON: {exc}", "invalid_json") from None
+        if not isinstance(body, dict):
+            raise GatewayError(400, "request body must be a JSON object", "invalid_body")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise GatewayError(400, "you must provide a model parameter", "missing_model", "model")
+        if model not in self._fleet.by_model:
+            raise GatewayError(404, f"the model {model!r} does not exist or is not served here", "model_not_found", "model")
+        return body, RouteRequest(
+            model=model,
+            max_latency_ms=_max_latency_ms(request),
+            prefix_key=prefix_key(body),
+            prompt_tokens=len(raw) // 4,  # rough, used only until the upstream reports usage
+            max_tokens=_max_tokens(body),
+        )
+
+
+def _max_latency_ms(request: web.Request) -> float | None:
+    value = request.headers.get(MAX_LATENCY_HEADER)
+    if value is None:
+        return None
+    try:
+        parsed = float(value)
+    except ValueError:
+        parsed = -1.0
+    if not parsed > 0:
+        raise GatewayError(400, f"{MAX_LATENCY_HEADER} must be a positive number of milliseconds", "invalid_header")
+    return parsed
+
+
+def _max_tokens(body: dict[str, Any]) -> int:
+    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def prefix_key(body: dict[str, Any]) -> int:
+    """A hash of the prompt prefix that a KV cache could reuse: the system prompt, or the conversation so far.
+
+    Process-local (Python's salted hash) and one-way: it groups requests without keeping any text.
+    """
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages:
+        first = messages[0]
+        if isinstance(first, dict) and first.get("role") in ("system", "developer"):
+            return hash(orjson.dumps(first))
+        if len(messages) > 1:
+            return hash(orjson.dumps(messages[:-1]))
+        return 0
+    prompt = body.get("prompt")
+    if isinstance(prompt, str) and len(prompt) >= 256:
+        return hash(prompt[:256])
+    return 0

@@ -1,0 +1,101 @@
+"""``create_app(settings)``: the one place where the gateway's parts are built and wired together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .accounting import Accountant
+from .api import Api
+from .auth import Authenticator
+from .clusters import Fleet
+from .energy.service import EnergyService
+from .errors import error_response
+from .intensity.service import IntensityService
+from .proxy import Forwarder, Upstream
+from .routing.router import Router
+from .settings import Settings
+from .telemetry.service import Telemetry
+
+log = logging.getLogger("bauxite.app")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """Everything ``create_app`` built, for tests and the CLI to reach into."""
+
+    settings: Settings
+    fleet: Fleet
+    intensity: IntensityService
+    energy: EnergyService
+    telemetry: Telemetry
+    router: Router
+    upstream: Upstream
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def create_app(settings: Settings) -> web.Application:
+    fleet = Fleet(settings.clusters)
+    intensity = IntensityService.from_settings(settings)
+    energy = EnergyService.from_settings(settings, fleet)
+    telemetry = Telemetry.from_settings(settings, fleet, intensity, energy)
+    router = Router.from_settings(settings, fleet, intensity, energy)
+    upstream = Upstream(fleet.clusters)
+    accountant = Accountant(intensity, energy, router, telemetry)
+    auth = Authenticator(settings.auth)
+    api = Api(auth, fleet, Forwarder(upstream, router, accountant), accountant, settings.auth.department_header)
+
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes,
+        middlewares=[openai_errors],
+        handler_args={"access_log": None},
+    )
+    gateway = Gateway(settings, fleet, intensity, energy, telemetry, router, upstream)
+    app[GATEWAY] = gateway
+    api.add_routes(app)
+    intensity.add_routes(app)
+    telemetry.add_routes(app)
+    app.cleanup_ctx.append(_lifecycle(gateway))
+    return app
+
+
+def _lifecycle(gateway: Gateway) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        services = (gateway.upstream, gateway.intensity, gateway.energy, gateway.router, gateway.telemetry)
+        started = []
+        try:
+            for service in services:
+                await service.start()
+                started.append(service)
+            yield
+        finally:
+            for service in reversed(started):
+                try:
+                    await service.stop()
+                except Exception:
+                    log.exception("error while stopping %s", type(service).__name__)
+
+    return run
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown paths, wrong methods and unexpected failures still answer in OpenAI's error shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason, None)
+    except Exception:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return error_response(500, "internal gateway error", "internal_error")
+
+

@@ -1,0 +1,144 @@
+"""The ``bauxite`` command: serve, check-config, fleet, demo, and each capability's own subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__
+from .settings import ConfigError, Settings, load_settings
+
+
+def _serve_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", required=True, metavar="FILE", help="enterprise.yaml to load")
+    parser.add_argument("--host", help="listen address (default: server.host, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (default: server.port, 8080)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _load(path: str) -> Settings | None:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return serve(settings, host=args.host, port=args.port)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .checks import check_settings
+
+    settings = _load(args.file)
+    if settings is None:
+        return 2
+    problems, notes = check_settings(settings, args.file)
+    for note in notes:
+        print(f"note: {note}")
+    if problems:
+        print("configuration error:", file=sys.stderr)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 2
+    print(f"{args.file}: OK ({len(settings.clusters)} clusters, {len(settings.model_names())} models)")
+    return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from .demo import run_fleet
+
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    if settings.fleet is None or not settings.fleet.clusters:
+        print(f"{args.config}: fleet: no simulated clusters configured (add a 'fleet.clusters' list)", file=sys.stderr)
+        return 2
+    return run_fleet(settings.fleet, zero_delay=args.zero_delay)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(port=args.port, config=args.config)
+
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def _plugin_commands() -> list[Register]:
+    """Subcommands owned by capability packages; imported lazily so `bauxite --help` stays fast."""
+    import importlib
+
+    found: list[Register] = []
+    for module in ("bauxite.energy.cli", "bauxite.intensity.cli", "bauxite.simulate.cli"):
+        try:
+            found.append(importlib.import_module(module).add_parser)
+        except ModuleNotFoundError:  # TODO(integration): remove once every capability has landed
+            continue
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bauxite",
+        description="OpenAI-compatible LLM gateway that measures the energy and carbon of every request "
+        "and routes to the greenest cluster that meets its latency requirement.",
+    )
+    parser.add_argument("--version", action="version", version=f"bauxite {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gateway", description="Run the gateway from a config file.")
+    _serve_args(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser(
+        "check-config", help="validate a config file without starting",
+        description="Validate FILE; exit 0 when valid, else print file, key path and expectation and exit 2.",
+    )
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=cmd_check_config)
+
+    fleet = sub.add_parser(
+        "fleet", help="run simulated vLLM clusters",
+        description="Serve the simulated clusters of the config's 'fleet:' section on 127.0.0.1.",
+    )
+    fleet.add_argument("--config", "-c", required=True, metavar="FILE")
+    fleet.add_argument("--zero-delay", action="store_true", help="answer at once (for benchmarks)")
+    fleet.set_defaults(func=cmd_fleet)
+
+    demo = sub.add_parser(
+        "demo", help="three-region simulated fleet plus the gateway, offline",
+        description="Start a simulated three-region fleet and the gateway in front of it on 127.0.0.1. "
+        "No keys and no network needed. Ctrl-C stops everything.",
+    )
+    demo.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    demo.add_argument("--config", metavar="FILE", help="use this config instead of the embedded demo")
+    demo.set_defaults(func=cmd_demo)
+
+    for register in _plugin_commands():
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""``bauxite demo`` and ``bauxite fleet``: the simulated fleet, alone or with the gateway in front of it."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import yaml
+
+from .app import create_app
+from .fleet.config import FleetSettings
+from .fleet.server import FleetRunner
+from .server import run, start_site, wait_for_signal
+from .settings import ClusterSettings, Settings, load_settings, settings_from_mapping
+
+
+def embedded_demo_settings() -> Settings:
+    text = resources.files("bauxite").joinpath("data/demo.yaml").read_text(encoding="utf-8")
+    return settings_from_mapping(yaml.safe_load(text), "<embedded demo.yaml>")
+
+
+def point_at_fleet(settings: Settings, fleet: FleetRunner) -> Settings:
+    """Clusters named like a simulated cluster get that cluster's real URL."""
+    clusters: list[ClusterSettings] = []
+    for cluster in settings.clusters:
+        if cluster.name in fleet.ports:
+            cluster = cluster.model_copy(update={"url": fleet.url(cluster.name), "metrics_url": None})
+        clusters.append(cluster)
+    return settings.model_copy(update={"clusters": tuple(clusters)})
+
+
+def _banner(base: str) -> str:
+    return f"""
+Bauxite demo is running: a simulated three-region fleet behind the gateway (offline, no keys).
+
+  OpenAI base URL : {base}/v1
+  metrics         : {base}/metrics
+  grid intensity  : {base}/v1/carbon/intensity
+  reports         : {base}/v1/carbon/reports
+
+  curl {base}/v1/chat/completions -H 'Content-Type: application/json' \\
+       -d '{{"model": "llama-3.1-8b", "messages": [{{"role": "user", "content": "Hello"}}]}}' -i
+
+  python -c 'from openai import OpenAI; c = OpenAI(base_url="{base}/v1", api_key="demo"); \\
+print(c.chat.completions.create(model="llama-3.1-8b", messages=[{{"role": "user", "content": "Hi"}}]))'
+
+Press Ctrl-C to stop.
+"""
+
+
+async def _demo(settings: Settings, port: int) -> int:
+    assert settings.fleet is not None
+    fleet = FleetRunner(settings.fleet)
+    await fleet.start()
+    try:
+        gateway = point_at_fleet(settings, fleet)
+        runner, bound = await start_site(create_app(gateway), gateway.server.host, port)
+        try:
+            print(_banner(f"http://{gateway.server.host}:{bound}"), flush=True)
+            await wait_for_signal()
+        finally:
+            await runner.cleanup()
+    finally:
+        await fleet.stop()
+    print("stopped.")
+    return 0
+
+
+def run_demo(port: int = 8080, config: str | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = load_settings(config) if config else embedded_demo_settings()
+    if settings.fleet is None:
+        settings = settings.model_copy(update={"fleet": embedded_demo_settings().fleet})
+    return run(_demo(settings, port), settings.server.use_uvloop)
+
+
+async def _fleet(settings: FleetSettings) -> int:
+    fleet = FleetRunner(settings)
+    await fleet.start()
+    try:
+        for name in fleet.ports:
+            print(f"{name}: {fleet.url(name)}", flush=True)
+        await wait_for_signal()
+    finally:
+        await fleet.stop()
+    return 0
+
+
+def run_fleet(settings: FleetSettings, zero_delay: bool = False) -> int:
+    if zero_delay:
+        settings = settings.model_copy(update={"time_scale": 0.0})
+    return run(_fleet(settings))

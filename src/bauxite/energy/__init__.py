@@ -1,0 +1,1 @@
+"""Energy per request: calibrated estimates for external APIs, measured GPU energy for self-hosted clusters."""

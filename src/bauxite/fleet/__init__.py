@@ -1,0 +1,1 @@
+"""Simulated vLLM clusters as real HTTP servers, for the demo, tests and benchmarks."""

@@ -1,0 +1,329 @@
+"""HTTP face of the simulated fleet: vLLM's OpenAI wire format, its /metrics names and DCGM's power names."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .config import FleetSettings, SimClusterSettings
+from .sim import SimCluster, count_tokens
+
+WORD = "green "
+
+
+class SimMetrics(Collector):
+    """vLLM and DCGM exporter series computed from the simulator's state at scrape time."""
+
+    def __init__(self, sim: SimCluster) -> None:
+        self._sim = sim
+
+    def collect(self) -> Iterable[Metric]:
+        sim = self._sim
+        sim.meter.advance(time.monotonic())
+        name = sim.settings.models[0]
+        for metric, value in (
+            ("vllm:num_requests_running", sim.running),
+            ("vllm:num_requests_waiting", sim.waiting),
+            ("vllm:kv_cache_usage_perc", sim.kv_cache_usage()),
+        ):
+            gauge = GaugeMetricFamily(metric, metric, labels=["model_name"])
+            gauge.add_metric([name], float(value))
+            yield gauge
+        for metric, total in (
+            ("vllm:prompt_tokens", sim.prompt_tokens_total),
+            ("vllm:generation_tokens", sim.generation_tokens_total),
+            ("vllm:prefix_cache_queries", sim.prefix_queries_total),
+            ("vllm:prefix_cache_hits", sim.prefix_hits_total),
+        ):
+            counter = Metric(metric, metric, "counter")
+            counter.add_sample(metric + "_total", {"model_name": name}, float(total))
+            yield counter
+        yield from self._dcgm()
+
+    def _dcgm(self) -> Iterable[Metric]:
+        sim = self._sim
+        power = Metric("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", "gauge")
+        energy = Metric("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "Total energy consumption since boot (in mJ).", "counter")
+        for gpu in range(sim.settings.gpu_count):
+            labels = {
+                "gpu": str(gpu),
+                "UUID": f"GPU-{sim.settings.name}-{gpu}",
+                "modelName": f"NVIDIA {sim.settings.gpu_type}",
+                "Hostname": sim.settings.name,
+            }
+            power.add_sample("DCGM_FI_DEV_POWER_USAGE", labels, sim.meter.power_w())
+            energy.add_sample("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", labels, sim.meter.energy_mj)
+        yield power
+        yield energy
+
+
+class SimServer:
+    """The aiohttp application of one simulated cluster."""
+
+    def __init__(self, sim: SimCluster) -> None:
+        self.sim = sim
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(SimMetrics(sim))
+        key_env = sim.settings.api_key_env
+        self._key = os.environ.get(key_env) if key_env else None
+
+    def app(self) -> web.Application:
+        app = web.Application(handler_args={"access_log": None})
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/health", self.health)
+        app.router.add_post("/fleet/faults", self.set_faults)
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self._registry), content_type="text/plain", charset="utf-8")
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        data = orjson.loads(await request.read())
+        self.sim.faults.refuse = int(data.get("refuse", 0))
+        self.sim.faults.die_mid_stream = int(data.get("die_mid_stream", 0))
+        return web.json_response({"ok": True})
+
+    async def models(self, request: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "vllm"} for m in self.sim.settings.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "chat")
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "completion")
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        body, problem = await self._checked_body(request)
+        if problem is not None:
+            return problem
+        inputs = body.get("input")
+        texts = inputs if isinstance(inputs, list) else [inputs]
+        tokens = sum(count_tokens(str(t)) for t in texts)
+        self.sim.prompt_tokens_total += tokens
+        data = [
+            {"object": "embedding", "index": i, "embedding": _vector(str(t))} for i, t in enumerate(texts)
+        ]
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}
+        doc = {"object": "list", "data": data, "model": body["model"], "usage": usage, "id": _id("embd")}
+        return web.Response(body=orjson.dumps(doc), content_type="application/json")
+
+    async def _checked_body(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
+        if self._key is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self._key}".encode()):
+                return {}, _error(401, "Unauthorized")
+        if self.sim.faults.refuse > 0:
+            self.sim.faults.refuse -= 1
+            return {}, _error(503, "simulated overload")
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return {}, _error(400, "invalid JSON")
+        if not isinstance(body, dict) or body.get("model") not in self.sim.settings.models:
+            return {}, _error(404, f"The model `{body.get('model') if isinstance(body, dict) else ''}` does not exist.")
+        return body, None
+
+    async def _generate(self, request: web.Request, kind: str) -> web.StreamResponse:
+        body, problem = await self._checked_body(request)
+        if problem is not None:
+            return problem
+        prompt = _prompt_text(body, kind)
+        prompt_tokens = count_tokens(prompt)
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        output_tokens = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None
+        output_tokens = output_tokens or self.sim.settings.default_output_tokens
+        job = _Job(self.sim, body, kind, prompt, prompt_tokens, output_tokens)
+        if body.get("stream") is True:
+            return await job.stream(request)
+        return await job.complete()
+
+
+class _Job:
+    """One generation request moving through admission, prefill and decode."""
+
+    def __init__(
+        self, sim: SimCluster, body: dict[str, Any], kind: str, prompt: str, prompt_tokens: int, output_tokens: int
+    ) -> None:
+        self.sim, self.body, self.kind = sim, body, kind
+        self.prompt, self.prompt_tokens, self.output_tokens = prompt, prompt_tokens, output_tokens
+        self.cached_tokens = 0
+        self.id = _id("chatcmpl" if kind == "chat" else "cmpl")
+        self.created = int(time.time())
+
+    async def _tokens(self) -> AsyncIterator[int]:
+        sim = self.sim
+        await sim.admit()
+        try:
+            self.cached_tokens = sim.lookup_prefix(self.prompt, self.prompt_tokens)
+            sim.prompt_tokens_total += self.prompt_tokens
+            await _sleep(sim.ttft_s(self.prompt_tokens, self.cached_tokens))
+            for index in range(self.output_tokens):
+                if index:
+                    await _sleep(sim.itl_s())
+                sim.generation_tokens_total += 1
+                yield index
+        finally:
+            sim.release()
+
+    def usage(self) -> dict[str, Any]:
+        details = {"cached_tokens": self.cached_tokens} if self.cached_tokens else None
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "total_tokens": self.prompt_tokens + self.output_tokens,
+            "completion_tokens": self.output_tokens,
+            "prompt_tokens_details": details,
+        }
+
+    async def complete(self) -> web.Response:
+        count = 0
+        async for _ in self._tokens():
+            count += 1
+        text = WORD * count
+        if self.kind == "chat":
+            choice: dict[str, Any] = {
+                "index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                "finish_reason": "length", "stop_reason": None,
+            }
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length", "stop_reason": None}
+            obj = "text_completion"
+        doc = {
+            "id": self.id, "object": obj, "created": self.created, "model": self.body["model"],
+            "choices": [choice], "usage": self.usage(),
+        }
+        return web.Response(body=orjson.dumps(doc), content_type="application/json")
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        die_after = 3 if self.sim.faults.die_mid_stream > 0 else -1
+        if die_after > 0:
+            self.sim.faults.die_mid_stream -= 1
+        async for index in self._tokens():
+            if index == die_after:
+                assert request.transport is not None
+                request.transport.abort()  # the connection drops without a final chunk
+                return response
+            await response.write(self._chunk(index))
+        await response.write(self._chunk(self.output_tokens, finish=True))
+        options = self.body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            await response.write(_sse(self._base("chunk") | {"choices": [], "usage": self.usage()}))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    def _base(self, suffix: str) -> dict[str, Any]:
+        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.body["model"]}
+
+    def _chunk(self, index: int, finish: bool = False) -> bytes:
+        reason = "length" if finish else None
+        text = "" if finish else WORD
+        if self.kind == "chat":
+            delta: dict[str, Any] = {"content": text}
+            if index == 0:
+                delta["role"] = "assistant"
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+        return _sse(self._base("chunk") | {"choices": [choice]})
+
+
+async def _sleep(seconds: float) -> None:
+    if seconds > 0:
+        await asyncio.sleep(seconds)
+
+
+def _sse(doc: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def _error(status: int, message: str) -> web.Response:
+    doc = {"object": "error", "message": message, "type": "BadRequestError" if status < 500 else "ServiceUnavailable",
+           "param": None, "code": status}
+    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
+
+
+def _prompt_text(body: dict[str, Any], kind: str) -> str:
+    if kind == "chat":
+        messages = body.get("messages")
+        parts = []
+        for message in messages if isinstance(messages, list) else []:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return "\n".join(parts)
+    prompt = body.get("prompt")
+    return prompt if isinstance(prompt, str) else " ".join(map(str, prompt)) if isinstance(prompt, list) else ""
+
+
+def _vector(text: str, dims: int = 16) -> list[float]:
+    seed = hash(text)
+    return [((seed >> (i * 3)) & 0xFF) / 255.0 for i in range(dims)]
+
+
+class FleetRunner:
+    """Starts every simulated cluster of a fleet config on its own port, in the current event loop."""
+
+    def __init__(self, settings: FleetSettings) -> None:
+        self.settings = settings
+        self.servers = [SimServer(SimCluster(c, settings.time_scale)) for c in settings.clusters]
+        self._runners: list[web.AppRunner] = []
+        self.ports: dict[str, int] = {}
+
+    async def start(self) -> None:
+        for server in self.servers:
+            runner = web.AppRunner(server.app(), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, self.settings.host, server.sim.settings.port)
+            await site.start()
+            self._runners.append(runner)
+            self.ports[server.sim.settings.name] = _bound_port(runner)
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+
+    def url(self, name: str) -> str:
+        return f"http://{self.settings.host}:{self.ports[name]}/v1"
+
+    def sim(self, name: str) -> SimCluster:
+        return next(s.sim for s in self.servers if s.sim.settings.name == name)
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    raise RuntimeError("simulated cluster did not bind a TCP port")
+
+
+__all__ = ["FleetRunner", "SimClusterSettings", "SimServer"]

@@ -1,0 +1,69 @@
+"""Running the gateway: an aiohttp runner on uvloop with clean shutdown on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from .app import create_app
+from .settings import Settings
+
+log = logging.getLogger("bauxite.server")
+
+
+def loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if not use_uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional on platforms without it
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main: Coroutine[Any, Any, int], use_uvloop: bool = True) -> int:
+    with asyncio.Runner(loop_factory=loop_factory(use_uvloop)) as runner:
+        return runner.run(main)
+
+
+async def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    bound = next((a[1] for a in runner.addresses if isinstance(a, tuple)), port)
+    return runner, int(bound)
+
+
+async def serve_async(settings: Settings, host: str, port: int) -> int:
+    app = create_app(settings)
+    runner, bound = await start_site(app, host, port)
+    log.info("bauxite gateway listening on http://%s:%d (%d clusters)", host, bound, len(settings.clusters))
+    try:
+        await wait_for_signal()
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
+    return run(
+        serve_async(settings, host or settings.server.host, port if port is not None else settings.server.port),
+        settings.server.use_uvloop,
+    )

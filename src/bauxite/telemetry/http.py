@@ -1,0 +1,44 @@
+"""Optional bearer-token protection for the telemetry endpoints (``/metrics`` and everything under ``/v1/carbon/``)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+PROTECTED_EXACT = ("/metrics",)
+PROTECTED_PREFIX = "/v1/carbon/"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_protected(path: str) -> bool:
+    return path in PROTECTED_EXACT or path.startswith(PROTECTED_PREFIX)
+
+
+def token_matches(header: str, token: str) -> bool:
+    scheme, _, value = header.partition(" ")
+    # compare_digest: the time taken must not reveal how much of a guessed token was right.
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def unauthorized() -> web.Response:
+    return web.json_response(
+        {"error": {"message": "a valid bearer token is required", "type": "invalid_request_error",
+                   "param": None, "code": "invalid_token"}},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="bauxite-telemetry"'},
+    )  # fmt: skip
+
+
+def token_middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Middleware that requires ``Authorization: Bearer <token>`` on protected paths only."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if is_protected(request.path) and not token_matches(request.headers.get("Authorization", ""), token):
+            return unauthorized()
+        return await handler(request)
+
+    return guard

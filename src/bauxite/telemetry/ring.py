@@ -1,0 +1,138 @@
+"""The volatile telemetry buffer: 2 MiB of anonymous, RAM-locked memory holding fixed-size binary records.
+
+Concurrency model: the gateway runs one asyncio event loop, and both ``append`` (from request accounting) and
+``drain`` (from the scrape handler and the drain timer) run on that loop's thread. A single writer and a single
+reader that never run at the same time need no locks, so an append is one bounds check and one ``pack_into``:
+it cannot block. When the buffer is full the record is counted in ``dropped`` and discarded — never silently.
+
+Memory: ``mmap(-1, …, MAP_PRIVATE | MAP_ANONYMOUS)`` has no backing file (not even the ``/dev/zero (deleted)``
+shmem object a shared anonymous map shows in ``/proc/self/maps``), ``mlock`` keeps it out of swap where the
+RLIMIT_MEMLOCK allows, and ``MADV_DONTDUMP`` keeps it out of core dumps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import mmap
+import struct
+from typing import Any
+
+CAPACITY_BYTES = 2_097_152
+RECORD_SIZE = 128
+
+# Field order of one record. 7 uint16 label ids/status code, 3 uint8 enums/flags, 3 uint32 token counts and
+# 11 float64 measurements = 117 bytes, padded to 128 so the 2 MiB buffer holds exactly 16,384 slots.
+RECORD = struct.Struct("<7H3B3I11d11x")
+FIELDS = (
+    "model", "region", "cluster", "department", "reason", "source", "http_status",
+    "endpoint", "status", "flags",
+    "prompt_tokens", "completion_tokens", "cached_tokens",
+    "ttft_s", "duration_s", "energy_j", "energy_j_min", "energy_j_max", "intensity_g_per_kwh", "pue",
+    "carbon_g", "avoided_green_g", "avoided_kv_g", "finished_at",
+)  # fmt: skip
+assert RECORD.size == RECORD_SIZE and len(FIELDS) == 24
+
+FLAG_MEASURED = 1
+STATUS_OK = 0
+STATUS_ERROR = 1
+
+RawRecord = tuple[Any, ...]
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name, use_errno=True) if name else None
+    except OSError:
+        return None
+
+
+class RingBuffer:
+    """Fixed-capacity FIFO of ``RECORD`` slots in anonymous memory. Not thread-safe by design (see module doc)."""
+
+    def __init__(self, capacity_bytes: int = CAPACITY_BYTES, *, lock_memory: bool = True) -> None:
+        if capacity_bytes % RECORD_SIZE or capacity_bytes < RECORD_SIZE:
+            raise ValueError(f"capacity must be a positive multiple of {RECORD_SIZE} bytes")
+        flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0x20)
+        self._mm = mmap.mmap(-1, capacity_bytes, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self.capacity_bytes = capacity_bytes
+        self.slots = capacity_bytes // RECORD_SIZE
+        self._head = 0  # records ever appended (the writer's cursor)
+        self._tail = 0  # records ever drained (the reader's cursor)
+        self.dropped = 0
+        self.high_water = 0  # most slots ever occupied at once
+        self.address = self._address()
+        self.locked = bool(lock_memory) and self._mlock()
+        if hasattr(mmap, "MADV_DONTDUMP"):
+            self._mm.madvise(mmap.MADV_DONTDUMP)
+
+    def _address(self) -> int:
+        view = ctypes.c_char.from_buffer(self._mm)
+        try:
+            return ctypes.addressof(view)
+        finally:
+            del view  # release the buffer export, or the mmap could never be closed
+
+    def _mlock(self) -> bool:
+        libc = _libc()
+        if libc is None:
+            return False
+        return int(libc.mlock(ctypes.c_void_p(self.address), ctypes.c_size_t(self.capacity_bytes))) == 0
+
+    @property
+    def used(self) -> int:
+        return self._head - self._tail
+
+    @property
+    def used_bytes(self) -> int:
+        return self.used * RECORD_SIZE
+
+    @property
+    def appended(self) -> int:
+        return self._head
+
+    @property
+    def closed(self) -> bool:
+        return self._mm.closed
+
+    def append(self, *fields: Any) -> bool:
+        """Store one record given as ``RECORD`` fields; False (and counted) when the buffer is full or closed."""
+        used = self._head - self._tail
+        if used >= self.slots or self._mm.closed:
+            self.dropped += 1
+            return False
+        RECORD.pack_into(self._mm, (self._head % self.slots) * RECORD_SIZE, *fields)
+        self._head += 1
+        if used >= self.high_water:
+            self.high_water = used + 1
+        return True
+
+    def drain(self) -> list[RawRecord]:
+        """Remove and return every stored record, oldest first."""
+        count = self._head - self._tail
+        if count == 0 or self._mm.closed:
+            return []
+        start = self._tail % self.slots
+        first = min(count, self.slots - start)
+        with memoryview(self._mm) as view:
+            out = list(RECORD.iter_unpack(view[start * RECORD_SIZE : (start + first) * RECORD_SIZE]))
+            if first < count:
+                out.extend(RECORD.iter_unpack(view[: (count - first) * RECORD_SIZE]))
+        self._tail += count
+        return out
+
+    def raw_bytes(self) -> bytes:
+        """A copy of the whole buffer, for tests that check what it holds."""
+        return bytes(self._mm)
+
+    def close(self) -> None:
+        if self._mm.closed:
+            return
+        self._mm[:] = bytes(self.capacity_bytes)  # scrub before unmapping: nothing lingers in freed pages
+        if self.locked:
+            libc = _libc()
+            if libc is not None:
+                libc.munlock(ctypes.c_void_p(self.address), ctypes.c_size_t(self.capacity_bytes))
+            self.locked = False
+        self._mm.close()

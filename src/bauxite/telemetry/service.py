@@ -1,0 +1,240 @@
+"""Telemetry facade the app talks to: ``submit`` records, serve ``/metrics`` and ``/v1/carbon/reports``.
+
+Data path: ``submit`` interns labels and packs the record into the ring buffer (no allocation beyond the call,
+no I/O, no lock); ``drain`` — on every scrape, every report close and a short timer — folds the buffer into
+running totals; the collector renders those totals. Everything runs on the gateway's event-loop thread; a
+``submit`` from any other thread is handed to the loop rather than touching the buffer concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from ..intensity.base import RegionIntensity
+from ..records import RequestRecord
+from .aggregate import Totals
+from .config import TelemetryConfigError
+from .exposition import TelemetryCollector
+from .http import token_middleware
+from .labels import NO_REASON, NONE, LabelTables
+from .reports import Reports
+from .ring import CAPACITY_BYTES, RingBuffer
+
+if TYPE_CHECKING:
+    from ..clusters import Fleet
+    from ..energy.service import EnergyService
+    from ..intensity.service import IntensityService
+    from ..settings import Settings
+
+MULTIPROC_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+U16, U32 = 0xFFFF, 0xFFFF_FFFF
+_log = logging.getLogger(__name__)
+
+
+def _u(value: int, top: int) -> int:
+    return value if 0 <= value <= top else (0 if value < 0 else top)
+
+
+class Telemetry:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        intensity: Callable[[], list[RegionIntensity]] | None = None,
+        cluster_energy: Callable[[], Iterable[Any]] | None = None,
+        token: str | None = None,
+        capacity_bytes: int = CAPACITY_BYTES,
+    ) -> None:
+        cfg = settings.telemetry
+        self.settings = cfg
+        self.tables = LabelTables.from_settings(settings)
+        self.ring = RingBuffer(capacity_bytes, lock_memory=cfg.lock_memory)
+        self.totals = Totals(cfg.duration_buckets_s, cfg.ttft_buckets_s)
+        self.totals.preinitialise(
+            self.tables.served_pairs(settings), range(1, len(self.tables.departments))
+        )
+        cluster_regions = {c.name: c.region for c in settings.clusters}
+        self.reports = Reports(
+            self.totals, self.tables, cluster_regions, cluster_energy,
+            settings.enterprise.carbon_tracking.reporting_interval, cfg.reports_kept,
+        )  # fmt: skip
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(
+            TelemetryCollector(
+                self.totals, self.ring, self.tables, intensity or (lambda: []), cluster_energy, cluster_regions
+            )
+        )
+        self._token = token
+        self._thread = threading.get_ident()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.reports.open(time.time(), 0)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, fleet: Fleet, intensity: IntensityService, energy: EnergyService
+    ) -> Telemetry:
+        """Build from configuration; raises ``TelemetryConfigError`` for a setup that would break a promise."""
+        for name in MULTIPROC_ENV:
+            if os.environ.get(name):
+                raise TelemetryConfigError(
+                    f"{name} is set: Prometheus multiprocess mode writes metric files to disk, which Bauxite "
+                    "never does (request telemetry stays in memory). Unset it; Bauxite serves /metrics itself."
+                )
+        token = None
+        if settings.telemetry.token_env:
+            token = os.environ.get(settings.telemetry.token_env, "")
+            if not token.strip():
+                raise TelemetryConfigError(
+                    f"telemetry.token_env names {settings.telemetry.token_env!r}, but that environment variable "
+                    "is unset or empty; set it to the bearer token /metrics and /v1/carbon/* should require"
+                )
+        return cls(
+            settings,
+            intensity=intensity.snapshot,
+            cluster_energy=getattr(energy, "cluster_energy", None),
+            token=token.strip() if token else None,
+        )
+
+    @property
+    def buffer_locked(self) -> bool:
+        """Whether the ring buffer is locked in RAM (mlock succeeded)."""
+        return self.ring.locked
+
+    def submit(self, record: RequestRecord) -> None:
+        """Append one record to the ring. Never blocks, never raises; a full buffer counts a dropped record."""
+        try:
+            if threading.get_ident() != self._thread:
+                self._submit_elsewhere(record)
+                return
+            t = self.tables
+            self.ring.append(
+                t.models.id(record.model),
+                t.regions.id(record.region or NONE),
+                t.clusters.id(record.cluster or NONE),
+                t.departments.id(record.department),
+                t.reasons.id(record.route_reason) if record.route_reason else NO_REASON,
+                t.sources.id(record.intensity_source),
+                _u(record.http_status, U16),
+                t.endpoints.id(record.endpoint),
+                0 if record.status == "ok" else 1,
+                1 if record.energy_measured else 0,
+                _u(record.prompt_tokens, U32),
+                _u(record.completion_tokens, U32),
+                _u(record.cached_tokens, U32),
+                record.ttft_s, record.duration_s, record.energy_j, record.energy_j_min, record.energy_j_max,
+                record.intensity_g_per_kwh, record.pue, record.carbon_g, record.avoided_green_g,
+                record.avoided_kv_g, record.finished_at,
+            )  # fmt: skip
+        except Exception:  # a malformed record must not break the request that produced it
+            self.ring.dropped += 1
+
+    def _submit_elsewhere(self, record: RequestRecord) -> None:
+        """Called off the loop thread (e.g. a measured-energy callback): hop onto the loop, the only writer."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.ring.dropped += 1
+            return
+        loop.call_soon_threadsafe(self.submit, record)
+
+    def drain(self) -> int:
+        """Fold every buffered record into the running totals; returns how many."""
+        return self.totals.add(self.ring.drain())
+
+    def close_window(self, now: float | None = None) -> dict[str, Any]:
+        """Drain, then close the current reporting window (normally done by the timer)."""
+        self.drain()
+        return self.reports.close(time.time() if now is None else now, self.ring.dropped)
+
+    def render_metrics(self) -> bytes:
+        """Prometheus text exposition, after draining the buffer so a scrape sees every finished request."""
+        self.drain()
+        return generate_latest(self.registry)
+
+    # HTTP -------------------------------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        """Register ``GET /metrics`` and ``GET /v1/carbon/reports`` (unless a separate listener is configured),
+        and, when a token is configured, a first middleware requiring it on ``/metrics`` and ``/v1/carbon/*``."""
+        if self._token:
+            app.middlewares.insert(0, token_middleware(self._token))
+        if self.settings.listen_port is None:
+            self._register(app)
+
+    def admin_app(self) -> web.Application | None:
+        """The separate telemetry listener's app when ``telemetry.listen_port`` is set, else None."""
+        if self.settings.listen_port is None:
+            return None
+        app = web.Application(middlewares=[token_middleware(self._token)] if self._token else [])
+        self._register(app)
+        return app
+
+    def _register(self, app: web.Application) -> None:
+        app.router.add_get("/metrics", self._metrics_handler)
+        app.router.add_get("/v1/carbon/reports", self._reports_handler)
+
+    async def _metrics_handler(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _reports_handler(self, request: web.Request) -> web.Response:
+        limit: int | None = None
+        if "limit" in request.query:
+            try:
+                limit = int(request.query["limit"])
+            except ValueError:
+                return web.json_response(
+                    {"error": {"message": "limit must be an integer", "type": "invalid_request_error",
+                               "param": "limit", "code": None}},
+                    status=400,
+                )  # fmt: skip
+        return web.Response(body=self.reports.as_json(limit), content_type="application/json")
+
+    # Lifecycle --------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Adopt the running loop's thread as the only writer and start the drain and report timers."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self.reports.open(time.time(), self.ring.dropped)
+        self._tasks = [
+            asyncio.create_task(self._drain_every(self.settings.drain_interval), name="telemetry-drain"),
+            asyncio.create_task(self._close_windows(), name="telemetry-reports"),
+        ]
+        if not self.ring.locked and self.settings.lock_memory:
+            _log.info("telemetry buffer is not locked in RAM (mlock refused; raise RLIMIT_MEMLOCK to allow it)")
+
+    async def stop(self) -> None:
+        """Stop the timers, close the last (partial) window so its figures are logged, free the buffer."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if not self.ring.closed:
+            self.close_window()
+            self.ring.close()
+
+    async def _drain_every(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.drain()
+
+    async def _close_windows(self) -> None:
+        interval = self.reports.interval_s
+        while True:
+            # Close on wall-clock multiples of the interval (hourly windows end on the hour).
+            now = time.time()
+            await asyncio.sleep((math.floor(now / interval) + 1) * interval - now)
+            self.close_window()
