@@ -26,7 +26,11 @@ class Accountant:
         self._intensity = intensity
         self._energy = energy
         self._router = router
-        self._sink = sink
+        self._sinks: list[RecordSink] = [sink]
+
+    def add_sink(self, sink: RecordSink) -> None:
+        """Also deliver records to ``sink`` (tests, exporters). ``submit`` must not block or raise."""
+        self._sinks.append(sink)
 
     def grid_intensity(self, region: str) -> float:
         return self._intensity.current(region).g_per_kwh
@@ -54,7 +58,9 @@ class Accountant:
 
     def _emit(self, capture: Capture, intensity: Intensity, figure: EnergyFigure) -> None:
         try:
-            self._sink.submit(self._record(capture, intensity, figure))
+            record = self._record(capture, intensity, figure)
+            for sink in self._sinks:
+                sink.submit(record)
         except Exception:
             log.exception("could not record a request on cluster %s", capture.cluster)
 

@@ -36,6 +36,7 @@ class Gateway:
     telemetry: Telemetry
     router: Router
     upstream: Upstream
+    accountant: Accountant
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -57,7 +58,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[openai_errors],
         handler_args={"access_log": None},
     )
-    gateway = Gateway(settings, fleet, intensity, energy, telemetry, router, upstream)
+    gateway = Gateway(settings, fleet, intensity, energy, telemetry, router, upstream, accountant)
     app[GATEWAY] = gateway
     api.add_routes(app)
     intensity.add_routes(app)

@@ -42,8 +42,11 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
-async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+async def start_site(
+    app: web.Application, host: str, port: int, shutdown_timeout_s: float = 10.0
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app``; on cleanup, in-flight requests get ``shutdown_timeout_s`` to finish."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()

@@ -69,16 +69,16 @@ DEFAULT_GPU = "H100"
 class Coefficients:
     """Global fitted constants of the step-time and power curves (see module docstring)."""
 
-    weights_eff: float = 1.1634  # × ideal weight-read time
-    fixed_ms: float = 3.6077  # fixed per-step overhead, ms
-    fixed_ms_per_log2_gpus: float = 2.7965  # extra per-step overhead per doubling of GPUs, ms
-    seq_s: float = 0.649e-4  # per-sequence overhead per step, s
-    moe_seq_s_per_log2_gpus: float = 0.035e-4  # extra per-sequence expert-parallel cost, s
-    compute_eff: float = 1.3512  # × ideal decode matmul time at full datasheet FLOP rate
+    weights_eff: float = 1.163  # × ideal weight-read time
+    fixed_ms: float = 3.607  # fixed per-step overhead, ms
+    fixed_ms_per_log2_gpus: float = 2.799  # extra per-step overhead per doubling of GPUs, ms
+    seq_s: float = 6.484e-5  # per-sequence overhead per step, s
+    moe_seq_s_per_log2_gpus: float = 3.487e-6  # extra per-sequence expert-parallel cost, s
+    compute_eff: float = 1.359  # × ideal decode matmul time at full datasheet FLOP rate
     idle_frac: float = 0.2056  # resident-idle power, share of board power
-    memory_frac: float = 0.728  # dynamic power while reading weights, share of board power
-    compute_frac: float = 0.7991  # dynamic power while computing, share of board power
-    seq_frac: float = 0.5598  # dynamic power during per-sequence work, share of board power
+    memory_frac: float = 0.7285  # dynamic power while reading weights, share of board power
+    compute_frac: float = 0.7944  # dynamic power while computing, share of board power
+    seq_frac: float = 0.5609  # dynamic power during per-sequence work, share of board power
 
 
 COEF = Coefficients()

@@ -300,7 +300,8 @@ class FleetRunner:
 
     async def start(self) -> None:
         for server in self.servers:
-            runner = web.AppRunner(server.app(), access_log=None)
+            # Cancel a handler when its client goes away, as vLLM aborts a request whose caller left.
+            runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
             await runner.setup()
             site = web.TCPSite(runner, self.settings.host, server.sim.settings.port)
             await site.start()

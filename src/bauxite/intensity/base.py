@@ -66,7 +66,9 @@ class LocalProvider(RegionalProvider, Protocol):
 class IntensityError(Exception):
     """A provider could not answer (network, auth, rate limit, bad data)."""
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status  # HTTP status when the failure came from a response
         self.retry_after_s = retry_after_s  # the provider's Retry-After, when it sent one
@@ -128,4 +130,5 @@ class RegionIntensity:
     stale: bool  # True when the configured provider failed and an older or fallback value stands in
     reference: str = ""
     cfe_share: float | None = None
+    year: int | None = None  # data year of a yearly table value
     error: str = ""  # the configured provider's last failure, when it is failing

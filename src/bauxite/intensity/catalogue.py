@@ -17,8 +17,15 @@ from .base import Basis, Location
 
 CLOUDS = ("aws", "gcp", "azure")
 # Bare names are looked up in this order; the only clash in the shipped tables is "asia" (gcp and azure).
-_PREFIX_ALIASES = {"aws": "aws", "amazon": "aws", "gcp": "gcp", "google": "gcp", "google_cloud": "gcp",
-                   "azure": "azure", "microsoft": "azure"}
+_PREFIX_ALIASES = {
+    "aws": "aws",
+    "amazon": "aws",
+    "gcp": "gcp",
+    "google": "gcp",
+    "google_cloud": "gcp",
+    "azure": "azure",
+    "microsoft": "azure",
+}
 GOOGLE_YEARS = (2024, 2023, 2022, 2021, 2020, 2019)  # newest first: the newest year with a region wins
 
 
@@ -74,8 +81,14 @@ def _google_entries() -> dict[str, RegionEntry]:
             # Google calls 2019-2020 figures lifecycle; from 2021 they are operational (direct) grid averages.
             basis: Basis = "lifecycle" if "lifecycle" in value_column.lower() else "direct"
             entries[region] = RegionEntry(
-                "gcp", region, None, float(row[value_column]), f"Google region-carbon-info {year}", year,
-                basis, cfe_share=float(cfe) if cfe else None,
+                "gcp",
+                region,
+                None,
+                float(row[value_column]),
+                f"Google region-carbon-info {year}",
+                year,
+                basis,
+                cfe_share=float(cfe) if cfe else None,
             )
     return entries
 
@@ -89,8 +102,13 @@ def _ccf_entries(cloud: str) -> dict[str, RegionEntry]:
         if cloud == "gcp" and row.get("basis") not in ("", "grid"):
             continue
         entries[region] = RegionEntry(
-            cloud, region, None, float(row["gco2e_per_kwh"]), f"Cloud Carbon Footprint: {row['source']}",
-            _year_in(row["source"]), "direct",
+            cloud,
+            region,
+            None,
+            float(row["gco2e_per_kwh"]),
+            f"Cloud Carbon Footprint: {row['source']}",
+            _year_in(row["source"]),
+            "direct",
         )
     return entries
 
@@ -98,8 +116,15 @@ def _ccf_entries(cloud: str) -> dict[str, RegionEntry]:
 def _global_default() -> RegionEntry:
     for row in _read_csv("ccf_aws_region_emission_factors.csv"):
         if row["region"].lower() == "unknown":
-            return RegionEntry("aws", "unknown", None, float(row["gco2e_per_kwh"]),
-                               "Cloud Carbon Footprint: average of listed regions", None, "direct")
+            return RegionEntry(
+                "aws",
+                "unknown",
+                None,
+                float(row["gco2e_per_kwh"]),
+                "Cloud Carbon Footprint: average of listed regions",
+                None,
+                "direct",
+            )
     raise RuntimeError("the shipped AWS table lost its 'Unknown' row")
 
 
@@ -157,7 +182,8 @@ class Catalogue:
         close = difflib.get_close_matches(region.strip().lower(), names, n=5, cutoff=0.6)
         hint = f"; closest known: {', '.join(close)}" if close else ""
         raise UnknownRegionError(
-            f"unknown region {region!r}{hint} (or give the cluster a grid 'zone' such as 'DE' or 'US-MIDA-PJM')"
+            f"unknown region {region!r}{hint} "
+            "(or give the cluster a grid 'zone' such as 'DE' or 'US-MIDA-PJM')"
         )
 
     def entries(self) -> list[RegionEntry]:
@@ -200,10 +226,14 @@ def _apply_coordinates(entries: dict[str, RegionEntry]) -> None:
     for row in rows + _read_csv("region_coordinates.csv"):
         key = f"{row['provider']}:{row['region']}"
         if key in entries:
-            entries[key] = replace(entries[key], latitude=float(row["latitude"]), longitude=float(row["longitude"]))
+            entries[key] = replace(
+                entries[key], latitude=float(row["latitude"]), longitude=float(row["longitude"])
+            )
 
 
-def validate_region(region: str, zone: str | None = None, catalogue: Catalogue | None = None) -> RegionEntry | None:
+def validate_region(
+    region: str, zone: str | None = None, catalogue: Catalogue | None = None
+) -> RegionEntry | None:
     """Config-time check for a cluster's region (see ``Catalogue.validate_region``)."""
     return (catalogue or Catalogue.load()).validate_region(region, zone)
 

@@ -31,7 +31,10 @@ class ElectricityMapsProvider:
     signal: Signal = "average"
 
     def __init__(
-        self, http: HttpClient, settings: ElectricityMapsSettings, api_key: str | None,
+        self,
+        http: HttpClient,
+        settings: ElectricityMapsSettings,
+        api_key: str | None,
         clock: Callable[[], float],
     ) -> None:
         self._http = http
@@ -62,7 +65,7 @@ class ElectricityMapsProvider:
         return self._points(data, "forecast", zone)
 
     def _params(self, key: str) -> dict[str, str]:
-        params = {"emissionFactorType": self._settings.emission_factor_type}
+        params: dict[str, str] = {"emissionFactorType": self._settings.emission_factor_type}
         if self._settings.disable_estimations:
             params["disableEstimations"] = "true"
         cloud, separator, region = key.partition(_DATA_CENTER_SEPARATOR)
@@ -74,11 +77,15 @@ class ElectricityMapsProvider:
 
     async def _get(self, path: str, key: str) -> Any:
         if not self._api_key:
-            raise IntensityError(f"{NAME}: no API key (set the variable named in intensity.electricity_maps.api_key_env)",
-                                 status=401)
+            raise IntensityError(
+                f"{NAME}: no API key (set the variable named in intensity.electricity_maps.api_key_env)",
+                status=401,
+            )
         reply = await self._http.get(
-            NAME, self._settings.base_url.rstrip("/") + path,
-            params=self._params(key), headers={"auth-token": self._api_key},
+            NAME,
+            self._settings.base_url.rstrip("/") + path,
+            params=self._params(key),
+            headers={"auth-token": self._api_key},
         )
         if reply.status != 200:
             # 401 means a bad key, but Electricity Maps also answers 401 when rate-limited: both back off.
@@ -98,8 +105,12 @@ class ElectricityMapsProvider:
         factor = data.get("emissionFactorType") or self._settings.emission_factor_type
         return Intensity(
             zone=zone if isinstance(zone, str) and zone else key,
-            g_per_kwh=float(value), at=parse_time_s(data.get("datetime")), source=NAME, signal="average",
-            basis="direct" if factor == "direct" else "lifecycle", fetched_at=self._clock(),
+            g_per_kwh=float(value),
+            at=parse_time_s(data.get("datetime")),
+            source=NAME,
+            signal="average",
+            basis="direct" if factor == "direct" else "lifecycle",
+            fetched_at=self._clock(),
             reference="Electricity Maps" + (" (estimated)" if data.get("isEstimated") else ""),
         )
 

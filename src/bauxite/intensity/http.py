@@ -45,7 +45,8 @@ class HttpReply:
         label = f"{provider}{': ' + what if what else ''}: HTTP {self.status}"
         return IntensityError(
             f"{label}{': ' + detail[:_ERROR_SNIPPET_CHARS] if detail else ''}",
-            status=self.status, retry_after_s=self.retry_after_s,
+            status=self.status,
+            retry_after_s=self.retry_after_s,
         )
 
 
@@ -100,7 +101,9 @@ class HttpClient:
             async with self._open().get(url, params=params, headers=headers, auth=auth) as response:
                 body = await response.read()
                 return HttpReply(
-                    response.status, body, response.headers.get("Content-Type", ""),
+                    response.status,
+                    body,
+                    response.headers.get("Content-Type", ""),
                     _retry_after_s(response.headers.get("Retry-After")),
                 )
         except TimeoutError:

@@ -1,4 +1,4 @@
-"""Providers that answer from memory: the embedded static table, the cloud providers' yearly tables, trace replay.
+"""Providers answering from memory: the embedded static table, the clouds' yearly tables, trace replay.
 
 None of these does I/O after construction, so the service reads them on every request instead of
 refreshing them in the background.
@@ -7,7 +7,7 @@ refreshing them in the background.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .base import Intensity, IntensityError, Location, Signal
 from .catalogue import Catalogue, RegionEntry
@@ -19,8 +19,16 @@ _ZONE_PREFIX = "zone:"
 
 def _from_entry(entry: RegionEntry, zone: str, source: str, now_s: float) -> Intensity:
     return Intensity(
-        zone=zone, g_per_kwh=entry.g_per_kwh, at=now_s, source=source, signal="average", basis=entry.basis,
-        fetched_at=now_s, reference=entry.reference, year=entry.year, cfe_share=entry.cfe_share,
+        zone=zone,
+        g_per_kwh=entry.g_per_kwh,
+        at=now_s,
+        source=source,
+        signal="average",
+        basis=entry.basis,
+        fetched_at=now_s,
+        reference=entry.reference,
+        year=entry.year,
+        cfe_share=entry.cfe_share,
     )
 
 
@@ -86,7 +94,7 @@ class CloudTableProvider:
 
 
 class TraceProvider:
-    """Replays hourly traces: real time ``now`` maps to ``start_at`` in the trace, advancing ``speedup``× faster.
+    """Replays hourly traces: ``now`` maps to ``start_at`` in the trace, advancing ``speedup`` times faster.
 
     The replay wraps around at the end of a trace so a long demo never runs out of data.
     """
@@ -121,11 +129,11 @@ class TraceProvider:
         now_s = self._clock()
         start_at = self._settings.start_at
         if start_at is None:
-            now = datetime.fromtimestamp(self._started_s, timezone.utc)
-            year_start = datetime(now.year, 1, 1, tzinfo=timezone.utc).timestamp()
+            now = datetime.fromtimestamp(self._started_s, UTC)
+            year_start = datetime(now.year, 1, 1, tzinfo=UTC).timestamp()
             anchor_s = self._started_s - year_start  # same moment of the year as when replay started
         else:
-            moment = start_at if start_at.tzinfo else start_at.replace(tzinfo=timezone.utc)
+            moment = start_at if start_at.tzinfo else start_at.replace(tzinfo=UTC)
             anchor_s = moment.timestamp() - trace.start_s
         return anchor_s + (now_s - self._started_s) * self._settings.speedup
 
@@ -135,11 +143,17 @@ class TraceProvider:
             raise IntensityError(f"trace {key!r} was not loaded at start-up")
         offset_s = self.simulated_offset_s(trace)
         replayed_s = trace.start_s + offset_s % trace.duration_s
-        moment = datetime.fromtimestamp(replayed_s, timezone.utc).strftime("%Y-%m-%dT%H:00Z")
+        moment = datetime.fromtimestamp(replayed_s, UTC).strftime("%Y-%m-%dT%H:00Z")
         now_s = self._clock()
         return Intensity(
-            zone=key, g_per_kwh=trace.at(replayed_s), at=now_s, source=self.name, signal="average",
-            basis="lifecycle", fetched_at=now_s, reference=f"trace {trace.name} replaying {moment}",
+            zone=key,
+            g_per_kwh=trace.at(replayed_s),
+            at=now_s,
+            source=self.name,
+            signal="average",
+            basis="lifecycle",
+            fetched_at=now_s,
+            reference=f"trace {trace.name} replaying {moment}",
         )
 
     async def current(self, zone: str) -> Intensity:

@@ -50,7 +50,9 @@ PROVIDERS: dict[str, Callable[[ProviderContext], RegionalProvider]] = {
     "trace": lambda ctx: TraceProvider(ctx.settings.trace, ctx.catalogue, ctx.clock),
     "electricity_maps": _electricity_maps,
     "watttime": _watttime,
-    "uk_carbon_intensity": lambda ctx: UkCarbonIntensityProvider(ctx.http, ctx.settings.uk_carbon_intensity, ctx.clock),
+    "uk_carbon_intensity": lambda ctx: UkCarbonIntensityProvider(
+        ctx.http, ctx.settings.uk_carbon_intensity, ctx.clock
+    ),
 }
 
 CLOUD_TABLES = ("google_cloud", "aws", "azure")
@@ -59,8 +61,11 @@ CLOUD_TABLES = ("google_cloud", "aws", "azure")
 def provider_chain(name: str, ctx: ProviderContext) -> list[RegionalProvider]:
     """The configured provider, any enrichment and configured fallbacks, ending with ``static``."""
     names = [name]
-    if (name in CLOUD_TABLES and ctx.settings.enrich_with_electricity_maps
-            and ctx.secret(ctx.settings.electricity_maps.api_key_env)):
+    if (
+        name in CLOUD_TABLES
+        and ctx.settings.enrich_with_electricity_maps
+        and ctx.secret(ctx.settings.electricity_maps.api_key_env)
+    ):
         names.insert(0, "electricity_maps")  # live values first, the cloud's yearly table behind them
     names += [n for n in ctx.settings.fallbacks if n not in names]
     if "static" not in names:

@@ -12,15 +12,20 @@ from dataclasses import dataclass, field
 from .base import Intensity
 
 
-def backoff_s(failures: int, min_s: float, max_s: float, retry_after_s: float | None = None,
-              jitter: Callable[[], float] = random.random) -> float:
+def backoff_s(
+    failures: int,
+    min_s: float,
+    max_s: float,
+    retry_after_s: float | None = None,
+    jitter: Callable[[], float] = random.random,
+) -> float:
     """Delay before retry number ``failures``: doubling from ``min_s`` up to ``max_s``, ±10 % jitter so many
     zones failing together do not retry in lockstep, and never sooner than the provider's Retry-After."""
     base_s = min(max_s, min_s * 2 ** max(0, failures - 1))
     delay_s = base_s * (0.9 + 0.2 * jitter())
     if retry_after_s is not None:
         delay_s = max(delay_s, retry_after_s)
-    return delay_s
+    return float(delay_s)
 
 
 class CircuitBreaker:

@@ -1,63 +1,274 @@
 """Per-region intensity snapshots the request path reads without waiting.
 
-Placeholder until the provider work lands: every region reads a nominal static value.
+Each configured region has a chain of (provider, query key) links: the configured provider (after any live
+enrichment), configured fallbacks, and finally ``static``. Live providers are refreshed by background tasks,
+one per distinct (provider, key), so regions sharing a zone share calls. ``current()`` walks the chain and
+returns the first value that is fresh enough (stale values are reused up to ``stale_max_age``); the static
+table always answers.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from .base import Intensity, RegionIntensity
+from .api import register_routes
+from .base import (
+    Intensity,
+    IntensityError,
+    LocalProvider,
+    Location,
+    RegionalProvider,
+    RegionIntensity,
+    require_one_signal,
+)
+from .catalogue import Catalogue, locate
+from .config import IntensitySettings
+from .http import HttpClient
+from .local import StaticProvider, TraceProvider
+from .registry import ProviderContext, provider_chain
+from .resilience import CircuitBreaker, Feed, backoff_s
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from ..settings import Settings
 
-NOMINAL_G_PER_KWH = 400.0
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    provider: RegionalProvider
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    value: Intensity
+    position: int  # index in the region's chain of the link that answered
 
 
 class IntensityService:
-    def __init__(self, regions: dict[str, str | None]) -> None:
-        now = time.time()
-        self._snapshots = {
-            region: Intensity(zone or region, NOMINAL_G_PER_KWH, now, "static", fetched_at=now)
-            for region, zone in regions.items()
+    def __init__(
+        self,
+        provider: str,
+        regions: Mapping[str, str | None],
+        settings: IntensitySettings | None = None,
+        *,
+        catalogue: Catalogue | None = None,
+        clock: Callable[[], float] = time.time,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings or IntensitySettings()
+        self.provider_name = provider
+        self.catalogue = catalogue or Catalogue.load()
+        self._clock = clock
+        self._http = HttpClient(self.settings.request_timeout)
+        ctx = ProviderContext(self.settings, self.catalogue, self._http, clock)
+        if env is not None:
+            ctx = replace(ctx, env=env)
+        self._providers = provider_chain(provider, ctx)
+        self._static = StaticProvider(self.catalogue, clock)
+        self._locations = {r: locate(self.catalogue, r, z) for r, z in regions.items()}
+        self._chains = {r: self._chain_for(loc) for r, loc in self._locations.items()}
+        self._feeds: dict[tuple[str, str], Feed] = {}
+        self._breakers = {
+            p.name: CircuitBreaker(self.settings.breaker_failures, self.settings.breaker_open, clock)
+            for p in self._providers
         }
+        for region, chain in self._chains.items():
+            for link in chain:
+                if not isinstance(link.provider, LocalProvider):
+                    feed = self._feeds.setdefault(
+                        (link.provider.name, link.key), Feed(link.provider.name, link.key)
+                    )
+                    feed.regions.append(region)
+        self._preload_traces()
+        self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> IntensityService:
-        return cls({c.region: c.zone for c in settings.clusters})
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        env: Mapping[str, str] | None = None,
+    ) -> IntensityService:
+        regions: dict[str, str | None] = {}
+        for cluster in settings.clusters:
+            regions.setdefault(cluster.region, cluster.zone)
+        return cls(
+            settings.enterprise.carbon_tracking.provider, regions, settings.intensity, clock=clock, env=env
+        )
+
+    def _chain_for(self, location: Location) -> list[_Link]:
+        links = []
+        for provider in self._providers:
+            key = provider.key_for(location)
+            if key is not None:
+                links.append(_Link(provider, key))
+        return links
+
+    def _preload_traces(self) -> None:
+        for provider in self._providers:
+            if isinstance(provider, TraceProvider):
+                keys = [
+                    link.key for chain in self._chains.values() for link in chain if link.provider is provider
+                ]
+                provider.preload(sorted(set(keys)))
+
+    # --- the request path: memory reads only -------------------------------------------------------
 
     def current(self, region: str) -> Intensity:
-        """Latest known intensity for ``region``; never raises, never waits."""
-        found = self._snapshots.get(region)
-        if found is None:
-            now = time.time()
-            found = Intensity(region, NOMINAL_G_PER_KWH, now, "static", fetched_at=now)
-        return found
+        """Latest usable intensity for ``region``; never raises, never waits."""
+        try:
+            return self._serve(region).value
+        except Exception:  # a bug here must not fail a request: the static table still answers
+            log.exception("intensity lookup failed for region %s; using the static table", region)
+            return self._static_for(region)
 
-    async def start(self) -> None:
-        return None
+    def _static_for(self, region: str) -> Intensity:
+        location = self._locations.get(region) or locate(self.catalogue, region)
+        return self._static.lookup(self._static.key_for(location) or region)
 
-    async def stop(self) -> None:
-        return None
+    def _serve(self, region: str, *, average_only: bool = False) -> _Served:
+        chain = self._chains.get(region)
+        if chain is None:
+            return _Served(self._static_for(region), -1)
+        now_s = self._clock()
+        for position, link in enumerate(chain):
+            if average_only and link.provider.signal != "average":
+                continue
+            value = self._read_link(link, now_s)
+            if value is not None:
+                return _Served(value, position)
+        return _Served(self._static_for(region), len(chain))
 
-    def snapshot(self) -> list[RegionIntensity]:
-        now = time.time()
-        return [
-            RegionIntensity(r, i.zone, i.source, i.g_per_kwh, i.signal, i.basis, now - i.fetched_at, False)
-            for r, i in self._snapshots.items()
-        ]
+    def _read_link(self, link: _Link, now_s: float) -> Intensity | None:
+        if isinstance(link.provider, LocalProvider):
+            try:
+                return link.provider.lookup(link.key)
+            except IntensityError:
+                return None
+        feed = self._feeds[(link.provider.name, link.key)]
+        return feed.fresh_enough(now_s, self.settings.stale_max_age)
 
     def for_ranking(self, regions: list[str]) -> dict[str, Intensity]:
-        """Values for comparing regions with each other; all of one signal (never average vs marginal)."""
-        return {region: self.current(region) for region in regions}
+        """Values the router may compare with each other: always all of one signal.
+
+        When every region has a marginal value, they are ranked on marginal values. When any region is
+        served an average value (its marginal provider is failing, or does not cover it), every region is
+        ranked on its average chain instead, because a half-marginal ranking would compare different things.
+        """
+        values = {region: self.current(region) for region in regions}
+        if len({v.signal for v in values.values()}) > 1:
+            values = {region: self._serve(region, average_only=True).value for region in regions}
+        return require_one_signal(values)
+
+    def snapshot(self) -> list[RegionIntensity]:
+        """One row per configured region, for the gauge, the JSON view and the CLI."""
+        return [self._row(region) for region in self._locations]
+
+    def _row(self, region: str) -> RegionIntensity:
+        served = self._serve(region)
+        value, chain = served.value, self._chains[region]
+        first = chain[0] if chain else None
+        failing = ""
+        if first is not None and not isinstance(first.provider, LocalProvider):
+            feed = self._feeds[(first.provider.name, first.key)]
+            failing = feed.last_error if feed.failures else ""
+        stale = served.position != 0 or bool(failing)
+        return RegionIntensity(
+            region=region,
+            zone=self._locations[region].zone,
+            provider=value.source,
+            g_per_kwh=value.g_per_kwh,
+            signal=value.signal,
+            basis=value.basis,
+            age_s=max(0.0, self._clock() - value.fetched_at),
+            stale=stale,
+            reference=value.reference,
+            cfe_share=value.cfe_share,
+            year=value.year,
+            error=failing,
+        )
+
+    def feeds(self) -> list[Feed]:
+        """The background feeds (for diagnostics and tests)."""
+        return list(self._feeds.values())
+
+    # --- background refresh --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start one refresh task per feed; returns at once (the first values arrive in the background)."""
+        if self._tasks:
+            return
+        for feed in self._feeds.values():
+            name = f"intensity-refresh:{feed.provider_name}:{feed.key}"
+            self._tasks.append(asyncio.create_task(self._run_feed(feed), name=name))
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._http.close()
+
+    async def refresh_once(self) -> None:
+        """Refresh every feed once, concurrently (for the CLI and tests; the server uses ``start``)."""
+        await asyncio.gather(*(self._refresh(feed) for feed in self._feeds.values()))
+
+    async def _run_feed(self, feed: Feed) -> None:
+        while True:
+            delay_s = await self._refresh(feed)
+            await asyncio.sleep(delay_s)
+
+    def _provider(self, name: str) -> RegionalProvider:
+        return next(p for p in self._providers if p.name == name)
+
+    async def _refresh(self, feed: Feed) -> float:
+        """One refresh attempt; returns seconds until the next."""
+        breaker = self._breakers[feed.provider_name]
+        if not breaker.allow():
+            return max(breaker.remaining_s(), self.settings.retry_min)
+        provider = self._provider(feed.provider_name)
+        feed.calls += 1
+        try:
+            # The HTTP client has its own time-out; this outer bound also covers slow login + query pairs.
+            value = await asyncio.wait_for(provider.current(feed.key), 3 * self.settings.request_timeout)
+        except (IntensityError, TimeoutError) as exc:
+            return self._failed(feed, breaker, exc)
+        feed.last = replace(value, fetched_at=self._clock())
+        feed.failures, feed.last_error = 0, ""
+        breaker.record_success()
+        return self.settings.refresh_interval
+
+    def _failed(self, feed: Feed, breaker: CircuitBreaker, exc: Exception) -> float:
+        feed.failures += 1
+        feed.last_error = str(exc) or "timed out"
+        breaker.record_failure()
+        retry_after_s = exc.retry_after_s if isinstance(exc, IntensityError) else None
+        delay_s = backoff_s(feed.failures, self.settings.retry_min, self.settings.retry_max, retry_after_s)
+        log.warning(
+            "intensity %s %s failed (%d in a row, retry in %.0fs): %s",
+            feed.provider_name,
+            feed.key,
+            feed.failures,
+            delay_s,
+            feed.last_error,
+        )
+        return delay_s
+
+    # --- HTTP ------------------------------------------------------------------------------------------
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/v1/carbon/intensity", self._handle)
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        return web.json_response({"regions": [dataclasses.asdict(row) for row in self.snapshot()]})
+        """Register ``GET /v1/carbon/intensity`` (handler: ``intensity.api.handle_intensity``)."""
+        register_routes(app, self)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .base import Intensity, IntensityError, Location, Signal
@@ -15,7 +15,10 @@ NAME = "uk_carbon_intensity"
 NATIONAL = "national"
 # Cloud regions in Great Britain → regional id (13 London, 7 South Wales); other GB regions use national.
 BUILTIN_REGION_IDS = {
-    ("aws", "eu-west-2"): 13, ("gcp", "europe-west2"): 13, ("azure", "uksouth"): 13, ("azure", "ukwest"): 7,
+    ("aws", "eu-west-2"): 13,
+    ("gcp", "europe-west2"): 13,
+    ("azure", "uksouth"): 13,
+    ("azure", "ukwest"): 7,
 }
 
 
@@ -23,7 +26,9 @@ class UkCarbonIntensityProvider:
     name = NAME
     signal: Signal = "average"
 
-    def __init__(self, http: HttpClient, settings: UkCarbonIntensitySettings, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, http: HttpClient, settings: UkCarbonIntensitySettings, clock: Callable[[], float]
+    ) -> None:
         self._http = http
         self._settings = settings
         self._clock = clock
@@ -45,8 +50,12 @@ class UkCarbonIntensityProvider:
         return points[0]
 
     async def forecast(self, zone: str) -> list[Intensity]:
-        start = datetime.fromtimestamp(self._clock(), timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
-        path = f"/intensity/{start}/fw24h" if zone == NATIONAL else f"/regional/intensity/{start}/fw24h/regionid/{zone}"
+        start = datetime.fromtimestamp(self._clock(), UTC).strftime("%Y-%m-%dT%H:%MZ")
+        path = (
+            f"/intensity/{start}/fw24h"
+            if zone == NATIONAL
+            else f"/regional/intensity/{start}/fw24h/regionid/{zone}"
+        )
         return self._parse(await self._get(path), zone)
 
     async def _get(self, path: str) -> Any:
@@ -59,7 +68,7 @@ class UkCarbonIntensityProvider:
         return data["data"]
 
     def _parse(self, data: Any, key: str) -> list[Intensity]:
-        """Half-hour slots from either shape: national ``[slot…]``; regional ``{…, data: [slot…]}`` or a list of it."""
+        """Half-hour slots: national ``[slot…]``; regional ``{…, data: [slot…]}`` or a list of those."""
         slots = _slots(data)
         now_s = self._clock()
         points = []
@@ -73,11 +82,18 @@ class UkCarbonIntensityProvider:
                 value = intensity.get("forecast")
             if not isinstance(value, int | float) or isinstance(value, bool):
                 continue
-            points.append(Intensity(
-                zone="GB" if key == NATIONAL else f"GB-region-{key}", g_per_kwh=float(value),
-                at=parse_time_s(slot.get("from")), source=NAME, signal="average", basis="direct",
-                fetched_at=now_s, reference="Carbon Intensity API (NESO), CC BY 4.0",
-            ))
+            points.append(
+                Intensity(
+                    zone="GB" if key == NATIONAL else f"GB-region-{key}",
+                    g_per_kwh=float(value),
+                    at=parse_time_s(slot.get("from")),
+                    source=NAME,
+                    signal="average",
+                    basis="direct",
+                    fetched_at=now_s,
+                    reference="Carbon Intensity API (NESO), CC BY 4.0",
+                )
+            )
         return sorted(points, key=lambda p: p.at)
 
 

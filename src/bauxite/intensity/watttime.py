@@ -27,7 +27,11 @@ class WattTimeProvider:
     signal: Signal = "marginal"
 
     def __init__(
-        self, http: HttpClient, settings: WattTimeSettings, username: str | None, password: str | None,
+        self,
+        http: HttpClient,
+        settings: WattTimeSettings,
+        username: str | None,
+        password: str | None,
         clock: Callable[[], float],
     ) -> None:
         self._http = http
@@ -61,7 +65,11 @@ class WattTimeProvider:
 
     async def _forecast(self, key: str, horizon_hours: int) -> list[Intensity]:
         region = await self._region(key)
-        params = {"region": region, "signal_type": self._settings.signal_type, "horizon_hours": str(horizon_hours)}
+        params = {
+            "region": region,
+            "signal_type": self._settings.signal_type,
+            "horizon_hours": str(horizon_hours),
+        }
         data = await self._authorised_json("/v3/forecast", params)
         return self._parse_points(data, region)
 
@@ -80,8 +88,9 @@ class WattTimeProvider:
 
     async def _login(self) -> str:
         if not self._username or not self._password:
-            raise IntensityError(f"{NAME}: no credentials (set the variables named in intensity.watttime)",
-                                 status=401)
+            raise IntensityError(
+                f"{NAME}: no credentials (set the variables named in intensity.watttime)", status=401
+            )
         reply = await self._http.get(
             NAME, self._url("/login"), auth=aiohttp.BasicAuth(self._username, self._password)
         )
@@ -131,11 +140,18 @@ class WattTimeProvider:
             value = item.get("value") if isinstance(item, dict) else None
             if not isinstance(value, int | float) or isinstance(value, bool):
                 continue  # a null point is a gap, not a zero
-            points.append(Intensity(
-                zone=region, g_per_kwh=lbs_per_mwh_to_g_per_kwh(float(value)), at=parse_time_s(item.get("point_time")),
-                source=NAME, signal="marginal", basis="direct", fetched_at=now_s,
-                reference=f"WattTime {self._settings.signal_type} {region}",
-            ))
+            points.append(
+                Intensity(
+                    zone=region,
+                    g_per_kwh=lbs_per_mwh_to_g_per_kwh(float(value)),
+                    at=parse_time_s(item.get("point_time")),
+                    source=NAME,
+                    signal="marginal",
+                    basis="direct",
+                    fetched_at=now_s,
+                    reference=f"WattTime {self._settings.signal_type} {region}",
+                )
+            )
         return sorted(points, key=lambda p: p.at)
 
 

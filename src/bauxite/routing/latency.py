@@ -2,9 +2,11 @@
 
 predicted_ttft_ms = rtt + prefill(prompt) + queue_wait, where
 
-- rtt: per-cluster latency config, else the cluster's ``rtt_ms``, else the measured scrape round trip, else a prior;
-- prefill = base + per-token rate × prompt tokens; the base is configured, or learned from the proxy's observed
-  TTFT (which already includes network and typical queueing, so the learned value errs on the slow side);
+- rtt: per-cluster latency config, else the cluster's ``rtt_ms``, else the measured scrape round trip,
+  else a prior;
+- prefill = base + per-token rate × prompt tokens; the base is configured, or learned from the proxy's
+  observed TTFT (which already includes network and typical queueing, so the learned value errs on the
+  slow side);
 - queue_wait = requests ahead of this one × mean service time / slots × ``queue_safety``. Slots are the
   configured ``max_concurrency``, else learned from the cluster's own metrics (requests running while others
   wait), else unknown, in which case only the scraped waiting count counts as "ahead".

@@ -39,7 +39,11 @@ class EnergyCoefficients:
     completion_j_per_token: float
 
     def energy_j(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return self.fixed_j + self.prompt_j_per_token * prompt_tokens + self.completion_j_per_token * completion_tokens
+        return (
+            self.fixed_j
+            + self.prompt_j_per_token * prompt_tokens
+            + self.completion_j_per_token * completion_tokens
+        )
 
 
 _ZERO = EnergyCoefficients(0.0, 0.0, 0.0)
@@ -53,7 +57,6 @@ class CarbonSnapshot:
         self._g_per_kwh: dict[str, float] = {}  # by cluster name
         self._grams_per_j: dict[str, float] = {}  # pue × intensity / J_PER_KWH, by cluster name
         self._coefficients: dict[tuple[str, str], EnergyCoefficients] = {}
-        self.refreshed = False
 
     def refresh(self) -> None:
         """Re-read intensity per region and energy coefficients per (cluster, model); never raises."""
@@ -66,14 +69,15 @@ class CarbonSnapshot:
             found = by_region.get(cluster.region)
             if found is not None and math.isfinite(found.g_per_kwh):
                 self._g_per_kwh[cluster.name] = max(found.g_per_kwh, 0.0)
-        # A region never heard of must not look green: assume it is as dirty as the dirtiest known one.
+        # A region never heard of must not look green: rank it with (or behind) the dirtiest known one.
         unknown = max(self._g_per_kwh.values(), default=UNKNOWN_G_PER_KWH)
+        unknown = max(unknown, UNKNOWN_G_PER_KWH)
         for cluster in self._fleet.clusters:
             g_per_kwh = self._g_per_kwh.setdefault(cluster.name, unknown)
-            self._grams_per_j[cluster.name] = self._pue(cluster.name, cluster.settings.pue) * g_per_kwh / J_PER_KWH
+            pue = self._pue(cluster.name, cluster.settings.pue)
+            self._grams_per_j[cluster.name] = pue * g_per_kwh / J_PER_KWH
             for model in cluster.routes:
                 self._coefficients[(cluster.name, model)] = self._probe(cluster.name, model)
-        self.refreshed = True
 
     def _pue(self, cluster: str, configured: float | None) -> float:
         # The energy service knows provider defaults; older services without ``pue`` fall back to config.
@@ -98,6 +102,9 @@ class CarbonSnapshot:
         if not all(math.isfinite(v) for v in values):
             return self._coefficients.get((cluster, model), _ZERO)
         return EnergyCoefficients(*(max(v, 0.0) for v in values))
+
+    def knows(self, cluster: str) -> bool:
+        return cluster in self._grams_per_j
 
     def g_per_kwh(self, cluster: str) -> float:
         return self._g_per_kwh.get(cluster, 0.0)

@@ -1,4 +1,4 @@
-"""Running totals fed from drained ring records. Everything here only ever grows, so counters never go down."""
+"""Running totals fed from drained ring records. They only ever grow, so counters never go down."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class Totals:
         self.records = 0
 
     def preinitialise(self, pairs: Iterable[tuple[int, int]], departments: Iterable[int]) -> None:
-        """Zero series for configured combinations, so dashboards and ``rate()`` see them from the first scrape."""
+        """Zero series for configured combinations: dashboards and ``rate()`` see them from the start."""
         depts = list(departments)
         for model, region in pairs:
             for dept in depts:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..durations import DurationS
@@ -37,12 +39,14 @@ class TelemetrySettings(BaseModel):
     @classmethod
     def _positive(cls, value: float) -> float:
         if not 0 < value <= 2.0:
-            raise ValueError("drain_interval must be above zero and at most 2s (the buffer holds ~2.7s at load)")
+            raise ValueError(
+                "drain_interval must be above zero and at most 2s (the buffer fills in ~2.7s at load)"
+            )
         return value
 
     @field_validator("duration_buckets_s", "ttft_buckets_s")
     @classmethod
     def _ascending(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or any(b <= a for a, b in zip(value, value[1:], strict=False)) or value[0] <= 0:
+        if not value or any(b <= a for a, b in itertools.pairwise(value)) or value[0] <= 0:
             raise ValueError("histogram buckets must be positive and strictly ascending")
         return value

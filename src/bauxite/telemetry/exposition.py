@@ -75,7 +75,8 @@ class TelemetryCollector(Collector):
         t = self._t
         labels = ["model", "region", "department"]
         carbon = CounterMetricFamily(
-            "bauxite_request_carbon_grams", "Grams CO2e attributed to requests (energy x PUE x grid intensity).",
+            "bauxite_request_carbon_grams",
+            "Grams CO2e attributed to requests (energy x PUE x grid intensity).",
             labels=labels,
         )
         energy = CounterMetricFamily(
@@ -100,7 +101,7 @@ class TelemetryCollector(Collector):
                 avoided[(model, dept, source)] = avoided.get((model, dept, source), 0.0) + acc[slot]
         avoided_family = CounterMetricFamily(
             "bauxite_carbon_avoided_grams",
-            "Grams CO2e avoided versus the latency-first choice (green_routing) and by KV-cache reuse (kv_cache).",
+            "Grams CO2e avoided versus the latency-first choice (green_routing) and by KV-cache reuse.",
             labels=["model", "department", "source"],
         )
         for key, grams in avoided.items():
@@ -110,7 +111,8 @@ class TelemetryCollector(Collector):
     def _routing(self) -> Iterator[Metric]:
         t = self._t
         family = CounterMetricFamily(
-            "bauxite_routing_decisions", "Routing decisions by chosen region and reason.",
+            "bauxite_routing_decisions",
+            "Routing decisions by chosen region and reason.",
             labels=["model", "region", "reason"],
         )
         for (m, r, reason), count in self._totals.routing.items():
@@ -119,24 +121,32 @@ class TelemetryCollector(Collector):
 
     def _histograms(self) -> Iterator[Metric]:
         specs: tuple[tuple[str, str, dict[tuple[int, int], Histogram]], ...] = (
-            ("bauxite_request_duration_seconds", "Request duration, arrival to last byte.", self._totals.duration),
+            (
+                "bauxite_request_duration_seconds",
+                "Request duration, arrival to last byte.",
+                self._totals.duration,
+            ),
             ("bauxite_time_to_first_token_seconds", "Time to the first token.", self._totals.ttft),
         )
         for name, doc, hists in specs:
             family = HistogramMetricFamily(name, doc, labels=["model", "region"])
             for (m, r), hist in hists.items():
                 family.add_metric(
-                    [self._t.models.value(m), self._t.regions.value(r)], hist.cumulative(), sum_value=hist.total
+                    [self._t.models.value(m), self._t.regions.value(r)],
+                    hist.cumulative(),
+                    sum_value=hist.total,
                 )
             yield family
 
     def _grid(self) -> Iterator[Metric]:
         value = GaugeMetricFamily(
-            "bauxite_grid_carbon_intensity_gco2_per_kwh", "Current grid carbon intensity per configured region.",
+            "bauxite_grid_carbon_intensity_gco2_per_kwh",
+            "Current grid carbon intensity per configured region.",
             labels=["region", "zone", "provider"],
         )
         age = GaugeMetricFamily(
-            "bauxite_grid_carbon_intensity_age_seconds", "Age of the grid intensity value in use.",
+            "bauxite_grid_carbon_intensity_age_seconds",
+            "Age of the grid intensity value in use.",
             labels=["region"],
         )
         try:
@@ -155,7 +165,8 @@ class TelemetryCollector(Collector):
             "bauxite_cluster_power_watts", "Current cluster power draw.", labels=["cluster", "region"]
         )
         energy = CounterMetricFamily(
-            "bauxite_cluster_energy_joules", "Cluster energy: attributed to requests, or idle/static.",
+            "bauxite_cluster_energy_joules",
+            "Cluster energy: attributed to requests, or idle/static.",
             labels=["cluster", "region", "kind"],
         )
         for row in self._cluster_rows():
@@ -186,22 +197,28 @@ class TelemetryCollector(Collector):
     def _buffer(self) -> Iterator[Metric]:
         ring = self._ring
         yield GaugeMetricFamily(
-            "bauxite_telemetry_buffer_capacity_bytes", "Size of the telemetry ring buffer.", ring.capacity_bytes
+            "bauxite_telemetry_buffer_capacity_bytes",
+            "Size of the telemetry ring buffer.",
+            ring.capacity_bytes,
         )
         yield GaugeMetricFamily(
-            "bauxite_telemetry_buffer_used_bytes", "Bytes of the ring buffer holding undrained records.",
+            "bauxite_telemetry_buffer_used_bytes",
+            "Bytes of the ring buffer holding undrained records.",
             ring.used_bytes,
         )
         yield GaugeMetricFamily(
-            "bauxite_telemetry_buffer_high_water_bytes", "Most bytes of the ring buffer ever in use at once.",
+            "bauxite_telemetry_buffer_high_water_bytes",
+            "Most bytes of the ring buffer ever in use at once.",
             ring.high_water * (ring.capacity_bytes // ring.slots),
         )
         yield GaugeMetricFamily(
-            "bauxite_telemetry_buffer_locked", "1 when the buffer is locked in RAM (mlock), else 0.",
+            "bauxite_telemetry_buffer_locked",
+            "1 when the buffer is locked in RAM (mlock), else 0.",
             1.0 if ring.locked else 0.0,
         )
         yield CounterMetricFamily(
-            "bauxite_telemetry_records_dropped", "Records discarded because the buffer was full or invalid.",
+            "bauxite_telemetry_records_dropped",
+            "Records discarded because the buffer was full or invalid.",
             ring.dropped,
         )
         yield CounterMetricFamily(

@@ -1,4 +1,4 @@
-"""Optional bearer-token protection for the telemetry endpoints (``/metrics`` and everything under ``/v1/carbon/``)."""
+"""Optional bearer-token protection for ``/metrics`` and everything under ``/v1/carbon/``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 PROTECTED_EXACT = ("/metrics",)
 PROTECTED_PREFIX = "/v1/carbon/"
@@ -32,7 +33,7 @@ def unauthorized() -> web.Response:
     )  # fmt: skip
 
 
-def token_middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def token_middleware(token: str) -> Middleware:
     """Middleware that requires ``Authorization: Bearer <token>`` on protected paths only."""
 
     @web.middleware

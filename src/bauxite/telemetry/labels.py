@@ -1,9 +1,9 @@
 """Label interning: every label value becomes a small integer id before it enters the ring buffer.
 
-Tables are closed over configured names (models, regions, departments, clusters), so a value that did not come
-from configuration collapses into one fallback value and can never become a new series. Tables for values the
-code produces (route reasons, intensity sources) are open, but only for short ``[a-z0-9_]`` tokens and only up to
-a small cap — a guard against a bug ever turning request text into a label.
+Tables are closed over configured names (models, regions, departments, clusters), so a value that did not
+come from configuration collapses into one fallback value and can never become a new series. Tables for values
+the code produces (route reasons, intensity sources) are open, but only for short ``[a-z0-9_]`` tokens and
+only up to a small cap — a guard against a bug ever turning request text into a label.
 """
 
 from __future__ import annotations

@@ -35,8 +35,10 @@ from .aggregate import (
 from .labels import LabelTables
 
 REPORT_LOGGER = "bauxite.reports"
-_SUMMED = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "energy_j", "carbon_g",
-           "avoided_green_routing_g", "avoided_kv_cache_g")  # fmt: skip
+_SUMMED = (
+    "requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens",
+    "energy_j", "carbon_g", "avoided_green_routing_g", "avoided_kv_cache_g",
+)  # fmt: skip
 
 
 def _iso(ts: float) -> str:
@@ -91,7 +93,7 @@ class Reports:
 
     def close(self, now: float, dropped: int) -> dict[str, Any]:
         """Close the open window (the caller drains the buffer first), keep it, log it, and open the next."""
-        window = {
+        window: dict[str, Any] = {
             "start": _iso(self._opened_at),
             "end": _iso(now),
             "start_unix": self._opened_at,
@@ -115,7 +117,11 @@ class Reports:
             if not any(delta):
                 continue
             m, r, d = key
-            names = {"department": t.departments.value(d), "model": t.models.value(m), "region": t.regions.value(r)}
+            names = {
+                "department": t.departments.value(d),
+                "model": t.models.value(m),
+                "region": t.regions.value(r),
+            }
             rows.append(names | _usage_row(delta))
         rows.sort(key=lambda row: (row["department"], row["model"], row["region"]))
         return rows
@@ -159,7 +165,9 @@ class Reports:
         """One line per window: totals and per-department figures — configured names and numbers only."""
         by_department: dict[str, dict[str, float]] = {}
         for row in window["usage"]:
-            dept = by_department.setdefault(row["department"], {"requests": 0, "energy_j": 0.0, "carbon_g": 0.0})
+            dept = by_department.setdefault(
+                row["department"], {"requests": 0, "energy_j": 0.0, "carbon_g": 0.0}
+            )
             for key in dept:
                 dept[key] += row[key]
         line = {
@@ -176,5 +184,9 @@ class Reports:
         windows = list(self.closed)
         if limit is not None:
             windows = windows[-limit:] if limit > 0 else []
-        body = {"reporting_interval_s": self.interval_s, "open_since": _iso(self._opened_at), "windows": windows}
+        body = {
+            "reporting_interval_s": self.interval_s,
+            "open_since": _iso(self._opened_at),
+            "windows": windows,
+        }
         return orjson.dumps(body)

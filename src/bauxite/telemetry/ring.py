@@ -1,9 +1,10 @@
 """The volatile telemetry buffer: 2 MiB of anonymous, RAM-locked memory holding fixed-size binary records.
 
-Concurrency model: the gateway runs one asyncio event loop, and both ``append`` (from request accounting) and
-``drain`` (from the scrape handler and the drain timer) run on that loop's thread. A single writer and a single
-reader that never run at the same time need no locks, so an append is one bounds check and one ``pack_into``:
-it cannot block. When the buffer is full the record is counted in ``dropped`` and discarded — never silently.
+Concurrency model: the gateway runs one asyncio event loop, and both ``append`` (from request accounting)
+and ``drain`` (from the scrape handler and the drain timer) run on that loop's thread. A single writer and a
+single reader that never run at the same time need no locks, so an append is one bounds check and one
+``pack_into``: it cannot block. When the buffer is full the record is counted in ``dropped`` and
+discarded — never silently.
 
 Memory: ``mmap(-1, …, MAP_PRIVATE | MAP_ANONYMOUS)`` has no backing file (not even the ``/dev/zero (deleted)``
 shmem object a shared anonymous map shows in ``/proc/self/maps``), ``mlock`` keeps it out of swap where the
@@ -49,7 +50,7 @@ def _libc() -> ctypes.CDLL | None:
 
 
 class RingBuffer:
-    """Fixed-capacity FIFO of ``RECORD`` slots in anonymous memory. Not thread-safe by design (see module doc)."""
+    """Fixed-capacity FIFO of ``RECORD`` slots in anonymous memory; one thread only (see module doc)."""
 
     def __init__(self, capacity_bytes: int = CAPACITY_BYTES, *, lock_memory: bool = True) -> None:
         if capacity_bytes % RECORD_SIZE or capacity_bytes < RECORD_SIZE:
@@ -97,7 +98,7 @@ class RingBuffer:
         return self._mm.closed
 
     def append(self, *fields: Any) -> bool:
-        """Store one record given as ``RECORD`` fields; False (and counted) when the buffer is full or closed."""
+        """Store one record given as ``RECORD`` fields; False (and counted) when full or closed."""
         used = self._head - self._tail
         if used >= self.slots or self._mm.closed:
             self.dropped += 1
@@ -126,10 +127,14 @@ class RingBuffer:
         """A copy of the whole buffer, for tests that check what it holds."""
         return bytes(self._mm)
 
+    def scrub(self) -> None:
+        """Zero every byte."""
+        self._mm[:] = bytes(self.capacity_bytes)
+
     def close(self) -> None:
         if self._mm.closed:
             return
-        self._mm[:] = bytes(self.capacity_bytes)  # scrub before unmapping: nothing lingers in freed pages
+        self.scrub()  # nothing lingers in the freed pages
         if self.locked:
             libc = _libc()
             if libc is not None:

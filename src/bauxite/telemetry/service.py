@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from ..intensity.base import RegionIntensity
 from ..records import RequestRecord
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 MULTIPROC_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 U16, U32 = 0xFFFF, 0xFFFF_FFFF
+# The classic text format every Prometheus 2.x parses; all our names are legacy-valid, so no escaping applies.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _log = logging.getLogger(__name__)
 
 
@@ -61,9 +63,7 @@ class Telemetry:
         self.tables = LabelTables.from_settings(settings)
         self.ring = RingBuffer(capacity_bytes, lock_memory=cfg.lock_memory)
         self.totals = Totals(cfg.duration_buckets_s, cfg.ttft_buckets_s)
-        self.totals.preinitialise(
-            self.tables.served_pairs(settings), range(1, len(self.tables.departments))
-        )
+        self.totals.preinitialise(self.tables.served_pairs(settings), range(1, len(self.tables.departments)))
         cluster_regions = {c.name: c.region for c in settings.clusters}
         self.reports = Reports(
             self.totals, self.tables, cluster_regions, cluster_energy,
@@ -72,7 +72,12 @@ class Telemetry:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
             TelemetryCollector(
-                self.totals, self.ring, self.tables, intensity or (lambda: []), cluster_energy, cluster_regions
+                self.totals,
+                self.ring,
+                self.tables,
+                intensity or (lambda: []),
+                cluster_energy,
+                cluster_regions,
             )
         )
         self._token = token
@@ -85,20 +90,21 @@ class Telemetry:
     def from_settings(
         cls, settings: Settings, fleet: Fleet, intensity: IntensityService, energy: EnergyService
     ) -> Telemetry:
-        """Build from configuration; raises ``TelemetryConfigError`` for a setup that would break a promise."""
+        """Build from configuration; raises ``TelemetryConfigError`` for a setup that breaks a promise."""
         for name in MULTIPROC_ENV:
             if os.environ.get(name):
                 raise TelemetryConfigError(
                     f"{name} is set: Prometheus multiprocess mode writes metric files to disk, which Bauxite "
-                    "never does (request telemetry stays in memory). Unset it; Bauxite serves /metrics itself."
+                    "never does (request telemetry stays in memory). Unset it; /metrics is served directly."
                 )
         token = None
         if settings.telemetry.token_env:
             token = os.environ.get(settings.telemetry.token_env, "")
             if not token.strip():
                 raise TelemetryConfigError(
-                    f"telemetry.token_env names {settings.telemetry.token_env!r}, but that environment variable "
-                    "is unset or empty; set it to the bearer token /metrics and /v1/carbon/* should require"
+                    f"telemetry.token_env names {settings.telemetry.token_env!r}, but that environment "
+                    "variable is unset or empty; set it to the bearer token /metrics and /v1/carbon/* "
+                    "should require"
                 )
         return cls(
             settings,
@@ -113,7 +119,7 @@ class Telemetry:
         return self.ring.locked
 
     def submit(self, record: RequestRecord) -> None:
-        """Append one record to the ring. Never blocks, never raises; a full buffer counts a dropped record."""
+        """Append one record to the ring. Never blocks, never raises; a full buffer counts a drop."""
         try:
             if threading.get_ident() != self._thread:
                 self._submit_elsewhere(record)
@@ -141,7 +147,7 @@ class Telemetry:
             self.ring.dropped += 1
 
     def _submit_elsewhere(self, record: RequestRecord) -> None:
-        """Called off the loop thread (e.g. a measured-energy callback): hop onto the loop, the only writer."""
+        """Called off the loop thread (e.g. a measured-energy callback): hop onto the loop, the writer."""
         loop = self._loop
         if loop is None or loop.is_closed():
             self.ring.dropped += 1
@@ -165,8 +171,9 @@ class Telemetry:
     # HTTP -------------------------------------------------------------------------------------------
 
     def add_routes(self, app: web.Application) -> None:
-        """Register ``GET /metrics`` and ``GET /v1/carbon/reports`` (unless a separate listener is configured),
-        and, when a token is configured, a first middleware requiring it on ``/metrics`` and ``/v1/carbon/*``."""
+        """Register ``GET /metrics`` and ``GET /v1/carbon/reports`` (unless a separate listener is
+        configured) and, with a token configured, a first middleware requiring it on ``/metrics`` and
+        ``/v1/carbon/*``."""
         if self._token:
             app.middlewares.insert(0, token_middleware(self._token))
         if self.settings.listen_port is None:
@@ -185,7 +192,7 @@ class Telemetry:
         app.router.add_get("/v1/carbon/reports", self._reports_handler)
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=self.render_metrics(), headers={"Content-Type": CONTENT_TYPE})
 
     async def _reports_handler(self, request: web.Request) -> web.Response:
         limit: int | None = None
@@ -212,7 +219,7 @@ class Telemetry:
             asyncio.create_task(self._close_windows(), name="telemetry-reports"),
         ]
         if not self.ring.locked and self.settings.lock_memory:
-            _log.info("telemetry buffer is not locked in RAM (mlock refused; raise RLIMIT_MEMLOCK to allow it)")
+            _log.info("telemetry buffer not locked in RAM (mlock refused; raise RLIMIT_MEMLOCK to allow it)")
 
     async def stop(self) -> None:
         """Stop the timers, close the last (partial) window so its figures are logged, free the buffer."""

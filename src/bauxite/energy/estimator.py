@@ -1,0 +1,184 @@
+"""Energy of one request without telemetry: the calibrated method and EcoLogits' method, behind one Protocol.
+
+Boundaries:
+
+* ``gpu`` — accelerators only (what ML.ENERGY measures).
+* ``full`` — accelerators + host CPU/DRAM share + provisioned idle capacity, times the facility PUE (what
+  disclosed per-query figures cover). Defaults follow Google's published split of a median Gemini prompt
+  (accelerators 0.14 Wh, host 0.06, idle machines 0.02, overhead 0.02): host = 0.43 × GPU, idle = 0.14 × GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from . import curves
+from .params import ModelParams
+
+Boundary = Literal["gpu", "full"]
+HOST_FRAC = 0.43  # host CPU/DRAM energy per joule of GPU energy (Google: 0.06 / 0.14 Wh)
+IDLE_CAPACITY_FRAC = 0.14  # provisioned idle machines per joule of GPU energy (Google: 0.02 / 0.14 Wh)
+FIT_ERROR_FRAC = 0.30  # ≈ 90th-percentile leave-one-model-out error of the curves; widens the range
+BATCH_RANGE_FACTOR = 2.0  # the range assumes the true average batch is within ×/÷ 2 of the assumption
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """How the model is assumed to be served. ``gpu_count`` None: the fewest GPUs that hold the weights."""
+
+    gpu_type: str = "H100"
+    gpu_count: int | None = None
+    batch_size: float = 64.0
+
+    def gpus_for(self, params: ModelParams) -> int:
+        if self.gpu_count:
+            return self.gpu_count
+        return curves.gpus_needed(params.total_b, params.precision, curves.gpu_spec(self.gpu_type))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestShape:
+    input_tokens: int
+    output_tokens: int
+    latency_s: float | None = None
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache: no prefill compute
+
+
+@dataclass(frozen=True, slots=True)
+class Overheads:
+    """What the ``full`` boundary adds on top of GPU energy."""
+
+    host_frac: float = HOST_FRAC
+    idle_capacity_frac: float = IDLE_CAPACITY_FRAC
+    pue: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    energy_j: float
+    energy_j_min: float
+    energy_j_max: float
+    boundary: Boundary
+    method: str
+    pue: float = 1.0  # PUE already included in the energy figures (1.0 for the gpu boundary)
+
+
+class EnergyEstimator(Protocol):
+    """Plug-in point: energy of one request from its shape, model size and serving assumptions."""
+
+    name: str
+
+    def estimate(
+        self, shape: RequestShape, params: ModelParams, serving: Serving, boundary: Boundary,
+        overheads: Overheads,
+    ) -> Estimate: ...
+
+
+def boundary_factor(boundary: Boundary, overheads: Overheads) -> float:
+    """Multiplier from GPU energy to the boundary's energy (1 for ``gpu``)."""
+    if boundary == "gpu":
+        return 1.0
+    return (1.0 + overheads.host_frac + overheads.idle_capacity_frac) * overheads.pue
+
+
+def request_gpu_j(
+    shape: RequestShape, active_b: float, total_b: float, precision: str, gpu: curves.GpuSpec,
+    gpu_count: int, batch: float,
+) -> float:
+    """GPU energy of one request in joules: decode tokens at the batch's J/token plus uncached prompt
+    tokens at the prefill J/token."""
+    decode_j = max(shape.output_tokens, 0) * curves.decode_j_per_token(
+        active_b, total_b, gpu, gpu_count, batch, precision
+    )
+    prefill_tokens = max(shape.input_tokens - max(shape.cached_tokens, 0), 0)
+    return decode_j + prefill_tokens * curves.prefill_j_per_token(active_b, gpu)
+
+
+class CalibratedEstimator:
+    """Bauxite's curves fitted on measured rows; range from the parameter range, the batch range and the
+    fit's cross-validated error."""
+
+    name = "calibrated"
+
+    def estimate(
+        self, shape: RequestShape, params: ModelParams, serving: Serving, boundary: Boundary,
+        overheads: Overheads,
+    ) -> Estimate:
+        gpu = curves.gpu_spec(serving.gpu_type)
+        count = serving.gpus_for(params)
+        batch = max(serving.batch_size, 1.0)
+        central_j = request_gpu_j(shape, params.active_b, params.total_b, params.precision, gpu, count, batch)
+        low_j = request_gpu_j(shape, params.active_b_min, max(params.total_b, params.active_b_min),
+                              params.precision, gpu, count, batch * BATCH_RANGE_FACTOR)
+        high_j = request_gpu_j(shape, params.active_b_max, max(params.total_b, params.active_b_max),
+                               params.precision, gpu, count, max(batch / BATCH_RANGE_FACTOR, 1.0))
+        factor = boundary_factor(boundary, overheads)
+        return Estimate(
+            energy_j=central_j * factor,
+            energy_j_min=min(low_j, central_j) * (1.0 - FIT_ERROR_FRAC) * factor,
+            energy_j_max=max(high_j, central_j) * (1.0 + FIT_ERROR_FRAC) * factor,
+            boundary=boundary,
+            method=self.name,
+            pue=overheads.pue if boundary == "full" else 1.0,
+        )
+
+
+class EcoLogitsEstimator:
+    """EcoLogits' published method (its GPU energy regression and server share), for side-by-side comparison.
+
+    ``gpu`` boundary: its GPU part at the assumed batch size; ``full``: GPU + its server share, times PUE.
+    EcoLogits ignores input tokens.
+    """
+
+    name = "ecologits"
+
+    def estimate(
+        self, shape: RequestShape, params: ModelParams, serving: Serving, boundary: Boundary,
+        overheads: Overheads,
+    ) -> Estimate:
+        values = [
+            ecologits_energy_j(active_b, params.total_b, shape.output_tokens, shape.latency_s,
+                               serving.batch_size, boundary, overheads.pue)
+            for active_b in (params.active_b_min, params.active_b, params.active_b_max)
+        ]
+        return Estimate(
+            energy_j=values[1], energy_j_min=min(values), energy_j_max=max(values), boundary=boundary,
+            method=self.name, pue=overheads.pue if boundary == "full" else 1.0,
+        )
+
+
+def ecologits_energy_j(
+    active_b: float, total_b: float, output_tokens: int, latency_s: float | None, batch_size: float,
+    boundary: Boundary, pue: float,
+) -> float:
+    """EcoLogits 0.11 energy in joules, computed with its own impact functions and constants."""
+    from ecologits.impacts import llm
+
+    from ..units import J_PER_KWH
+
+    batch = max(int(round(batch_size)), 1)
+    per_gpu_kwh = float(llm.gpu_energy(
+        model_active_parameter_count=active_b, output_token_count=output_tokens, batch_size=batch,
+        gpu_energy_alpha=llm.GPU_ENERGY_ALPHA, gpu_energy_beta=llm.GPU_ENERGY_BETA,
+        gpu_energy_gamma=llm.GPU_ENERGY_GAMMA,
+    ))
+    memory_gb = llm.model_required_memory(total_b, llm.MODEL_QUANTIZATION_BITS)
+    gpu_count = int(llm.gpu_required_count(memory_gb, llm.GPU_MEMORY))
+    gpu_kwh = gpu_count * per_gpu_kwh
+    if boundary == "gpu":
+        return gpu_kwh * J_PER_KWH
+    latency = float(llm.generation_latency(
+        model_active_parameter_count=active_b, output_token_count=output_tokens, batch_size=batch,
+        latency_alpha=llm.LATENCY_ALPHA, latency_beta=llm.LATENCY_BETA, latency_gamma=llm.LATENCY_GAMMA,
+        request_latency=latency_s if latency_s is not None else math.inf,
+    ))
+    server_kwh = float(llm.server_energy(latency, llm.SERVER_POWER, llm.SERVER_GPUS, gpu_count, batch))
+    return (server_kwh + gpu_kwh) * pue * J_PER_KWH
+
+
+
+def estimators() -> dict[str, EnergyEstimator]:
+    """The registered estimators by name (a fresh plain dict; no module state)."""
+    return {"calibrated": CalibratedEstimator(), "ecologits": EcoLogitsEstimator()}

@@ -1,0 +1,492 @@
+"""Table-driven tests of the pure router: every filter, priority, tie and fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from bauxite.clusters import Fleet
+from bauxite.intensity.base import Intensity
+from bauxite.records import Capture
+from bauxite.routing.config import GreenRoutingSettings, LatencySettings
+from bauxite.routing.router import REASONS, NoRouteError, Router, RouteRequest
+from bauxite.settings import ClusterSettings, settings_from_mapping
+from bauxite.units import J_PER_KWH
+
+# name, region, rtt_ms, models
+EAST = ("east", "us-east", 10.0)
+WEST = ("west", "us-west", 70.0)
+MID = ("mid", "us-central", 30.0)
+
+
+class FakeIntensity:
+    def __init__(self, g_per_kwh: Mapping[str, float]) -> None:
+        self.g_per_kwh = dict(g_per_kwh)
+
+    def for_ranking(self, regions: list[str]) -> dict[str, Intensity]:
+        return {r: Intensity(r, self.g_per_kwh[r], 0.0, "test") for r in regions if r in self.g_per_kwh}
+
+
+@dataclass
+class FakeEnergy:
+    """J per token per cluster (prefill tokens cost a quarter of decode tokens); optional PUE per cluster."""
+
+    j_per_token: dict[str, float] = field(default_factory=dict)
+    pues: dict[str, float] = field(default_factory=dict)
+
+    def expected_j(self, cluster: str, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        return self.j_per_token.get(cluster, 1.0) * (completion_tokens + 0.25 * prompt_tokens)
+
+    def pue(self, cluster: str) -> float:
+        return self.pues.get(cluster, 1.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_router(
+    clusters: tuple[tuple[str, str, float], ...] = (EAST, WEST, MID),
+    intensity: Mapping[str, float] | None = None,
+    energy: FakeEnergy | None = None,
+    green: dict[str, Any] | None = None,
+    latency: dict[str, Any] | None = None,
+    models: tuple[str, ...] = ("m",),
+    clock: Clock | None = None,
+) -> tuple[Router, Fleet]:
+    fleet = Fleet(
+        [
+            ClusterSettings.model_validate(
+                {"name": n, "region": r, "url": f"http://{n}.test/v1", "models": models, "rtt_ms": rtt}
+            )
+            for n, r, rtt in clusters
+        ]
+    )
+    grid = intensity if intensity is not None else {"us-east": 400.0, "us-west": 50.0, "us-central": 450.0}
+    green_settings = GreenRoutingSettings(**{"enabled": True, **(green or {})})
+    latency_settings = LatencySettings(**{"default_ttft_ms": 100.0, **(latency or {})})
+    router = Router(
+        fleet,
+        FakeIntensity(grid),
+        energy or FakeEnergy(),
+        green_settings,
+        latency_settings,
+        clock=clock or Clock(),
+    )
+    return router, fleet
+
+
+def req(**kwargs: Any) -> RouteRequest:
+    return RouteRequest(**{"model": "m", "prompt_tokens": 100, "max_tokens": 100, **kwargs})
+
+
+# ---------------------------------------------------------------- candidates
+
+
+@pytest.mark.parametrize(
+    ("request_", "cooling", "expected"),
+    [
+        (req(), (), "west"),
+        (req(exclude=frozenset({"west"})), (), "east"),  # a failover retry skips the failed cluster
+        (req(), ("west",), "east"),  # cooling down after failures
+        (req(exclude=frozenset({"west"})), ("east",), "mid"),
+    ],
+)
+def test_candidates_skip_excluded_and_cooling(
+    request_: RouteRequest, cooling: tuple[str, ...], expected: str
+) -> None:
+    router, fleet = make_router(green={"threshold_gco2": 1000})
+    for name in cooling:
+        fleet.by_name[name].cooldown_until = 1e12  # far past the test clock
+    assert router.choose(request_).cluster.name == expected
+
+
+@pytest.mark.parametrize(
+    ("request_", "cooling"),
+    [
+        (req(model="unknown"), ()),
+        (req(exclude=frozenset({"east", "west", "mid"})), ()),
+        (req(), ("east", "west", "mid")),
+    ],
+)
+def test_no_candidate_is_503(request_: RouteRequest, cooling: tuple[str, ...]) -> None:
+    router, fleet = make_router()
+    for name in cooling:
+        fleet.by_name[name].cooldown_until = 1e12  # far past the test clock
+    with pytest.raises(NoRouteError) as info:
+        router.choose(request_)
+    assert info.value.status == 503
+
+
+# ---------------------------------------------------------------- disabled
+
+
+def test_disabled_is_least_loaded_rotating_ties() -> None:
+    router, fleet = make_router(green={"enabled": False})
+    fleet.by_name["mid"].in_flight = 5
+    picks = [router.choose(req()) for _ in range(4)]
+    assert [d.cluster.name for d in picks] == ["east", "west", "east", "west"]
+    assert {d.reason for d in picks} == {"least_loaded"}
+    assert all(d.counterfactual is None for d in picks)
+    assert router.choose(req(exclude=frozenset({"east"}))).reason == "failover"
+
+
+# ---------------------------------------------------------------- latency filter
+# Predictions with default_ttft_ms 100 and 50 ms per 1k prompt tokens at 100 tokens: rtt + 105 ms.
+# east 115, mid 135, west 175.
+
+
+@pytest.mark.parametrize(
+    ("latency", "request_", "expected", "reason"),
+    [
+        ({}, req(), "west", "low_carbon"),  # no requirement: greenest
+        ({"slo_ttft_ms": 200}, req(), "west", "low_carbon"),
+        ({"slo_ttft_ms": 150}, req(), "east", "threshold_fallback"),  # west too slow, others dirty
+        ({"max_slack_ms": 30}, req(), "east", "threshold_fallback"),  # 175 > 115 + 30
+        ({"max_slack_ms": 60}, req(), "west", "low_carbon"),
+        ({"slo_ttft_ms": 150}, req(max_latency_ms=500), "west", "low_carbon"),  # header loosens
+        ({"slo_ttft_ms": 500}, req(max_latency_ms=150), "east", "threshold_fallback"),  # header tightens
+        ({"slo_ttft_ms": 500, "models": {"m": {"slo_ttft_ms": 150}}}, req(), "east", "threshold_fallback"),
+        (
+            {"slo_ttft_ms": 150, "models": {"other": {"slo_ttft_ms": 500}}},
+            req(),
+            "east",
+            "threshold_fallback",
+        ),
+        ({"slo_ttft_ms": 50}, req(), "east", "slo_fallback"),  # nobody meets it: the fastest
+        ({"slo_ttft_ms": 250}, req(prompt_tokens=2000), "east", "threshold_fallback"),  # long prefill
+    ],
+)
+def test_latency_filter(latency: dict[str, Any], request_: RouteRequest, expected: str, reason: str) -> None:
+    router, _ = make_router(latency=latency)
+    decision = router.choose(request_)
+    assert (decision.cluster.name, decision.reason) == (expected, reason)
+    assert decision.counterfactual is not None and decision.counterfactual.name == "east"
+
+
+def test_rising_queue_pushes_predicted_latency_up() -> None:
+    router, fleet = make_router(
+        latency={"slo_ttft_ms": 300, "clusters": {"west": {"max_concurrency": 4, "itl_ms": 10}}}
+    )
+    west = fleet.by_name["west"]
+    before = router.latency.predict_ttft_ms(west, 100)
+    west.in_flight = 3  # a free slot left: no wait
+    assert router.latency.predict_ttft_ms(west, 100) == before
+    assert router.choose(req()).cluster.name == "west"
+    west.in_flight = 4  # full: the next request waits for a slot, beyond the SLO
+    assert router.latency.predict_ttft_ms(west, 100) > 300
+    assert router.choose(req()).cluster.name == "east"
+
+
+def test_scraped_waiting_counts_when_capacity_unknown() -> None:
+    router, fleet = make_router(latency={"slo_ttft_ms": 300})
+    west = fleet.by_name["west"]
+    west.queue_running, west.queue_waiting = 2, 3
+    assert router.choose(req()).cluster.name == "east"
+
+
+# ---------------------------------------------------------------- threshold
+
+
+@pytest.mark.parametrize(
+    ("green", "grid", "expected", "reason"),
+    [
+        ({"threshold_gco2": 200}, {"us-east": 400, "us-west": 50, "us-central": 450}, "west", "low_carbon"),
+        (
+            {"threshold_gco2": 40},
+            {"us-east": 400, "us-west": 50, "us-central": 450},
+            "west",
+            "threshold_fallback",
+        ),
+        ({"threshold_gco2": 420}, {"us-east": 400, "us-west": 50, "us-central": 450}, "west", "low_carbon"),
+        # latency priority: fastest cluster among those under the threshold
+        (
+            {"priority": "latency", "threshold_gco2": 420},
+            {"us-east": 400, "us-west": 50, "us-central": 450},
+            "east",
+            "latency",
+        ),
+        (
+            {"priority": "latency", "threshold_gco2": 300},
+            {"us-east": 400, "us-west": 50, "us-central": 450},
+            "west",
+            "latency",
+        ),
+        (
+            {"priority": "latency", "threshold_gco2": 10},
+            {"us-east": 400, "us-west": 50, "us-central": 450},
+            "east",
+            "threshold_fallback",
+        ),
+    ],
+)
+def test_threshold(green: dict[str, Any], grid: dict[str, float], expected: str, reason: str) -> None:
+    router, _ = make_router(green=green, intensity=grid)
+    decision = router.choose(req())
+    assert (decision.cluster.name, decision.reason) == (expected, reason)
+
+
+def test_strict_threshold_is_503() -> None:
+    router, _ = make_router(green={"threshold_gco2": 10, "strict": True})
+    with pytest.raises(NoRouteError, match="threshold") as info:
+        router.choose(req())
+    assert info.value.status == 503
+
+
+def test_strict_threshold_counts_only_clusters_meeting_latency() -> None:
+    router, _ = make_router(green={"threshold_gco2": 100, "strict": True}, latency={"slo_ttft_ms": 150})
+    with pytest.raises(NoRouteError):
+        router.choose(req())  # west is green but too slow
+
+
+# ---------------------------------------------------------------- priorities
+
+
+@pytest.mark.parametrize(
+    ("priority", "energy", "grid", "expected"),
+    [
+        # expected grams, not intensity: west's grid is cleaner but its hardware uses 5x the energy per token
+        ("low_carbon", {"west": 5.0}, {"us-east": 100, "us-west": 80, "us-central": 120}, "east"),
+        ("low_carbon", {}, {"us-east": 100, "us-west": 80, "us-central": 120}, "west"),
+        ("latency", {}, {"us-east": 100, "us-west": 80, "us-central": 120}, "east"),
+        # balanced 50/50: west is 1.25x greener but 1.52x slower than east -> east
+        ("balanced", {}, {"us-east": 100, "us-west": 80, "us-central": 120}, "east"),
+        # balanced: west 4x greener outweighs 1.52x slower
+        ("balanced", {}, {"us-east": 100, "us-west": 25, "us-central": 120}, "west"),
+    ],
+)
+def test_priority(priority: str, energy: dict[str, float], grid: dict[str, float], expected: str) -> None:
+    router, _ = make_router(
+        green={"priority": priority, "threshold_gco2": 1000}, intensity=grid, energy=FakeEnergy(energy)
+    )
+    decision = router.choose(req())
+    assert (decision.cluster.name, decision.reason) == (expected, priority)
+
+
+@pytest.mark.parametrize(("carbon_weight", "expected"), [(0.9, "west"), (0.1, "east")])
+def test_balanced_weights(carbon_weight: float, expected: str) -> None:
+    router, _ = make_router(
+        green={
+            "priority": "balanced",
+            "threshold_gco2": 1000,
+            "balanced_carbon_weight": carbon_weight,
+            "balanced_latency_weight": 1 - carbon_weight,
+        },
+        intensity={"us-east": 100, "us-west": 50, "us-central": 120},
+    )
+    assert router.choose(req()).cluster.name == expected
+
+
+def test_pue_scales_expected_grams() -> None:
+    # west's grid is cleaner (80 vs 100) but its PUE of 1.5 makes it dirtier per request (120 vs 100)
+    grid = {"us-east": 100, "us-west": 80, "us-central": 120}
+    router, _ = make_router(
+        intensity=grid, energy=FakeEnergy(pues={"west": 1.5}), green={"threshold_gco2": 1000}
+    )
+    assert router.choose(req()).cluster.name == "east"
+
+
+# ---------------------------------------------------------------- ties and spreading
+
+
+def test_near_equal_candidates_share_the_load() -> None:
+    twins = (("a", "us-west", 10.0), ("b", "us-west", 10.0), EAST)
+    router, fleet = make_router(clusters=twins)
+    chosen = []
+    for _ in range(6):
+        decision = router.choose(req())
+        decision.cluster.in_flight += 1  # what the proxy does while the request runs
+        chosen.append(decision.cluster.name)
+    assert sorted(chosen) == ["a", "a", "a", "b", "b", "b"]
+    fleet.by_name["a"].in_flight = 10
+    assert router.choose(req()).cluster.name == "b"
+
+
+def test_outside_tolerance_is_not_spread() -> None:
+    twins = (("a", "us-west", 10.0), ("b", "us-west-2", 10.0), EAST)
+    grid = {"us-west": 50, "us-west-2": 60, "us-east": 400}
+    router, fleet = make_router(clusters=twins, intensity=grid)
+    fleet.by_name["a"].in_flight = 3
+    assert router.choose(req()).cluster.name == "a"
+
+
+# ---------------------------------------------------------------- KV-cache affinity
+
+
+@pytest.mark.parametrize(
+    ("west_g", "tolerance", "expected", "reason"),
+    [
+        (55.0, 0.2, "west", "kv_cache_affinity"),  # warm and within 20% of the best
+        (70.0, 0.2, "mid", "low_carbon"),  # warm but 40% dirtier: carbon wins
+        (55.0, 0.0, "mid", "low_carbon"),  # affinity tolerance 0
+    ],
+)
+def test_kv_affinity(west_g: float, tolerance: float, expected: str, reason: str) -> None:
+    grid = {"us-east": 400.0, "us-west": 10.0, "us-central": 450.0}
+    clock = Clock()
+    router, _ = make_router(
+        intensity=grid, green={"kv_affinity_tolerance": tolerance, "snapshot_interval": 1.0}, clock=clock
+    )
+    assert router.choose(req(prefix_key=42)).cluster.name == "west"
+    router.carbon._intensity.g_per_kwh.update({"us-west": west_g, "us-central": 50.0})  # type: ignore[attr-defined]
+    clock.now += 2
+    decision = router.choose(req(prefix_key=42))
+    assert (decision.cluster.name, decision.reason) == (expected, reason)
+    assert router.choose(req(prefix_key=7)).cluster.name == "mid"  # an unseen prefix: plain ranking
+
+
+def test_affinity_lru_is_bounded() -> None:
+    router, _ = make_router(green={"kv_affinity_entries": 3})
+    for key in range(1, 10):
+        router.choose(req(prefix_key=key))
+    assert len(router._affinity) == 3
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def test_grid_flip_moves_traffic_after_one_snapshot_interval() -> None:
+    clock = Clock()
+    grid = {"us-east": 400.0, "us-west": 50.0, "us-central": 450.0}
+    router, _ = make_router(intensity=grid, clock=clock, green={"snapshot_interval": 5.0})
+    assert router.choose(req()).cluster.name == "west"
+    router.carbon._intensity.g_per_kwh.update({"us-west": 500.0, "us-central": 30.0})  # type: ignore[attr-defined]
+    clock.now += 1
+    assert router.choose(req()).cluster.name == "west"  # snapshot still current
+    clock.now += 5
+    assert router.choose(req()).cluster.name == "mid"
+
+
+def test_region_without_intensity_is_not_treated_as_green() -> None:
+    router, _ = make_router(intensity={"us-east": 300.0}, green={"threshold_gco2": 1000})
+    assert router.choose(req()).cluster.name == "east"
+
+
+def test_failing_services_do_not_break_choice() -> None:
+    class Broken:
+        def for_ranking(self, regions: list[str]) -> dict[str, Intensity]:
+            raise RuntimeError("down")
+
+        def expected_j(self, cluster: str, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+            raise RuntimeError("down")
+
+    settings = ClusterSettings.model_validate(
+        {"name": "a", "region": "r", "url": "http://a.test/v1", "models": ["m"]}
+    )
+    fleet = Fleet([settings])
+    router = Router(fleet, Broken(), Broken(), GreenRoutingSettings(enabled=True))
+    assert router.choose(req()).cluster.name == "a"
+
+
+# ---------------------------------------------------------------- avoided carbon
+
+
+def capture(**kwargs: Any) -> Capture:
+    base: dict[str, Any] = {
+        "model": "m",
+        "department": "d",
+        "endpoint": "chat",
+        "started_at": 0.0,
+        "started_mono": 0.0,
+        "cluster": "west",
+        "counterfactual_cluster": "east",
+        "prompt_tokens": 400,
+        "completion_tokens": 100,
+        "status": "ok",
+    }
+    return Capture(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "energy_j", "green_g", "kv_g"),
+    [
+        # expected 200 J either way; measured 360 J on west (50 g/kWh) vs the same on east (400 g/kWh)
+        ({}, 360.0, 360 * 350 / J_PER_KWH, 0.0),
+        ({}, 0.0, 200 * 350 / J_PER_KWH, 0.0),  # no measurement: expected energy on both
+        ({"cluster": "east", "counterfactual_cluster": "east"}, 360.0, 0.0, 0.0),  # chose the fastest
+        ({"cluster": "mid"}, 360.0, 0.0, 0.0),  # dirtier than the counterfactual: clamped at 0
+        ({"counterfactual_cluster": ""}, 360.0, 0.0, 0.0),
+        # 300 cached prompt tokens × 0.25 J/token on west at 50 g/kWh
+        ({"cached_tokens": 300}, 360.0, 360 * 350 / J_PER_KWH, 300 * 0.25 * 50 / J_PER_KWH),
+        ({"cluster": "nowhere"}, 360.0, 0.0, 0.0),
+    ],
+)
+def test_avoided_carbon(kwargs: dict[str, Any], energy_j: float, green_g: float, kv_g: float) -> None:
+    router, _ = make_router()
+    router.choose(req())  # takes the first snapshot
+    green, kv = router.avoided_carbon_g(capture(**kwargs), energy_j)
+    assert green == pytest.approx(green_g)
+    assert kv == pytest.approx(kv_g)
+
+
+def test_avoided_carbon_never_raises() -> None:
+    router, _ = make_router()
+    broken = capture()
+    broken.prompt_tokens = "x"  # type: ignore[assignment]
+    router.choose(req())
+    assert router.avoided_carbon_g(broken, 1.0) == (0.0, 0.0)
+
+
+# ---------------------------------------------------------------- reasons and config
+
+
+def test_every_reason_is_documented_and_fixed() -> None:
+    assert set(REASONS) == {
+        "least_loaded",
+        "failover",
+        "low_carbon",
+        "latency",
+        "balanced",
+        "threshold_fallback",
+        "slo_fallback",
+        "kv_cache_affinity",
+    }
+
+
+def test_brief_keys_load_and_extensions_default() -> None:
+    settings = settings_from_mapping(
+        {
+            "enterprise": {
+                "green_routing": {"enabled": True, "priority": "low_carbon", "threshold_gco2": 200},
+            },
+            "latency": {
+                "slo_ttft_ms": 800,
+                "models": {"big": {"slo_ttft_ms": 2000}},
+                "stats_interval": "10s",
+            },
+        }
+    )
+    green = settings.enterprise.green_routing
+    assert (green.enabled, green.priority, green.strict) == (True, "low_carbon", False)
+    assert green.threshold_gco2 == 200
+    assert green.snapshot_interval == 1.0 and green.kv_affinity
+    assert settings.latency.requirement("big") == (2000, None)
+    assert settings.latency.requirement("small") == (800, None)
+    assert settings.latency.stats_interval == 10.0
+
+
+def test_observed_ttft_replaces_the_prior() -> None:
+    router, fleet = make_router(latency={"prefill_ms_per_1k_tokens": 0})
+    east = fleet.by_name["east"]
+    assert router.latency.predict_ttft_ms(east, 0) == pytest.approx(110.0)
+    east.record_success(0.5, 0.02)
+    # the observation already includes the network round trip
+    assert router.latency.predict_ttft_ms(east, 0) == pytest.approx(500.0)
+
+
+def test_scrape_teaches_slots_and_round_trip() -> None:
+    router, fleet = make_router(clusters=(("x", "us-east", 0.0),))
+    x = fleet.by_name["x"]
+    x.settings = x.settings.model_copy(update={"rtt_ms": None})
+    router.latency.observe_scrape("x", running=8, waiting=2, elapsed_ms=40.0)
+    assert router.latency.slots(x) == 8
+    assert router.latency.rtt_ms(x) == 40.0
+    router.latency.observe_scrape("x", running=3, waiting=0, elapsed_ms=None)
+    assert router.latency.slots(x) == 8  # no queue: says nothing about capacity

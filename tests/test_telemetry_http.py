@@ -1,0 +1,229 @@
+"""Telemetry over HTTP: /metrics, /v1/carbon/reports, token protection, the separate listener, timers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from bauxite.records import RequestRecord
+from bauxite.settings import Settings, settings_from_mapping
+from bauxite.telemetry.http import token_matches
+from bauxite.telemetry.reports import REPORT_LOGGER
+from bauxite.telemetry.service import Telemetry
+
+CONFIG: dict[str, Any] = {
+    "clusters": [
+        {"name": "iowa", "region": "us-central1", "url": "http://127.0.0.1:1/v1", "models": ["llama"]},
+        {"name": "belgium", "region": "europe-west1", "url": "http://127.0.0.1:2/v1", "models": ["llama"]},
+    ],
+    "auth": {"keys": [{"department": "research", "sha256": "a" * 64}]},
+}
+TOKEN = "s3cret-metrics-token"
+
+
+def make_settings(reporting_interval: str = "1h", **telemetry: Any) -> Settings:
+    return settings_from_mapping(
+        {
+            **CONFIG,
+            "enterprise": {"carbon_tracking": {"reporting_interval": reporting_interval}},
+            "telemetry": telemetry,
+        }
+    )
+
+
+def make_record(**overrides: Any) -> RequestRecord:
+    base: dict[str, Any] = dict(
+        model="llama", region="us-central1", cluster="iowa", department="research", endpoint="chat",
+        status="ok", http_status=200, prompt_tokens=10, completion_tokens=5, cached_tokens=0,
+        ttft_s=0.05, duration_s=0.2, energy_j=3.0, energy_j_min=1.5, energy_j_max=6.0,
+        energy_measured=False, intensity_g_per_kwh=400.0, intensity_source="static", pue=1.2,
+        carbon_g=0.0004, avoided_green_g=0.0, avoided_kv_g=0.0, route_reason="least_loaded",
+        finished_at=time.time(),
+    )  # fmt: skip
+    base.update(overrides)
+    return RequestRecord(**base)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def _intensity(request: web.Request) -> web.Response:
+    return web.json_response({"regions": []})
+
+
+async def serve(tel: Telemetry, app: web.Application | None = None) -> TestClient[Any, Any]:
+    if app is None:
+        app = web.Application()
+        app.router.add_get("/healthz", _healthz)
+        app.router.add_get("/v1/carbon/intensity", _intensity)  # another module's route under /v1/carbon/
+        tel.add_routes(app)
+    client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def plain() -> AsyncIterator[tuple[Telemetry, TestClient[Any, Any]]]:
+    tel = Telemetry(make_settings())
+    client = await serve(tel)
+    yield tel, client
+    await client.close()
+    tel.ring.close()
+
+
+async def test_metrics_drains_the_buffer_before_rendering(plain: tuple[Telemetry, Any]) -> None:
+    tel, client = plain
+    for _ in range(7):
+        tel.submit(make_record())
+    assert tel.ring.used == 7
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = await response.text()
+    assert (
+        'bauxite_requests_total{department="research",model="llama",region="us-central1",status="ok"} 7.0'
+        in text
+    )
+    assert tel.ring.used == 0
+
+
+async def test_reports_serve_closed_windows_only(plain: tuple[Telemetry, Any]) -> None:
+    tel, client = plain
+    body = await (await client.get("/v1/carbon/reports")).json()
+    assert body["windows"] == [] and body["reporting_interval_s"] == 3600.0
+    tel.submit(make_record())
+    tel.submit(make_record(department="research", status="error", region="europe-west1", cluster="belgium"))
+    tel.close_window()
+    tel.submit(make_record())  # lands in the open window: not served yet
+    body = await (await client.get("/v1/carbon/reports")).json()
+    assert len(body["windows"]) == 1
+    window = body["windows"][0]
+    assert window["totals"]["requests"] == 2 and window["totals"]["errors"] == 1
+    assert {(row["department"], row["model"], row["region"]) for row in window["usage"]} == {
+        ("research", "llama", "us-central1"),
+        ("research", "llama", "europe-west1"),
+    }
+    assert window["totals"]["energy_j"] == pytest.approx(6.0)
+    assert {row["cluster"]: row["requests"] for row in window["clusters"]} == {"iowa": 1, "belgium": 1}
+    tel.close_window()
+    body = await (await client.get("/v1/carbon/reports?limit=1")).json()
+    assert len(body["windows"]) == 1 and body["windows"][0]["totals"]["requests"] == 1
+    assert (await client.get("/v1/carbon/reports?limit=x")).status == 400
+
+
+async def test_window_totals_use_cluster_meter_deltas() -> None:
+    meter = {"attributed": 100.0, "idle": 50.0}
+
+    class Row:
+        def __init__(self) -> None:
+            self.cluster, self.region, self.power_w = "iowa", "us-central1", 500.0
+            self.attributed_j_total, self.idle_j_total = meter["attributed"], meter["idle"]
+
+    tel = Telemetry(make_settings(), cluster_energy=lambda: [Row()])
+    try:
+        meter.update(attributed=130.0, idle=90.0)
+        window = tel.close_window()
+    finally:
+        tel.ring.close()
+    iowa = next(row for row in window["clusters"] if row["cluster"] == "iowa")
+    assert iowa["attributed_energy_j"] == pytest.approx(30.0) and iowa["idle_energy_j"] == pytest.approx(40.0)
+    belgium = next(row for row in window["clusters"] if row["cluster"] == "belgium")
+    assert belgium["attributed_energy_j"] is None  # no meter for it: said so, not invented
+
+
+async def test_windows_kept_are_bounded() -> None:
+    tel = Telemetry(make_settings(reports_kept=3))
+    try:
+        for _ in range(10):
+            tel.close_window()
+        assert len(tel.reports.closed) == 3
+    finally:
+        tel.ring.close()
+
+
+async def test_token_protects_metrics_and_every_carbon_path() -> None:
+    tel = Telemetry(make_settings(), token=TOKEN)
+    client = await serve(tel)
+    try:
+        for path in ("/metrics", "/v1/carbon/reports", "/v1/carbon/intensity"):
+            assert (await client.get(path)).status == 401
+            wrong = await client.get(path, headers={"Authorization": "Bearer nope"})
+            assert wrong.status == 401 and wrong.headers["WWW-Authenticate"].startswith("Bearer")
+            ok = await client.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert ok.status == 200, path
+        assert (await client.get("/healthz")).status == 200  # other paths are not the guard's business
+    finally:
+        await client.close()
+        tel.ring.close()
+
+
+def test_token_comparison() -> None:
+    assert token_matches(f"Bearer {TOKEN}", TOKEN) and token_matches(f"bearer  {TOKEN} ", TOKEN)
+    assert not token_matches(TOKEN, TOKEN) and not token_matches(f"Basic {TOKEN}", TOKEN)
+    assert not token_matches("Bearer ", TOKEN)
+
+
+async def test_separate_listener_moves_the_routes_off_the_api_app() -> None:
+    tel = Telemetry(make_settings(listen_port=0))
+    api = await serve(tel)
+    admin_app = tel.admin_app()
+    assert admin_app is not None
+    admin = await serve(tel, admin_app)
+    try:
+        assert (await api.get("/metrics")).status == 404
+        assert (await api.get("/healthz")).status == 200
+        assert (await admin.get("/metrics")).status == 200
+        assert (await admin.get("/v1/carbon/reports")).status == 200
+    finally:
+        await api.close()
+        await admin.close()
+        tel.ring.close()
+    plain = Telemetry(make_settings())
+    assert plain.admin_app() is None
+    plain.ring.close()
+
+
+async def test_timers_drain_and_close_windows_with_one_log_line_each(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=REPORT_LOGGER)
+    tel = Telemetry(make_settings(reporting_interval="300ms", drain_interval="50ms"))
+    await tel.start()
+    try:
+        tel.submit(make_record())
+        await asyncio.sleep(0.2)
+        assert tel.ring.used == 0 and tel.totals.records == 1  # the timer drained it, no scrape needed
+        await asyncio.sleep(0.5)
+    finally:
+        await tel.stop()
+    windows = list(tel.reports.closed)
+    assert len(windows) >= 2  # at least one timed close, plus the partial one closed by stop()
+    assert sum(w["totals"]["requests"] for w in windows) == 1
+    lines = [r for r in caplog.records if r.name == REPORT_LOGGER]
+    assert len(lines) == len(windows)
+    for record in lines:
+        payload = json.loads(record.getMessage())
+        assert payload["event"] == "carbon_report" and "totals" in payload
+    assert tel.ring.closed
+
+
+async def test_submit_from_another_thread_hops_onto_the_loop() -> None:
+    tel = Telemetry(make_settings())
+    await tel.start()
+    try:
+        worker = threading.Thread(target=lambda: [tel.submit(make_record()) for _ in range(50)])
+        worker.start()
+        await asyncio.to_thread(worker.join)
+        await asyncio.sleep(0.05)
+        tel.drain()
+        assert tel.totals.records == 50 and tel.ring.dropped == 0
+    finally:
+        await tel.stop()
