@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Harness, fleet_config  # noqa: E402
+from harness import Harness, fleet_config
 
 
 @pytest.fixture(scope="module")

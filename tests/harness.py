@@ -82,9 +82,10 @@ class Harness:
 
     def wait_records(self, count: int, timeout: float = 10.0) -> list[RequestRecord]:
         """Records arrive after the response (accounting runs in the handler's finally): wait for them."""
+
         async def poll() -> list[RequestRecord]:
             deadline = self.loop.time() + timeout
-            while len(self.tap.records) < count and self.loop.time() < deadline:
+            while len(self.tap.records) < count and self.loop.time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
             return list(self.tap.records)
 

@@ -58,9 +58,7 @@ class FakeProviders:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])
 
     async def close(self) -> None:
         self._release.set()
@@ -104,8 +102,11 @@ class FakeProviders:
         if zone is None:
             return web.json_response(fixture("em_error_400_or_404"), status=400)
         kind = request.match_info["kind"]
-        name = {"latest": "em_carbon-intensity_latest_DE", "history": "em_carbon-intensity_history_DE",
-                "forecast": "em_carbon-intensity_forecast_DE"}.get(kind)
+        name = {
+            "latest": "em_carbon-intensity_latest_DE",
+            "history": "em_carbon-intensity_history_DE",
+            "forecast": "em_carbon-intensity_forecast_DE",
+        }.get(kind)
         if name is None:
             return web.json_response(fixture("em_error_400_or_404"), status=404)
         body = copy.deepcopy(fixture(name))
@@ -133,11 +134,15 @@ class FakeProviders:
         self._record(request)
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if token not in self.wt_valid_tokens:
-            return web.Response(text="<html><body>403 Forbidden</body></html>", status=403, content_type="text/html")
+            return web.Response(
+                text="<html><body>403 Forbidden</body></html>", status=403, content_type="text/html"
+            )
         mode = self._mode("wt")
         if mode == "expired":
             self.wt_valid_tokens.clear()
-            return web.Response(text="<html><body>403 Forbidden</body></html>", status=403, content_type="text/html")
+            return web.Response(
+                text="<html><body>403 Forbidden</body></html>", status=403, content_type="text/html"
+            )
         if mode == "scope":
             return web.json_response(fixture("wt_error_403_scope"), status=403)
         early = await self._common(mode, {"error": "Too many requests"})
@@ -188,5 +193,5 @@ def _uk_slots(data: Any) -> list[dict[str, Any]]:
     items = data if isinstance(data, list) else [data]
     slots: list[dict[str, Any]] = []
     for item in items:
-        slots.extend(item["data"] if "data" in item else [item])
+        slots.extend(item.get("data", [item]))
     return slots

@@ -6,8 +6,9 @@ import json
 import urllib.request
 
 import openai
-from harness import Harness, fleet_config
 from prometheus_client.parser import text_string_to_metric_families
+
+from harness import Harness, fleet_config
 
 
 def scrape(h: Harness, cluster: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -26,16 +27,26 @@ def test_metrics_names_and_counters_move() -> None:
     with Harness(fleet_config(clusters, time_scale=0.05)) as h:
         before = scrape(h, "east")
         for name in (
-            "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-            "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:prefix_cache_queries_total",
-            "vllm:prefix_cache_hits_total", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+            "vllm:num_requests_running",
+            "vllm:num_requests_waiting",
+            "vllm:kv_cache_usage_perc",
+            "vllm:prompt_tokens_total",
+            "vllm:generation_tokens_total",
+            "vllm:prefix_cache_queries_total",
+            "vllm:prefix_cache_hits_total",
+            "DCGM_FI_DEV_POWER_USAGE",
+            "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
         ):
             assert name in before, name
         assert len(before["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"]) == 2  # one series per GPU
         c = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
         c.chat.completions.create(model="tiny-8b", messages=[{"role": "user", "content": "x"}], max_tokens=9)  # type: ignore[list-item]
         after = scrape(h, "east")
-        assert sum(after["vllm:generation_tokens_total"].values()) - sum(before["vllm:generation_tokens_total"].values()) == 9
+        assert (
+            sum(after["vllm:generation_tokens_total"].values())
+            - sum(before["vllm:generation_tokens_total"].values())
+            == 9
+        )
         energy_before = sum(before["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"].values())
         assert sum(after["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"].values()) > energy_before
 
@@ -45,8 +56,12 @@ def test_prefix_cache_reports_cached_tokens() -> None:
     with Harness(fleet_config(clusters)) as h:
         c = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
         system = {"role": "system", "content": "You are a careful assistant. " * 40}
-        first = c.chat.completions.create(model="tiny-8b", messages=[system, {"role": "user", "content": "a"}], max_tokens=1)  # type: ignore[list-item]
-        second = c.chat.completions.create(model="tiny-8b", messages=[system, {"role": "user", "content": "b"}], max_tokens=1)  # type: ignore[list-item]
+        first = c.chat.completions.create(
+            model="tiny-8b", messages=[system, {"role": "user", "content": "a"}], max_tokens=1
+        )  # type: ignore[list-item]
+        second = c.chat.completions.create(
+            model="tiny-8b", messages=[system, {"role": "user", "content": "b"}], max_tokens=1
+        )  # type: ignore[list-item]
         assert first.usage is not None and second.usage is not None
         assert first.usage.prompt_tokens_details is None
         assert second.usage.prompt_tokens_details is not None
@@ -62,14 +77,20 @@ def test_sim_stream_usage_chunk_shape() -> None:
     clusters = [{"name": "east", "region": "us-east-1", "models": ["tiny-8b"]}]
     with Harness(fleet_config(clusters)) as h:
         assert h.fleet is not None
-        body = {"model": "tiny-8b", "prompt": "hello there", "max_tokens": 3, "stream": True,
-                "stream_options": {"include_usage": True}}
+        body = {
+            "model": "tiny-8b",
+            "prompt": "hello there",
+            "max_tokens": 3,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         request = urllib.request.Request(
-            f"http://127.0.0.1:{h.fleet.ports['east']}/v1/completions", data=json.dumps(body).encode(),
+            f"http://127.0.0.1:{h.fleet.ports['east']}/v1/completions",
+            data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=5) as resp:
             events = [e for e in resp.read().decode().split("\n\n") if e]
         assert events[-1] == "data: [DONE]"
-        usage = json.loads(events[-2][len("data: "):])
+        usage = json.loads(events[-2][len("data: ") :])
         assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 3

@@ -1,4 +1,4 @@
-"""Bad input and upstream trouble: the right OpenAI-shaped error, a record, and a gateway that keeps serving."""
+"""Bad input and upstream trouble: the right OpenAI-shaped error, a record, and a gateway still serving."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from typing import Any
 
 import openai
 import pytest
+
 from harness import Harness, fleet_config
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
-def post(h: Harness, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+def post(
+    h: Harness, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         h.base_url + path, data=body, headers={"Content-Type": "application/json", **(headers or {})}
     )
@@ -86,7 +89,7 @@ def test_keys_map_to_departments_and_bad_key_is_401(monkeypatch: pytest.MonkeyPa
         }
     )
     with Harness(config) as h:
-        for key, department in (("sk-research-123", "research"), ("sk-finance-456", "finance")):
+        for key in ("sk-research-123", "sk-finance-456"):
             c = openai.OpenAI(base_url=h.base_url + "/v1", api_key=key, max_retries=0)
             c.chat.completions.create(model="tiny-8b", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
         records = h.wait_records(2)
@@ -102,11 +105,15 @@ def test_keys_map_to_departments_and_bad_key_is_401(monkeypatch: pytest.MonkeyPa
 
 def test_anonymous_mode_still_maps_configured_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_KEY_OPS", "sk-ops")
-    config = fleet_config(auth={"allow_anonymous": True, "keys": [{"key_env": "TEST_KEY_OPS", "department": "ops"}]})
+    config = fleet_config(
+        auth={"allow_anonymous": True, "keys": [{"key_env": "TEST_KEY_OPS", "department": "ops"}]}
+    )
     with Harness(config) as h:
         for key in ("sk-ops", "sk-unknown"):
             openai.OpenAI(base_url=h.base_url + "/v1", api_key=key, max_retries=0).chat.completions.create(
-                model="tiny-8b", messages=MESSAGES, max_tokens=1  # type: ignore[arg-type]
+                model="tiny-8b",
+                messages=MESSAGES,
+                max_tokens=1,  # type: ignore[arg-type]
             )
         assert post(h, "/v1/chat/completions", chat_body())[0] == 200  # no key at all
         assert [r.department for r in h.wait_records(3)] == ["ops", "anonymous", "anonymous"]
@@ -115,8 +122,13 @@ def test_anonymous_mode_still_maps_configured_keys(monkeypatch: pytest.MonkeyPat
 def test_client_key_is_never_forwarded_cluster_key_is(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_CLUSTER_KEY", "cluster-secret")
     clusters = [
-        {"name": "east", "region": "us-east-1", "models": ["tiny-8b"], "api_key_env": "TEST_CLUSTER_KEY",
-         "sim": {"api_key_env": "TEST_CLUSTER_KEY"}},
+        {
+            "name": "east",
+            "region": "us-east-1",
+            "models": ["tiny-8b"],
+            "api_key_env": "TEST_CLUSTER_KEY",
+            "sim": {"api_key_env": "TEST_CLUSTER_KEY"},
+        },
     ]
     with Harness(fleet_config(clusters)) as h:
         # The simulated cluster accepts only its own key: success proves the client's key was replaced.
@@ -125,8 +137,15 @@ def test_client_key_is_never_forwarded_cluster_key_is(monkeypatch: pytest.Monkey
 
 
 def test_upstream_down_is_503_with_record() -> None:
-    clusters = [{"name": "ghost", "region": "us-east-1", "models": ["tiny-8b"], "url": "http://127.0.0.1:9/v1",
-                 "no_sim": True}]
+    clusters = [
+        {
+            "name": "ghost",
+            "region": "us-east-1",
+            "models": ["tiny-8b"],
+            "url": "http://127.0.0.1:9/v1",
+            "no_sim": True,
+        }
+    ]
     with Harness(fleet_config(clusters)) as h:
         status, doc = post(h, "/v1/chat/completions", chat_body())
         assert status == 503 and doc["error"]["code"] in ("upstream_error", "no_available_cluster")
@@ -147,7 +166,9 @@ def test_refused_request_retries_once_on_another_cluster() -> None:
             c = openai.OpenAI(base_url=h2.base_url + "/v1", api_key="k", max_retries=0)
             for _ in range(3):
                 raw = c.chat.completions.with_raw_response.create(
-                    model="tiny-8b", messages=MESSAGES, max_tokens=1  # type: ignore[arg-type]
+                    model="tiny-8b",
+                    messages=MESSAGES,
+                    max_tokens=1,  # type: ignore[arg-type]
                 )
                 assert raw.headers["x-bauxite-cluster"] == "west"
 
@@ -160,7 +181,10 @@ def test_upstream_dying_mid_stream_terminates_client_stream_and_records_error() 
         received = []
         with pytest.raises(openai.APIError):
             for chunk in c.chat.completions.create(
-                model="tiny-8b", messages=MESSAGES, max_tokens=50, stream=True  # type: ignore[arg-type]
+                model="tiny-8b",
+                messages=MESSAGES,
+                max_tokens=50,
+                stream=True,  # type: ignore[arg-type]
             ):
                 received.append(chunk)
         assert 0 < len(received) < 50
@@ -171,8 +195,14 @@ def test_upstream_dying_mid_stream_terminates_client_stream_and_records_error() 
 
 
 def test_upstream_timeout_is_504() -> None:
-    clusters = [{"name": "slow", "region": "us-east-1", "models": ["tiny-8b"],
-                 "timeouts": {"read_s": "200ms", "total_s": "1s"}}]
+    clusters = [
+        {
+            "name": "slow",
+            "region": "us-east-1",
+            "models": ["tiny-8b"],
+            "timeouts": {"read_s": "200ms", "total_s": "1s"},
+        }
+    ]
     with Harness(fleet_config(clusters, time_scale=100.0)) as h:
         status, doc = post(h, "/v1/chat/completions", chat_body(max_tokens=50))
         assert status == 504 and doc["error"]["code"] == "upstream_timeout"
@@ -189,7 +219,8 @@ def test_client_disconnect_mid_stream_is_still_accounted() -> None:
         sock = socket.create_connection(("127.0.0.1", port))
         sock.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
         )
         assert b"200 OK" in sock.recv(4096)
         sock.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+
 from harness import Harness
 
 MESSAGES = [{"role": "user", "content": "How green is this request?"}]
@@ -16,7 +17,9 @@ def client(h: Harness) -> openai.OpenAI:
 def test_sync_chat_completion_with_headers_and_usage(gateway: Harness) -> None:
     before = len(gateway.tap.records)
     raw = client(gateway).chat.completions.with_raw_response.create(
-        model="tiny-8b", messages=MESSAGES, max_tokens=7  # type: ignore[arg-type]
+        model="tiny-8b",
+        messages=MESSAGES,
+        max_tokens=7,  # type: ignore[arg-type]
     )
     completion = raw.parse()
     assert completion.choices[0].message.content == "green " * 7
@@ -37,7 +40,10 @@ def test_sync_chat_completion_with_headers_and_usage(gateway: Harness) -> None:
 def test_sync_stream_passes_chunks_and_hides_gateway_usage_chunk(gateway: Harness) -> None:
     before = len(gateway.tap.records)
     stream = client(gateway).chat.completions.create(
-        model="tiny-8b", messages=MESSAGES, max_tokens=5, stream=True  # type: ignore[arg-type]
+        model="tiny-8b",
+        messages=MESSAGES,
+        max_tokens=5,
+        stream=True,  # type: ignore[arg-type]
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -50,7 +56,10 @@ def test_sync_stream_passes_chunks_and_hides_gateway_usage_chunk(gateway: Harnes
 
 def test_sync_stream_with_client_requested_usage(gateway: Harness) -> None:
     stream = client(gateway).chat.completions.create(
-        model="tiny-8b", messages=MESSAGES, max_tokens=4, stream=True,  # type: ignore[arg-type]
+        model="tiny-8b",
+        messages=MESSAGES,
+        max_tokens=4,
+        stream=True,  # type: ignore[arg-type]
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -63,7 +72,10 @@ async def test_async_client_chat_stream_completions_embeddings_models(gateway: H
     completion = await aclient.chat.completions.create(model="tiny-8b", messages=MESSAGES, max_tokens=3)  # type: ignore[arg-type]
     assert completion.choices[0].message.content == "green " * 3
     stream = await aclient.chat.completions.create(
-        model="tiny-8b", messages=MESSAGES, max_tokens=6, stream=True  # type: ignore[arg-type]
+        model="tiny-8b",
+        messages=MESSAGES,
+        max_tokens=6,
+        stream=True,  # type: ignore[arg-type]
     )
     pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
     assert "".join(pieces) == "green " * 6
@@ -86,7 +98,9 @@ def test_least_loaded_spreads_across_clusters(gateway: Harness) -> None:
     seen = set()
     for _ in range(6):
         raw = client(gateway).chat.completions.with_raw_response.create(
-            model="tiny-8b", messages=MESSAGES, max_tokens=1  # type: ignore[arg-type]
+            model="tiny-8b",
+            messages=MESSAGES,
+            max_tokens=1,  # type: ignore[arg-type]
         )
         seen.add(raw.headers["x-bauxite-cluster"])
     assert seen == {"east", "west"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from bauxite.intensity.catalogue import Catalogue, UnknownRegionError, locate, v
 from bauxite.intensity.config import IntensitySettings, TraceSettings
 from bauxite.intensity.local import CloudTableProvider, StaticProvider, TraceProvider
 from bauxite.intensity.traces import SHIPPED_TRACES, TraceError, load_trace
+from bauxite.intensity.validate import intensity_problems
 from bauxite.settings import ConfigError, settings_from_mapping
 
 
@@ -54,7 +55,12 @@ def test_offline_defaults_match_shipped_tables(
 def test_google_figures_carry_cfe_share_and_cloud_table_covers_only_its_cloud(catalogue: Catalogue) -> None:
     google = CloudTableProvider("google_cloud", "gcp", catalogue, lambda: 0.0)
     value = google.lookup(google.key_for(locate(catalogue, "europe-west4")) or "")
-    assert (value.g_per_kwh, value.cfe_share, value.year, value.source) == (208.81, 0.83, 2024, "google_cloud")
+    assert (value.g_per_kwh, value.cfe_share, value.year, value.source) == (
+        208.81,
+        0.83,
+        2024,
+        "google_cloud",
+    )
     assert google.key_for(locate(catalogue, "us-east-1")) is None
     aws = CloudTableProvider("aws", "aws", catalogue, lambda: 0.0)
     assert aws.lookup(aws.key_for(locate(catalogue, "us-east-1")) or "").g_per_kwh == 379.069
@@ -99,9 +105,18 @@ def test_zone_only_cluster_and_unknown_region_fall_back_sensibly(catalogue: Cata
 
 @pytest.mark.parametrize(
     ("region", "trace"),
-    [("us-east-1", "PJM"), ("us-east4", "PJM"), ("us-west-2", "BPAT"), ("us-west1", "BPAT"), ("us-west-1", "CISO"),
-     ("us-central1", "MISO"), ("us-south1", "ERCO"), ("us-east1", "SOCO"), ("westus3", "AZPS"),
-     ("us-east-2", "PJM")],
+    [
+        ("us-east-1", "PJM"),
+        ("us-east4", "PJM"),
+        ("us-west-2", "BPAT"),
+        ("us-west1", "BPAT"),
+        ("us-west-1", "CISO"),
+        ("us-central1", "MISO"),
+        ("us-south1", "ERCO"),
+        ("us-east1", "SOCO"),
+        ("westus3", "AZPS"),
+        ("us-east-2", "PJM"),
+    ],
 )
 def test_regions_map_to_trace_balancing_authorities(catalogue: Catalogue, region: str, trace: str) -> None:
     assert locate(catalogue, region).balancing_authority == trace
@@ -117,11 +132,11 @@ def test_new_york_zone_maps_to_nyis(catalogue: Catalogue) -> None:
 def test_shipped_trace_is_a_full_hourly_year_with_gaps_filled() -> None:
     trace = load_trace("PJM")
     assert len(trace.values_g_per_kwh) == 8760
-    assert trace.start_s == datetime(2022, 1, 1, tzinfo=timezone.utc).timestamp()
-    assert trace.end_s == datetime(2023, 1, 1, tzinfo=timezone.utc).timestamp()
+    assert trace.start_s == datetime(2022, 1, 1, tzinfo=UTC).timestamp()
+    assert trace.end_s == datetime(2023, 1, 1, tzinfo=UTC).timestamp()
     assert trace.mean_g_per_kwh() == pytest.approx(362.6, abs=0.1)
     # 2022-03-13 07:00-09:00 UTC are blank in the file: filled on the line between 06:00 and 10:00.
-    hour = datetime(2022, 3, 13, 6, tzinfo=timezone.utc).timestamp()
+    hour = datetime(2022, 3, 13, 6, tzinfo=UTC).timestamp()
     before, first_gap, after = trace.at(hour), trace.at(hour + 3600), trace.at(hour + 4 * 3600)
     assert first_gap == pytest.approx(before + (after - before) / 4)
     assert trace.at(0) == trace.values_g_per_kwh[0]  # clamps before the start
@@ -156,7 +171,7 @@ def test_bad_trace_sources_raise_readable_errors(tmp_path: Path) -> None:
 
 def test_trace_replay_advances_with_speedup(catalogue: Catalogue) -> None:
     now = [1_700_000_000.0]
-    settings = TraceSettings(start_at=datetime(2022, 1, 1, tzinfo=timezone.utc), speedup=3600.0)
+    settings = TraceSettings(start_at=datetime(2022, 1, 1, tzinfo=UTC), speedup=3600.0)
     provider = TraceProvider(settings, catalogue, lambda: now[0])
     key = provider.key_for(locate(catalogue, "us-east-1"))
     assert key == "PJM"
@@ -200,3 +215,26 @@ def test_intensity_config_parses_durations_and_rejects_typos() -> None:
         settings_from_mapping({"intensity": {"electricity_maps": {"api_key": "secret"}}})
     with pytest.raises(ConfigError, match=r"intensity\.uk_carbon_intensity\.region_ids"):
         settings_from_mapping({"intensity": {"uk_carbon_intensity": {"region_ids": {"eu-west-2": 42}}}})
+
+
+def test_config_validation_lists_unknown_regions_and_bad_traces(catalogue: Catalogue) -> None:
+    settings = settings_from_mapping(
+        {
+            "enterprise": {"carbon_tracking": {"provider": "trace"}},
+            "clusters": [
+                {"name": "a", "region": "us-east-1", "url": "http://127.0.0.1:9/v1", "models": ["m"]},
+                {"name": "b", "region": "europe-wst4", "url": "http://127.0.0.1:9/v1", "models": ["m"]},
+                {
+                    "name": "c",
+                    "region": "berlin-dc",
+                    "zone": "DE",
+                    "url": "http://127.0.0.1:9/v1",
+                    "models": ["m"],
+                },
+            ],
+            "intensity": {"trace": {"traces": {"us-east-1": "/no/such/trace.csv"}}},
+        }
+    )
+    problems = dict(intensity_problems(settings, catalogue))
+    assert set(problems) == {"clusters[1].region", "intensity.trace.traces.us-east-1"}
+    assert "europe-west4" in problems["clusters[1].region"]

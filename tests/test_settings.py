@@ -36,7 +36,8 @@ def test_brief_snippet_loads_unchanged(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("250ms", 0.25), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("2", 2.0), (1.5, 1.5)]
+    ("text", "seconds"),
+    [("250ms", 0.25), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("2", 2.0), (1.5, 1.5)],
 )
 def test_durations(text: str | float, seconds: float) -> None:
     assert parse_duration_s(text) == seconds
@@ -51,13 +52,31 @@ def test_bad_durations(bad: object) -> None:
 @pytest.mark.parametrize(
     ("data", "path", "fragment"),
     [
-        ({"enterprise": {"carbon_tracking": {"provider": "coal"}}}, "enterprise.carbon_tracking.provider", "coal"),
-        ({"enterprise": {"carbon_tracking": {"reporting_interval": "often"}}}, "reporting_interval", "duration"),
-        ({"enterprise": {"green_routing": {"threshold_gco2": -5}}}, "green_routing.threshold_gco2", "greater"),
-        ({"clusters": [{"name": "a", "region": "us-east-1", "url": "ftp://x", "models": ["m"]}]},
-         "clusters[0].url", "http"),
-        ({"clusters": [{"name": "a", "region": "us-east-1", "url": "http://x/v1", "models": []}]},
-         "clusters[0].models", "at least 1"),
+        (
+            {"enterprise": {"carbon_tracking": {"provider": "coal"}}},
+            "enterprise.carbon_tracking.provider",
+            "coal",
+        ),
+        (
+            {"enterprise": {"carbon_tracking": {"reporting_interval": "often"}}},
+            "reporting_interval",
+            "duration",
+        ),
+        (
+            {"enterprise": {"green_routing": {"threshold_gco2": -5}}},
+            "green_routing.threshold_gco2",
+            "greater",
+        ),
+        (
+            {"clusters": [{"name": "a", "region": "us-east-1", "url": "ftp://x", "models": ["m"]}]},
+            "clusters[0].url",
+            "http",
+        ),
+        (
+            {"clusters": [{"name": "a", "region": "us-east-1", "url": "http://x/v1", "models": []}]},
+            "clusters[0].models",
+            "at least 1",
+        ),
         ({"auth": {"keys": [{"department": "d"}]}}, "auth.keys[0]", "exactly one"),
         ({"auth": {"keys": [{"department": "d", "sha256": "abc"}]}}, "auth.keys[0].sha256", "64 hexadecimal"),
         ({"servr": {}}, "servr", "unknown key"),
@@ -87,7 +106,10 @@ def test_check_config_invalid_exits_2_without_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("enterprise:\n  green_routing:\n    priority: fastest\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "bauxite.cli", "check-config", str(path)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "bauxite.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert str(path) in proc.stderr and "enterprise.green_routing.priority" in proc.stderr
@@ -95,8 +117,12 @@ def test_check_config_invalid_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
-@pytest.mark.parametrize(("content", "fragment"), [("a: [1,\n", "invalid YAML"), ("- just\n- a list\n", "mapping")])
-def test_check_config_broken_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "fragment"), [("a: [1,\n", "invalid YAML"), ("- just\n- a list\n", "mapping")]
+)
+def test_check_config_broken_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, fragment: str
+) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text(content)
     assert main(["check-config", str(path)]) == 2

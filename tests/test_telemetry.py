@@ -26,7 +26,12 @@ from bauxite.telemetry.service import Telemetry
 
 CONFIG: dict[str, Any] = {
     "clusters": [
-        {"name": "iowa", "region": "us-central1", "url": "http://127.0.0.1:1/v1", "models": ["llama", "qwen"]},
+        {
+            "name": "iowa",
+            "region": "us-central1",
+            "url": "http://127.0.0.1:1/v1",
+            "models": ["llama", "qwen"],
+        },
         {"name": "belgium", "region": "europe-west1", "url": "http://127.0.0.1:2/v1", "models": ["llama"]},
     ],
     "auth": {
@@ -225,7 +230,9 @@ class FakeClusterEnergy:
 
 def full_telemetry(meter: list[FakeClusterEnergy]) -> Telemetry:
     grid = [
-        RegionIntensity("us-central1", "US-MIDW-MISO", "google_cloud", 430.0, "average", "lifecycle", 12.0, False),
+        RegionIntensity(
+            "us-central1", "US-MIDW-MISO", "google_cloud", 430.0, "average", "lifecycle", 12.0, False
+        ),
         RegionIntensity("europe-west1", "BE", "static", 110.0, "average", "lifecycle", 3.0, True),
     ]
     return Telemetry(make_settings(), intensity=lambda: grid, cluster_energy=lambda: meter)

@@ -193,7 +193,9 @@ async def test_separate_listener_moves_the_routes_off_the_api_app() -> None:
     plain.ring.close()
 
 
-async def test_timers_drain_and_close_windows_with_one_log_line_each(caplog: pytest.LogCaptureFixture) -> None:
+async def test_timers_drain_and_close_windows_with_one_log_line_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger=REPORT_LOGGER)
     tel = Telemetry(make_settings(reporting_interval="300ms", drain_interval="50ms"))
     await tel.start()

@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from .accounting import Accountant
-from .auth import AuthError, Authenticator
+from .auth import Authenticator, AuthError
 from .clusters import Fleet
 from .errors import GatewayError, error_response, from_exception
 from .proxy import Forwarder
@@ -25,7 +25,11 @@ MAX_LATENCY_HEADER = "x-bauxite-max-latency-ms"
 
 class Api:
     def __init__(
-        self, auth: Authenticator, fleet: Fleet, forwarder: Forwarder, accountant: Accountant,
+        self,
+        auth: Authenticator,
+        fleet: Fleet,
+        forwarder: Forwarder,
+        accountant: Accountant,
         department_header: str | None,
     ) -> None:
         self._auth = auth
@@ -126,7 +130,9 @@ class Api:
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "you must provide a model parameter", "missing_model", "model")
         if model not in self._fleet.by_model:
-            raise GatewayError(404, f"the model {model!r} does not exist or is not served here", "model_not_found", "model")
+            raise GatewayError(
+                404, f"the model {model!r} does not exist or is not served here", "model_not_found", "model"
+            )
         return body, RouteRequest(
             model=model,
             max_latency_ms=_max_latency_ms(request),
@@ -145,7 +151,9 @@ def _max_latency_ms(request: web.Request) -> float | None:
     except ValueError:
         parsed = -1.0
     if not parsed > 0:
-        raise GatewayError(400, f"{MAX_LATENCY_HEADER} must be a positive number of milliseconds", "invalid_header")
+        raise GatewayError(
+            400, f"{MAX_LATENCY_HEADER} must be a positive number of milliseconds", "invalid_header"
+        )
     return parsed
 
 

@@ -51,7 +51,9 @@ def create_app(settings: Settings) -> web.Application:
     upstream = Upstream(fleet.clusters)
     accountant = Accountant(intensity, energy, router, telemetry)
     auth = Authenticator(settings.auth)
-    api = Api(auth, fleet, Forwarder(upstream, router, accountant), accountant, settings.auth.department_header)
+    api = Api(
+        auth, fleet, Forwarder(upstream, router, accountant), accountant, settings.auth.department_header
+    )
 
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
@@ -98,5 +100,3 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return error_response(500, "internal gateway error", "internal_error")
-
-

@@ -57,7 +57,7 @@ class Authenticator:
         return caller.department
 
     def _lookup(self, authorization: str | None) -> Caller | None:
-        if not authorization or not authorization[:7].lower() == "bearer ":
+        if not authorization or authorization[:7].lower() != "bearer ":
             return None
         # Looking up the digest (not the key) means timing reveals nothing useful about stored keys.
         return self._by_digest.get(sha256_hex(authorization[7:].strip()))

@@ -13,7 +13,9 @@ def check_settings(settings: Settings, file: str) -> tuple[list[str], list[str]]
     notes: list[str] = []
     for index, key in enumerate(settings.auth.keys):
         if key.key_env and not os.environ.get(key.key_env):
-            notes.append(f"auth.keys[{index}].key_env: environment variable {key.key_env} is not set; key disabled")
+            notes.append(
+                f"auth.keys[{index}].key_env: environment variable {key.key_env} is not set; key disabled"
+            )
     for index, cluster in enumerate(settings.clusters):
         if cluster.api_key_env and not os.environ.get(cluster.api_key_env):
             notes.append(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -62,7 +61,10 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     if settings.fleet is None or not settings.fleet.clusters:
-        print(f"{args.config}: fleet: no simulated clusters configured (add a 'fleet.clusters' list)", file=sys.stderr)
+        print(
+            f"{args.config}: fleet: no simulated clusters configured (add a 'fleet.clusters' list)",
+            file=sys.stderr,
+        )
         return 2
     return run_fleet(settings.fleet, zero_delay=args.zero_delay)
 
@@ -103,14 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser(
-        "check-config", help="validate a config file without starting",
+        "check-config",
+        help="validate a config file without starting",
         description="Validate FILE; exit 0 when valid, else print file, key path and expectation and exit 2.",
     )
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=cmd_check_config)
 
     fleet = sub.add_parser(
-        "fleet", help="run simulated vLLM clusters",
+        "fleet",
+        help="run simulated vLLM clusters",
         description="Serve the simulated clusters of the config's 'fleet:' section on 127.0.0.1.",
     )
     fleet.add_argument("--config", "-c", required=True, metavar="FILE")
@@ -118,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.set_defaults(func=cmd_fleet)
 
     demo = sub.add_parser(
-        "demo", help="three-region simulated fleet plus the gateway, offline",
+        "demo",
+        help="three-region simulated fleet plus the gateway, offline",
         description="Start a simulated three-region fleet and the gateway in front of it on 127.0.0.1. "
         "No keys and no network needed. Ctrl-C stops everything.",
     )

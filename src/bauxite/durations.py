@@ -21,7 +21,7 @@ def parse_duration_s(value: Any) -> float:
         match = _PATTERN.match(str(value))
         if not match:
             raise ValueError(
-                f"expected a duration such as '250ms', '30s', '5m', '1h' or a number of seconds, got {value!r}"
+                f"expected a duration such as '250ms', '30s', '5m', '1h' or seconds, got {value!r}"
             )
         seconds = float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
     if seconds < 0:

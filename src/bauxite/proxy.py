@@ -7,6 +7,7 @@ asked for is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -18,7 +19,7 @@ from .accounting import Accountant
 from .clusters import ClusterState
 from .errors import GatewayError, error_body
 from .records import Capture
-from .routing.router import NoRouteError, RouteRequest, Router
+from .routing.router import NoRouteError, Router, RouteRequest
 from .usage import SseRelay, usage_from_body
 
 UPSTREAM_PATHS = {"chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings"}
@@ -79,13 +80,20 @@ class Forwarder:
         self, request: web.Request, capture: Capture, body: dict[str, Any], raw: bytes, route: RouteRequest
     ) -> web.StreamResponse:
         exclude: set[str] = set()
+        failure = ""
         while True:
             try:
                 decision = self._router.choose(route if not exclude else _excluding(route, exclude))
             except NoRouteError as exc:
+                if failure:  # the only candidate just failed: report that, not the empty candidate list
+                    raise GatewayError(503, failure, "upstream_error") from None
                 raise GatewayError(exc.status, str(exc), "no_available_cluster") from None
             cluster = decision.cluster
-            capture.cluster, capture.region, capture.route_reason = cluster.name, cluster.region, decision.reason
+            capture.cluster, capture.region, capture.route_reason = (
+                cluster.name,
+                cluster.region,
+                decision.reason,
+            )
             capture.counterfactual_cluster = decision.counterfactual.name if decision.counterfactual else ""
             capture.attempts += 1
             cluster.in_flight += 1
@@ -94,8 +102,9 @@ class Forwarder:
             except _Retryable as exc:
                 cluster.record_failure()
                 exclude.add(cluster.name)
+                failure = f"upstream cluster {cluster.name!r} failed: {exc}"
                 if capture.attempts >= 2:
-                    raise GatewayError(503, f"upstream cluster {cluster.name!r} failed: {exc}", "upstream_error")
+                    raise GatewayError(503, failure, "upstream_error") from None
             finally:
                 cluster.in_flight -= 1
 
@@ -123,7 +132,9 @@ class Forwarder:
                     if not last:
                         raise _Retryable(detail)
                     cluster.record_failure()
-                    raise GatewayError(503, f"upstream cluster {cluster.name!r} failed: {detail}", "upstream_error")
+                    raise GatewayError(
+                        503, f"upstream cluster {cluster.name!r} failed: {detail}", "upstream_error"
+                    )
                 if capture.stream and resp.status == 200:
                     return await self._relay_stream(request, capture, cluster, resp)
                 return await self._relay_body(capture, cluster, resp)
@@ -137,7 +148,9 @@ class Forwarder:
             raise _Retryable(type(exc).__name__) from None
         except TimeoutError:
             capture.error_type = "timeout"
-            raise GatewayError(504, f"upstream cluster {cluster.name!r} timed out", "upstream_timeout") from None
+            raise GatewayError(
+                504, f"upstream cluster {cluster.name!r} timed out", "upstream_timeout"
+            ) from None
 
     async def _relay_body(
         self, capture: Capture, cluster: ClusterState, resp: aiohttp.ClientResponse
@@ -156,7 +169,10 @@ class Forwarder:
         else:
             capture.error_type = f"upstream_{resp.status}"
         return web.Response(
-            status=resp.status, body=data, headers=headers, content_type=resp.content_type or "application/json"
+            status=resp.status,
+            body=data,
+            headers=headers,
+            content_type=resp.content_type or "application/json",
         )
 
     async def _relay_stream(
@@ -171,7 +187,12 @@ class Forwarder:
                 out = relay.feed(chunk)
                 if out:
                     await response.write(out)
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, TimeoutError):
+        except (
+            aiohttp.ClientPayloadError,
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientOSError,
+            TimeoutError,
+        ):
             return await self._fail_stream(capture, relay, response, "upstream_stream_error")
         except ConnectionResetError:
             return self._client_gone(capture, relay, response)
@@ -181,10 +202,8 @@ class Forwarder:
         capture.status = "ok"
         itl = _itl_s(capture)
         cluster.record_success(capture.ttft_s, itl)
-        try:
+        with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
-        except ConnectionResetError:
-            pass
         return response
 
     async def _fail_stream(
@@ -193,7 +212,9 @@ class Forwarder:
         capture.error_type = cause
         capture.http_status = 502
         _fill_missing_usage(capture, relay)
-        event = b"data: " + error_body(502, f"the upstream cluster ended the stream early ({cause})") + b"\n\n"
+        event = (
+            b"data: " + error_body(502, f"the upstream cluster ended the stream early ({cause})") + b"\n\n"
+        )
         try:
             await response.write(event)
             await response.write_eof()
@@ -201,7 +222,9 @@ class Forwarder:
             pass
         return response
 
-    def _client_gone(self, capture: Capture, relay: SseRelay, response: web.StreamResponse) -> web.StreamResponse:
+    def _client_gone(
+        self, capture: Capture, relay: SseRelay, response: web.StreamResponse
+    ) -> web.StreamResponse:
         capture.error_type = "client_disconnect"
         capture.http_status = 499
         _fill_missing_usage(capture, relay)
@@ -219,7 +242,12 @@ class Forwarder:
 
 def _excluding(route: RouteRequest, exclude: set[str]) -> RouteRequest:
     return RouteRequest(
-        route.model, frozenset(exclude), route.max_latency_ms, route.prefix_key, route.prompt_tokens, route.max_tokens
+        route.model,
+        frozenset(exclude),
+        route.max_latency_ms,
+        route.prefix_key,
+        route.prompt_tokens,
+        route.max_tokens,
     )
 
 
@@ -246,4 +274,6 @@ def _fill_missing_usage(capture: Capture, relay: SseRelay) -> None:
 def _itl_s(capture: Capture) -> float | None:
     if capture.ttft_s is None or capture.completion_tokens < 2:
         return None
-    return max(time.monotonic() - capture.started_mono - capture.ttft_s, 0.0) / (capture.completion_tokens - 1)
+    return max(time.monotonic() - capture.started_mono - capture.ttft_s, 0.0) / (
+        capture.completion_tokens - 1
+    )

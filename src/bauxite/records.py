@@ -1,4 +1,4 @@
-"""What one request leaves behind: a mutable ``Capture`` filled while it runs, and the final ``RequestRecord``.
+"""What one request leaves behind: a mutable ``Capture`` filled while it runs, and the final record.
 
 Neither holds request text, completion text or the caller's key: only configured names, counts and timings.
 """

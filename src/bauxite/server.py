@@ -67,6 +67,8 @@ async def serve_async(settings: Settings, host: str, port: int) -> int:
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
     return run(
-        serve_async(settings, host or settings.server.host, port if port is not None else settings.server.port),
+        serve_async(
+            settings, host or settings.server.host, port if port is not None else settings.server.port
+        ),
         settings.server.use_uvloop,
     )

@@ -1,4 +1,4 @@
-"""Configuration: the ``enterprise.yaml`` schema, loading, and errors that name file, key path and expectation.
+"""Configuration: the ``enterprise.yaml`` schema, loading, and errors naming file, key path and expectation.
 
 The brief's ``enterprise:`` snippet loads unchanged; every other section is optional with a sensible default.
 Each capability owns its own section model (``intensity.config``, ``energy.config``, ``routing.config``,
@@ -214,7 +214,9 @@ def settings_from_mapping(data: Any, file: str = "<config>") -> Settings:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(file, [("", "expected a mapping of sections (enterprise:, clusters:, …) at the top")])
+        raise ConfigError(
+            file, [("", "expected a mapping of sections (enterprise:, clusters:, …) at the top")]
+        )
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

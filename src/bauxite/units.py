@@ -7,7 +7,7 @@ G_PER_LB = 453.59237
 
 
 def carbon_g(energy_j: float, g_per_kwh: float, pue: float = 1.0) -> float:
-    """Grams CO2e for ``energy_j`` joules of IT energy at grid intensity ``g_per_kwh`` and facility ``pue``."""
+    """Grams CO2e for ``energy_j`` joules of IT energy at grid intensity ``g_per_kwh`` and ``pue``."""
     return energy_j * pue / J_PER_KWH * g_per_kwh
 
 

@@ -1,25 +1,69 @@
-"""The ``energy:`` config section and each cluster's ``power:`` section."""
+"""The ``energy:`` config section and each cluster's ``power:`` section. Every key has a default."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..durations import DurationS
 
+Precision = Literal["bf16", "fp16", "fp8", "int8", "int4", "fp4"]
 
-class PowerSettings(BaseModel):
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PowerSettings(_Section):
     """Where a self-hosted cluster's GPU power comes from."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     source: Literal["none", "dcgm", "nvml", "static"] = "none"
-    url: str | None = None  # DCGM exporter /metrics
+    url: str | None = None  # DCGM exporter /metrics (source: dcgm)
     scrape_interval: DurationS = 5.0
+    grace: DurationS = 1.0  # wait after each scrape for requests that ended just before it to report
+    stale_after: DurationS | None = None  # no good reading for this long → stale; default 3 × interval
+    timeout: DurationS = 2.0  # one scrape's HTTP timeout
+    gpu_indices: tuple[int, ...] = ()  # NVML: which local GPUs belong to the cluster (empty: all)
+    idle_w_per_gpu: float | None = Field(default=None, ge=0)  # static model; default from the GPU type
+    max_w_per_gpu: float | None = Field(default=None, gt=0)  # static model; default: board power
+
+    @model_validator(mode="after")
+    def _dcgm_needs_url(self) -> PowerSettings:
+        if self.source == "dcgm" and not self.url:
+            raise ValueError("power.source 'dcgm' needs power.url (the DCGM exporter's /metrics URL)")
+        return self
+
+    @property
+    def stale_after_s(self) -> float:
+        return self.stale_after if self.stale_after is not None else 3.0 * self.scrape_interval
 
 
-class EnergySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ModelSizeSettings(_Section):
+    """Override of a model's size (wins over EcoLogits' repository and the name)."""
 
+    active_params_b: float = Field(gt=0)
+    total_params_b: float | None = Field(default=None, gt=0)  # default: = active (dense)
+    precision: Precision = "bf16"
+    architecture: Literal["dense", "moe"] | None = None  # informational; MoE ⇔ total > active
+
+
+class ServingSettings(_Section):
+    """Serving assumptions for clusters whose hardware is not known (external APIs)."""
+
+    gpu: str = "H100"
+    gpu_count: int | None = Field(default=None, ge=1)  # default: fewest GPUs that hold the weights
+    batch_size: float = Field(default=128.0, gt=0)  # average concurrent sequences per replica
+
+
+class EnergySettings(_Section):
     boundary: Literal["gpu", "full"] = "full"
+    method: Literal["calibrated", "ecologits"] = "calibrated"  # estimator for clusters without telemetry
+    models: dict[str, ModelSizeSettings] = {}  # per model name (as clients or upstream name it)
+    external_serving: ServingSettings = ServingSettings()
+    self_hosted_batch_size: float = Field(default=32.0, gt=0)  # when no running-sequence count is known
+    host_frac: float = Field(default=0.43, ge=0)  # full boundary: host CPU/DRAM per GPU joule
+    idle_capacity_frac: float = Field(default=0.14, ge=0)  # full boundary: idle machines per GPU joule
+    pue_external: float = Field(default=1.1, ge=1.0, le=3.0)  # default PUE of external API providers
+    pue_self_hosted: float = Field(default=1.2, ge=1.0, le=3.0)  # default PUE of vllm clusters
+    prefill_token_weight: float = Field(default=0.25, ge=0, le=1)  # attribution: prompt token vs output token

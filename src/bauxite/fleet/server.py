@@ -54,7 +54,9 @@ class SimMetrics(Collector):
     def _dcgm(self) -> Iterable[Metric]:
         sim = self._sim
         power = Metric("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", "gauge")
-        energy = Metric("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "Total energy consumption since boot (in mJ).", "counter")
+        energy = Metric(
+            "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "Total energy consumption since boot (in mJ).", "counter"
+        )
         for gpu in range(sim.settings.gpu_count):
             labels = {
                 "gpu": str(gpu),
@@ -102,7 +104,9 @@ class SimServer:
         return web.json_response({"ok": True})
 
     async def models(self, request: web.Request) -> web.Response:
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "vllm"} for m in self.sim.settings.models]
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "vllm"} for m in self.sim.settings.models
+        ]
         return web.json_response({"object": "list", "data": data})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -139,7 +143,9 @@ class SimServer:
         except orjson.JSONDecodeError:
             return {}, _error(400, "invalid JSON")
         if not isinstance(body, dict) or body.get("model") not in self.sim.settings.models:
-            return {}, _error(404, f"The model `{body.get('model') if isinstance(body, dict) else ''}` does not exist.")
+            return {}, _error(
+                404, f"The model `{body.get('model') if isinstance(body, dict) else ''}` does not exist."
+            )
         return body, None
 
     async def _generate(self, request: web.Request, kind: str) -> web.StreamResponse:
@@ -161,7 +167,13 @@ class _Job:
     """One generation request moving through admission, prefill and decode."""
 
     def __init__(
-        self, sim: SimCluster, body: dict[str, Any], kind: str, prompt: str, prompt_tokens: int, output_tokens: int
+        self,
+        sim: SimCluster,
+        body: dict[str, Any],
+        kind: str,
+        prompt: str,
+        prompt_tokens: int,
+        output_tokens: int,
     ) -> None:
         self.sim, self.body, self.kind = sim, body, kind
         self.prompt, self.prompt_tokens, self.output_tokens = prompt, prompt_tokens, output_tokens
@@ -200,21 +212,36 @@ class _Job:
         text = WORD * count
         if self.kind == "chat":
             choice: dict[str, Any] = {
-                "index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                "finish_reason": "length", "stop_reason": None,
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": "length",
+                "stop_reason": None,
             }
             obj = "chat.completion"
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length", "stop_reason": None}
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": "length",
+                "stop_reason": None,
+            }
             obj = "text_completion"
         doc = {
-            "id": self.id, "object": obj, "created": self.created, "model": self.body["model"],
-            "choices": [choice], "usage": self.usage(),
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.body["model"],
+            "choices": [choice],
+            "usage": self.usage(),
         }
         return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         die_after = 3 if self.sim.faults.die_mid_stream > 0 else -1
         if die_after > 0:
@@ -264,8 +291,13 @@ def _id(prefix: str) -> str:
 
 
 def _error(status: int, message: str) -> web.Response:
-    doc = {"object": "error", "message": message, "type": "BadRequestError" if status < 500 else "ServiceUnavailable",
-           "param": None, "code": status}
+    doc = {
+        "object": "error",
+        "message": message,
+        "type": "BadRequestError" if status < 500 else "ServiceUnavailable",
+        "param": None,
+        "code": status,
+    }
     return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
 
 
@@ -281,7 +313,9 @@ def _prompt_text(body: dict[str, Any], kind: str) -> str:
                 parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
         return "\n".join(parts)
     prompt = body.get("prompt")
-    return prompt if isinstance(prompt, str) else " ".join(map(str, prompt)) if isinstance(prompt, list) else ""
+    return (
+        prompt if isinstance(prompt, str) else " ".join(map(str, prompt)) if isinstance(prompt, list) else ""
+    )
 
 
 def _vector(text: str, dims: int = 16) -> list[float]:
@@ -301,7 +335,9 @@ class FleetRunner:
     async def start(self) -> None:
         for server in self.servers:
             # Cancel a handler when its client goes away, as vLLM aborts a request whose caller left.
-            runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
+            runner = web.AppRunner(
+                server.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+            )
             await runner.setup()
             site = web.TCPSite(runner, self.settings.host, server.sim.settings.port)
             await site.start()

@@ -1,4 +1,4 @@
-"""State of one simulated vLLM cluster: batch slots, queue, prefix cache, token counters and a GPU power meter.
+"""State of one simulated vLLM cluster: batch slots, queue, prefix cache, token counters, GPU power meter.
 
 Time only matters through ``time.monotonic()``; the HTTP layer decides whether to actually sleep.
 """
@@ -55,7 +55,10 @@ class SimCluster:
         self.settings = settings
         self.time_scale = time_scale
         self.profile = model.profile_for(
-            settings.models[0], settings.gpu_type, settings.gpu_count, active_params_b=settings.active_params_b
+            settings.models[0],
+            settings.gpu_type,
+            settings.gpu_count,
+            active_params_b=settings.active_params_b,
         )
         self.meter = PowerMeter(self.profile)
         self.running = 0

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     if not regions:
         print("bauxite intensity: name at least one REGION, or give --config with clusters", file=err)
         return 2
-    rows = asyncio.run(_collect(provider, regions, settings))
+    service = IntensityService(provider, regions, settings.intensity)  # reads package data: before the loop
+    rows = asyncio.run(_collect(service))
     if args.json:
         out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -69,8 +70,7 @@ def _regions(names: list[str], settings: Settings) -> dict[str, str | None]:
     return {name: configured.get(name) for name in names}
 
 
-async def _collect(provider: str, regions: dict[str, str | None], settings: Settings) -> list[dict[str, Any]]:
-    service = IntensityService(provider, regions, settings.intensity)
+async def _collect(service: IntensityService) -> list[dict[str, Any]]:
     try:
         await service.refresh_once()  # live providers answer once; failures fall back like in the gateway
         return [row_json(row) for row in service.snapshot()]

@@ -94,11 +94,10 @@ class HttpClient:
         *,
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
-        auth: aiohttp.BasicAuth | None = None,
     ) -> HttpReply:
         """GET ``url``; network failures and time-outs raise ``IntensityError``, any status returns."""
         try:
-            async with self._open().get(url, params=params, headers=headers, auth=auth) as response:
+            async with self._open().get(url, params=params, headers=headers) as response:
                 body = await response.read()
                 return HttpReply(
                     response.status,

@@ -33,6 +33,7 @@ from .http import HttpClient
 from .local import StaticProvider, TraceProvider
 from .registry import ProviderContext, provider_chain
 from .resilience import CircuitBreaker, Feed, backoff_s
+from .traces import TraceError
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -121,7 +122,11 @@ class IntensityService:
                 keys = [
                     link.key for chain in self._chains.values() for link in chain if link.provider is provider
                 ]
-                provider.preload(sorted(set(keys)))
+                for key in sorted(set(keys)):
+                    try:
+                        provider.preload([key])
+                    except TraceError as exc:  # config validation reports it; serving falls back to static
+                        log.warning("intensity trace unavailable, using the static table instead: %s", exc)
 
     # --- the request path: memory reads only -------------------------------------------------------
 

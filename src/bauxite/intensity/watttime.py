@@ -6,10 +6,9 @@ the API answers 401, or 403 with an HTML page (how an expired token shows up), b
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Mapping
 from typing import Any
-
-import aiohttp
 
 from ..units import lbs_per_mwh_to_g_per_kwh
 from .base import Intensity, IntensityError, Location, Signal
@@ -92,7 +91,7 @@ class WattTimeProvider:
                 f"{NAME}: no credentials (set the variables named in intensity.watttime)", status=401
             )
         reply = await self._http.get(
-            NAME, self._url("/login"), auth=aiohttp.BasicAuth(self._username, self._password)
+            NAME, self._url("/login"), headers={"Authorization": _basic_auth(self._username, self._password)}
         )
         if reply.status != 200:
             raise reply.error(NAME, "login")
@@ -153,6 +152,10 @@ class WattTimeProvider:
                 )
             )
         return sorted(points, key=lambda p: p.at)
+
+
+def _basic_auth(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 
 
 def _token_expired(reply: HttpReply) -> bool:

@@ -13,7 +13,8 @@ from .ring import RawRecord
 REQ_OK, REQ_ERROR, PROMPT, COMPLETION, CACHED, ENERGY, CARBON, AVOIDED_GREEN, AVOIDED_KV = range(9)
 USAGE_SLOTS = 9
 # Slots of one cluster accumulator, keyed by cluster id: what the requests it served were charged.
-CL_REQUESTS, CL_ENERGY, CL_CARBON = range(3)
+CL_REQUESTS, CL_ENERGY, CL_CARBON, CL_PROMPT, CL_COMPLETION = range(5)
+CLUSTER_SLOTS = 5
 
 UsageKey = tuple[int, int, int]
 
@@ -94,10 +95,12 @@ class Totals:
             if cluster:
                 per_cluster = clusters.get(cluster)
                 if per_cluster is None:
-                    per_cluster = clusters[cluster] = [0.0, 0.0, 0.0]
+                    per_cluster = clusters[cluster] = [0.0] * CLUSTER_SLOTS
                 per_cluster[CL_REQUESTS] += 1
                 per_cluster[CL_ENERGY] += energy_j
                 per_cluster[CL_CARBON] += carbon_g
+                per_cluster[CL_PROMPT] += rec[10]
+                per_cluster[CL_COMPLETION] += rec[11]
             self._observe(model, region, rec[13], rec[14])
             count += 1
         self.records += count

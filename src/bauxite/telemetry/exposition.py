@@ -23,6 +23,10 @@ from .aggregate import (
     AVOIDED_KV,
     CACHED,
     CARBON,
+    CL_COMPLETION,
+    CL_ENERGY,
+    CL_PROMPT,
+    CL_REQUESTS,
     COMPLETION,
     ENERGY,
     PROMPT,
@@ -69,6 +73,7 @@ class TelemetryCollector(Collector):
         yield from self._histograms()
         yield from self._grid()
         yield from self._clusters()
+        yield from self._cluster_requests()
         yield from self._buffer()
 
     def _usage(self) -> Iterator[Metric]:
@@ -178,6 +183,31 @@ class TelemetryCollector(Collector):
             for kind, total in (("attributed", row.attributed_j_total), ("idle", row.idle_j_total)):
                 energy.add_metric([cluster, region, kind], self._monotonic(cluster, kind, float(total)))
         yield from (power, energy)
+
+    def _cluster_requests(self) -> Iterator[Metric]:
+        """Per-cluster request figures (beyond the contract), for energy per 1,000 tokens per cluster."""
+        energy = CounterMetricFamily(
+            "bauxite_cluster_request_energy_joules",
+            "Energy attributed to the requests a cluster served (estimated or measured share).",
+            labels=["cluster", "region"],
+        )
+        tokens = CounterMetricFamily(
+            "bauxite_cluster_tokens",
+            "Tokens a cluster processed, by kind.",
+            labels=["cluster", "region", "kind"],
+        )
+        requests = CounterMetricFamily(
+            "bauxite_cluster_requests", "Requests a cluster served.", labels=["cluster", "region"]
+        )
+        for cluster, region in self._cluster_regions.items():
+            acc = self._totals.clusters.get(self._t.clusters.id(cluster))
+            if acc is None:
+                acc = [0.0] * (CL_COMPLETION + 1)
+            energy.add_metric([cluster, region], acc[CL_ENERGY])
+            tokens.add_metric([cluster, region, "prompt"], acc[CL_PROMPT])
+            tokens.add_metric([cluster, region, "completion"], acc[CL_COMPLETION])
+            requests.add_metric([cluster, region], acc[CL_REQUESTS])
+        yield from (energy, tokens, requests)
 
     def _cluster_rows(self) -> list[Any]:
         if self._cluster_energy is None:

@@ -22,8 +22,11 @@ from .aggregate import (
     CACHED,
     CARBON,
     CL_CARBON,
+    CL_COMPLETION,
     CL_ENERGY,
+    CL_PROMPT,
     CL_REQUESTS,
+    CLUSTER_SLOTS,
     COMPLETION,
     ENERGY,
     PROMPT,
@@ -130,14 +133,16 @@ class Reports:
         meter = self._meter()
         rows = []
         for cluster, region in self._cluster_regions.items():
-            acc = self._totals.clusters.get(self._t.clusters.id(cluster), [0.0, 0.0, 0.0])
-            before = self._clusters0.get(self._t.clusters.id(cluster), [0.0, 0.0, 0.0])
+            acc = self._totals.clusters.get(self._t.clusters.id(cluster), [0.0] * CLUSTER_SLOTS)
+            before = self._clusters0.get(self._t.clusters.id(cluster), [0.0] * CLUSTER_SLOTS)
             row: dict[str, Any] = {
                 "cluster": cluster,
                 "region": region,
                 "requests": int(acc[CL_REQUESTS] - before[CL_REQUESTS]),
                 "request_energy_j": acc[CL_ENERGY] - before[CL_ENERGY],
                 "request_carbon_g": acc[CL_CARBON] - before[CL_CARBON],
+                "prompt_tokens": int(acc[CL_PROMPT] - before[CL_PROMPT]),
+                "completion_tokens": int(acc[CL_COMPLETION] - before[CL_COMPLETION]),
                 "attributed_energy_j": None,
                 "idle_energy_j": None,
             }

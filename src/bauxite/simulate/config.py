@@ -1,0 +1,126 @@
+"""The simulator's YAML format (documented in docs/routing.md), validated with file and key path on errors."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..routing.config import GreenRoutingSettings, LatencySettings
+
+PolicyName = Literal["latency", "round_robin", "low_carbon", "balanced"]
+ALL_POLICIES: tuple[PolicyName, ...] = ("latency", "round_robin", "low_carbon", "balanced")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PeriodConfig(_Strict):
+    start: date = date(2022, 1, 1)  # UTC day the replay starts (the shipped traces cover 2022)
+    days: int = Field(default=365, ge=1, le=3660)
+    # Simulated seconds of traffic per trace hour. Queueing runs in these seconds; grid intensity changes
+    # every ``seconds_per_hour``. Lower = faster runs, same hourly grid pattern.
+    seconds_per_hour: float = Field(default=12.0, gt=0, le=3600)
+
+
+class SimCluster(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    region: str
+    trace: str  # shipped balancing-authority code (PJM, BPAT, CISO, MISO, …) or a CSV path
+    capacity: int = Field(default=16, ge=1)  # sequences running at once; more wait in a FIFO queue
+    ttft_ms: float = Field(default=80.0, ge=0)  # prefill time of an empty prompt, without network
+    prefill_ms_per_1k_tokens: float = Field(default=40.0, ge=0)
+    itl_ms: float = Field(default=20.0, ge=0)  # time per output token
+    j_per_prompt_token: float = Field(default=0.05, ge=0)
+    j_per_output_token: float = Field(default=0.3, ge=0)
+    pue: float = Field(default=1.2, ge=1.0, le=3.0)
+
+
+class ClientGroup(_Strict):
+    name: str
+    share: float = Field(gt=0)  # relative share of requests
+    rtt_ms: dict[str, float]  # round trip to each cluster, by cluster name
+
+
+class TokenDistribution(_Strict):
+    """Log-normal token counts: ``median`` and ``sigma`` of the underlying normal, clipped to [min, max]."""
+
+    median: float = Field(gt=0)
+    sigma: float = Field(default=0.8, ge=0)
+    min: int = Field(default=1, ge=0)
+    max: int = Field(default=8192, ge=1)
+
+
+class WorkloadConfig(_Strict):
+    requests_per_s: float = Field(default=2.0, gt=0)  # mean arrival rate, simulated seconds
+    # 24 multipliers of the rate by UTC hour of day (a daily load curve); default flat.
+    diurnal: tuple[float, ...] = Field(default=(1.0,) * 24, min_length=24, max_length=24)
+    prompt_tokens: TokenDistribution = TokenDistribution(median=500)
+    completion_tokens: TokenDistribution = TokenDistribution(median=200, sigma=0.6, max=2048)
+    send_max_tokens: bool = False  # clients send their completion length as max_tokens (an upper bound)
+
+
+class RoutingSection(_Strict):
+    """The gateway's own sections, same keys as enterprise.yaml; the simulator sets enabled/priority."""
+
+    green_routing: GreenRoutingSettings = GreenRoutingSettings(enabled=True)
+    latency: LatencySettings = LatencySettings()
+    # Tell the router each cluster's latency profile (what an operator would configure); when false it
+    # learns from observations and the defaults, as a gateway without latency config does.
+    configure_profiles: bool = True
+
+
+class SimConfig(_Strict):
+    seed: int = 1
+    model: str = "model"
+    slo_ttft_ms: float = Field(gt=0)
+    period: PeriodConfig = PeriodConfig()
+    clusters: tuple[SimCluster, ...] = Field(min_length=1)
+    clients: tuple[ClientGroup, ...] = Field(min_length=1)
+    workload: WorkloadConfig = WorkloadConfig()
+    routing: RoutingSection = RoutingSection()
+    policies: tuple[PolicyName, ...] = ALL_POLICIES
+    scrape_interval_s: float = Field(default=1.0, gt=0)  # simulated /metrics scrape period
+    plot_week_start_day: int = Field(default=0, ge=0)  # day offset of the week drawn by --plot
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SimConfig:
+        names = [c.name for c in self.clusters]
+        if len(set(names)) != len(names):
+            raise ValueError("cluster names must be unique")
+        for group in self.clients:
+            missing = [n for n in names if n not in group.rtt_ms]
+            unknown = [n for n in group.rtt_ms if n not in names]
+            if missing or unknown:
+                raise ValueError(
+                    f"client group {group.name!r}: rtt_ms needs exactly one entry per cluster "
+                    f"(missing {missing}, unknown {unknown})"
+                )
+        return self
+
+
+class SimConfigError(Exception):
+    """A simulator configuration problem, phrased for the person who wrote the file."""
+
+
+def load_sim_config(path: str | Path) -> SimConfig:
+    file = str(path)
+    try:
+        data: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SimConfigError(f"{file}: cannot read file: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise SimConfigError(f"{file}: invalid YAML: {exc}") from None
+    try:
+        return SimConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{file}: {where}: {message}" if where else f"{file}: {message}")
+        raise SimConfigError("\n".join(lines)) from None

@@ -1,0 +1,183 @@
+"""The event loop: feed each request to a policy, queue it on the chosen cluster, keep score.
+
+Between arrivals the loop replays what a gateway would observe: slots freeing (``in_flight`` drops), first
+tokens arriving (``ClusterState.record_success``, as the proxy does), finished requests (token means), and a
+periodic ``/metrics`` scrape (running and waiting counts). Routers read only that, never the future.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..clusters import Fleet
+from ..settings import ClusterSettings
+from .config import SimConfig
+from .model import ClusterQueue, SimIntensity, carbon_g, intensity_table
+from .policies import POLICY_FACTORIES, REJECTED, SimClock, SimPolicy, World
+from .workload import SimRequest, generate
+
+_STARTED, _FIRST_TOKEN, _FINISHED = 0, 1, 2
+
+
+@dataclass
+class PolicyResult:
+    name: str
+    n_clusters: int
+    hours: int
+    carbon_g: float = 0.0
+    requests: int = 0
+    rejected: int = 0
+    slo_violations: int = 0
+    under_threshold: int = 0
+    ttft_ms: array[float] = field(default_factory=lambda: array("d"))
+    reasons: Counter[str] = field(default_factory=Counter)
+    hourly: list[array[int]] = field(default_factory=list)  # per cluster: requests placed per hour
+
+    def __post_init__(self) -> None:
+        self.hourly = [array("i", bytes(4 * self.hours)) for _ in range(self.n_clusters)]
+
+    def p95_ttft_ms(self) -> float:
+        if not self.ttft_ms:
+            return 0.0
+        ordered = sorted(self.ttft_ms)
+        return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+    def summary(self) -> dict[str, float | int]:
+        served = max(self.requests, 1)
+        return {
+            "carbon_kg": round(self.carbon_g / 1000.0, 6),
+            "requests": self.requests,
+            "slo_violations": self.slo_violations,
+            "p95_ttft_ms": round(self.p95_ttft_ms(), 3),
+            "share_under_threshold": round(self.under_threshold / served, 6),
+            "rejected": self.rejected,
+        }
+
+
+def build_fleet(config: SimConfig) -> Fleet:
+    return Fleet(
+        [
+            ClusterSettings.model_validate(
+                {"name": c.name, "region": c.region, "url": f"http://{c.name}.sim/v1", "models": [config.model]}
+            )
+            for c in config.clusters
+        ]
+    )
+
+
+class _Run:
+    """One policy over the whole period."""
+
+    def __init__(self, config: SimConfig, table: list[list[float]], name: str) -> None:
+        self.config = config
+        self.table = table
+        clock = SimClock()
+        self.world = World(
+            config,
+            build_fleet(config),
+            [ClusterQueue(c) for c in config.clusters],
+            table,
+            SimIntensity(config, table),
+            clock,
+            [[g.rtt_ms[c.name] for c in config.clusters] for g in config.clients],
+        )
+        self.policy: SimPolicy = POLICY_FACTORIES[name](self.world)
+        self.states = self.world.fleet.clusters
+        self.waiting = [0] * len(config.clusters)
+        self.events: list[tuple[float, int, int, int, int, int]] = []
+        self.seq = 0
+        self.next_scrape = 0.0
+        self.threshold = config.routing.green_routing.threshold_gco2
+        self.result = PolicyResult(name, len(config.clusters), config.period.days * 24)
+
+    def run(self) -> PolicyResult:
+        for request in generate(self.config):
+            self.step(request)
+        return self.result
+
+    def _advance(self, now: float) -> None:
+        events = self.events
+        while events and events[0][0] <= now:
+            at, _, kind, k, a, b = heapq.heappop(events)
+            if kind == _STARTED:
+                self.waiting[k] -= 1
+            elif kind == _FIRST_TOKEN:
+                # a = ttft in µs, b = itl in µs (ints keep the event tuples homogeneous)
+                self.states[k].record_success(a / 1e6, b / 1e6)
+            else:
+                self.states[k].in_flight -= 1
+                self.policy.finished(k, a, b)
+        if now >= self.next_scrape:
+            for k, state in enumerate(self.states):
+                state.queue_waiting = self.waiting[k]
+                state.queue_running = state.in_flight - self.waiting[k]
+                self.policy.scraped(k, state.queue_running, state.queue_waiting)
+            self.next_scrape = now + self.config.scrape_interval_s
+
+    def _push(self, at: float, kind: int, k: int, a: int, b: int) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (at, self.seq, kind, k, a, b))
+
+    def step(self, request: SimRequest) -> None:
+        now = request.t
+        self.world.clock.now = now
+        self._advance(now)
+        self.world.intensity.hour = request.hour
+        k, reason = self.policy.choose(request)
+        result = self.result
+        result.reasons[reason] += 1
+        if k == REJECTED:
+            result.rejected += 1
+            return
+        queue = self.world.queues[k]
+        start, prefill_ms, finish = queue.admit(now, request.prompt_tokens, request.completion_tokens)
+        ttft_ms = self.world.rtt_ms[request.group][k] + (start - now) * 1000.0 + prefill_ms
+        self.states[k].in_flight += 1
+        if start > now:
+            self.waiting[k] += 1
+            self._push(start, _STARTED, k, 0, 0)
+        itl_us = int(queue.config.itl_ms * 1000)
+        self._push(now + ttft_ms / 1000.0, _FIRST_TOKEN, k, int(ttft_ms * 1000), itl_us)
+        self._push(finish, _FINISHED, k, request.prompt_tokens, request.completion_tokens)
+        g_per_kwh = self.table[k][request.hour]
+        energy_j = queue.energy_j(request.prompt_tokens, request.completion_tokens)
+        result.carbon_g += carbon_g(queue.config, energy_j, g_per_kwh)
+        result.requests += 1
+        result.ttft_ms.append(ttft_ms)
+        if ttft_ms > self.config.slo_ttft_ms:
+            result.slo_violations += 1
+        if g_per_kwh <= self.threshold:
+            result.under_threshold += 1
+        result.hourly[k][request.hour] += 1
+
+
+@dataclass
+class SimulationResult:
+    config: SimConfig
+    table: list[list[float]]
+    policies: dict[str, PolicyResult]
+    oracle: PolicyResult
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "policies": {name: r.summary() for name, r in self.policies.items()},
+            "oracle": self.oracle.summary(),
+        }
+
+
+def simulate(
+    config: SimConfig, progress: Callable[[str], None] | None = None
+) -> SimulationResult:
+    """Run every configured policy and the oracle over the same request stream."""
+    table = intensity_table(config)
+    results: dict[str, PolicyResult] = {}
+    for name in (*config.policies, "oracle"):
+        if progress is not None:
+            progress(name)
+        results[name] = _Run(config, table, name).run()
+    oracle = results.pop("oracle")
+    return SimulationResult(config, table, results, oracle)

@@ -1,0 +1,185 @@
+"""Placement policies the simulator compares. Three of them are the gateway's ``Router`` itself."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..clusters import Fleet
+from ..routing.config import ClusterLatencySettings, GreenRoutingSettings, LatencySettings
+from ..routing.router import NoRouteError, RouteRequest, Router
+from .config import SimConfig
+from .model import ClusterQueue, SimEnergy, SimIntensity
+from .workload import SimRequest
+
+REJECTED = -1  # choose() returns this index when the policy refuses the request (strict threshold)
+
+
+class SimClock:
+    """Simulated seconds, shared by the engine and the routers (their snapshot timer and health checks)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class World:
+    """What a policy may look at: live cluster state for routers, perfect knowledge for the oracle."""
+
+    config: SimConfig
+    fleet: Fleet
+    queues: list[ClusterQueue]
+    table: list[list[float]]  # g/kWh per cluster per hour
+    intensity: SimIntensity
+    clock: SimClock
+    rtt_ms: list[list[float]] = field(default_factory=list)  # per client group, per cluster
+
+
+class SimPolicy(Protocol):
+    def choose(self, request: SimRequest) -> tuple[int, str]: ...
+
+    def finished(self, cluster: int, prompt_tokens: int, completion_tokens: int) -> None: ...
+
+    def scraped(self, cluster: int, running: int, waiting: int) -> None: ...
+
+
+class RouterPolicy:
+    """One gateway ``Router`` per client group (each with its own round trips), sharing the cluster state."""
+
+    def __init__(self, world: World, priority: str) -> None:
+        config = world.config
+        green = config.routing.green_routing
+        # The snapshot timer is in real seconds; the simulated hour is shorter, so scale it alike.
+        compression = config.period.seconds_per_hour / 3600.0
+        green = green.model_copy(
+            update={
+                "enabled": True,
+                "priority": priority,
+                "snapshot_interval": green.snapshot_interval * compression,
+            }
+        )
+        if priority == "latency":
+            # The latency-first baseline: what a gateway without carbon awareness does.
+            green = green.model_copy(update={"threshold_gco2": math.inf})
+        latency = router_latency_settings(config)
+        self._routers = [
+            Router(
+                world.fleet,
+                world.intensity,
+                SimEnergy(config),
+                green,
+                latency,
+                clock=world.clock,
+                rtt_ms={c.name: rtts[k] for k, c in enumerate(config.clusters)},
+            )
+            for rtts in world.rtt_ms
+        ]
+        self._names = [c.name for c in world.fleet.clusters]
+        self._index = {name: k for k, name in enumerate(self._names)}
+        self._model = config.model
+        self._send_max_tokens = config.workload.send_max_tokens
+
+    def choose(self, request: SimRequest) -> tuple[int, str]:
+        route = RouteRequest(
+            self._model,
+            prompt_tokens=request.prompt_tokens,
+            max_tokens=request.completion_tokens if self._send_max_tokens else 0,
+        )
+        try:
+            decision = self._routers[request.group].choose(route)
+        except NoRouteError:
+            return REJECTED, "rejected"
+        return self._index[decision.cluster.name], decision.reason
+
+    def finished(self, cluster: int, prompt_tokens: int, completion_tokens: int) -> None:
+        name = self._names[cluster]
+        for router in self._routers:
+            router.latency.observe_tokens(name, prompt_tokens, completion_tokens)
+
+    def scraped(self, cluster: int, running: int, waiting: int) -> None:
+        name = self._names[cluster]
+        for router in self._routers:
+            router.latency.observe_scrape(name, running, waiting, None)
+
+
+def router_latency_settings(config: SimConfig) -> LatencySettings:
+    """The router's latency section: the user's, plus the SLO and (optionally) each cluster's profile."""
+    latency = config.routing.latency
+    update: dict[str, object] = {}
+    if latency.slo_ttft_ms is None:
+        update["slo_ttft_ms"] = config.slo_ttft_ms
+    if config.routing.configure_profiles:
+        profiles = {
+            c.name: ClusterLatencySettings(
+                ttft_ms=c.ttft_ms,
+                prefill_ms_per_1k_tokens=c.prefill_ms_per_1k_tokens,
+                itl_ms=c.itl_ms,
+                max_concurrency=c.capacity,
+            )
+            for c in config.clusters
+        }
+        update["clusters"] = {**profiles, **latency.clusters}
+    return latency.model_copy(update=update)
+
+
+class RoundRobin:
+    def __init__(self, world: World) -> None:
+        self._n = len(world.queues)
+        self._next = 0
+
+    def choose(self, request: SimRequest) -> tuple[int, str]:
+        chosen = self._next
+        self._next = (chosen + 1) % self._n
+        return chosen, "round_robin"
+
+    def finished(self, cluster: int, prompt_tokens: int, completion_tokens: int) -> None:
+        return None
+
+    def scraped(self, cluster: int, running: int, waiting: int) -> None:
+        return None
+
+
+class Oracle:
+    """Lowest-carbon cluster that meets the SLO, knowing every queue's exact wait; else the fastest."""
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+        self._slo_ms = world.config.slo_ttft_ms
+        self._pues = [c.pue for c in world.config.clusters]
+
+    def choose(self, request: SimRequest) -> tuple[int, str]:
+        world = self._world
+        now = world.clock.now
+        rtts = world.rtt_ms[request.group]
+        best, best_g = -1, math.inf
+        fastest, fastest_ms = 0, math.inf
+        for k, queue in enumerate(world.queues):
+            ttft_ms = rtts[k] + (queue.start_s(now) - now) * 1000.0 + queue.prefill_ms(request.prompt_tokens)
+            if ttft_ms < fastest_ms:
+                fastest, fastest_ms = k, ttft_ms
+            if ttft_ms <= self._slo_ms:
+                grams = queue.energy_j(request.prompt_tokens, request.completion_tokens)
+                grams *= self._pues[k] * world.table[k][request.hour]
+                if grams < best_g:
+                    best, best_g = k, grams
+        return (best, "oracle") if best >= 0 else (fastest, "oracle_fastest")
+
+    def finished(self, cluster: int, prompt_tokens: int, completion_tokens: int) -> None:
+        return None
+
+    def scraped(self, cluster: int, running: int, waiting: int) -> None:
+        return None
+
+
+POLICY_FACTORIES: dict[str, Callable[[World], SimPolicy]] = {
+    "latency": lambda w: RouterPolicy(w, "latency"),
+    "low_carbon": lambda w: RouterPolicy(w, "low_carbon"),
+    "balanced": lambda w: RouterPolicy(w, "balanced"),
+    "round_robin": RoundRobin,
+    "oracle": Oracle,
+}

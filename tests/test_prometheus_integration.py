@@ -1,0 +1,242 @@
+"""A real Prometheus server scrapes a real gateway in front of the simulated fleet.
+
+After traffic, every query of every dashboard panel returns data through Prometheus' HTTP API, and
+Prometheus' totals equal the gateway's own accounting of the requests sent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from harness import Harness, fleet_config
+
+from bauxite.records import RequestRecord
+from bauxite.settings import sha256_hex
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "bauxite-carbon.json"
+KEYS = {"research": "key-research-0001", "sales": "key-sales-0002"}
+# Grafana template variables as a viewer with "All" selected would send them.
+VARIABLES = {"$department": ".*", "$model": ".*", "$region": ".*", "$__rate_interval": "1m", "$__range": "10m"}
+# Panels fed by the energy service's cluster meter, present only once it offers ``cluster_energy()``.
+METER_SERIES = ("bauxite_cluster_power_watts", "bauxite_cluster_energy_joules_total")
+
+pytestmark = pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="needs the prometheus server binary")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Prometheus:
+    def __init__(self, workdir: Path, target: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: bauxite\n    scrape_interval: 1s\n    scrape_timeout: 1s\n"
+            f"    static_configs:\n      - targets: ['{target}']\n",
+            encoding="utf-8",
+        )
+        self._log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 — closed in stop()
+        self._proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited with {self._proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError("prometheus did not become ready")
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def scalar(self, expr: str) -> float:
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if result else float("nan")
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(5)
+        self._log.close()
+
+
+def config() -> dict[str, Any]:
+    return fleet_config(
+        auth={
+            "allow_anonymous": True,
+            "keys": [{"department": d, "sha256": sha256_hex(k)} for d, k in KEYS.items()],
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Harness, Prometheus]]:
+    with Harness(config()) as harness:
+        prometheus = Prometheus(tmp_path_factory.mktemp("prometheus"), harness.base_url.removeprefix("http://"))
+        try:
+            yield harness, prometheus
+        finally:
+            prometheus.stop()
+
+
+def send_traffic(harness: Harness) -> int:
+    sent = 0
+    for department, key in [*KEYS.items(), ("anonymous", "no-such-key-but-anonymous-is-allowed")]:
+        client = openai.OpenAI(base_url=harness.base_url + "/v1", api_key=key, max_retries=0)
+        for n in range(4):
+            client.chat.completions.create(
+                model="tiny-8b", messages=[{"role": "user", "content": f"hello {n}"}], max_tokens=3 + n
+            )
+            sent += 1
+        for chunk in client.chat.completions.create(
+            model="tiny-8b", messages=[{"role": "user", "content": "stream"}], max_tokens=4, stream=True
+        ):
+            assert chunk is not None
+        client.embeddings.create(model="embed-small", input=f"embed for {department}")
+        sent += 2
+    return sent
+
+
+def wait_for(prometheus: Prometheus, expr: str, expected: float, timeout: float = 30.0) -> float:
+    deadline = time.monotonic() + timeout
+    seen = float("nan")
+    while time.monotonic() < deadline:
+        seen = prometheus.scalar(expr)
+        if seen == expected:
+            return seen
+        time.sleep(0.25)
+    return seen
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    out = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for name, value in sorted(VARIABLES.items(), key=lambda kv: -len(kv[0])):
+                expr = expr.replace(name, value)
+            assert "$" not in expr, expr
+            out.append((panel["title"], expr))
+    return out
+
+
+@pytest.fixture(scope="module")
+def traffic(stack: tuple[Harness, Prometheus]) -> list[RequestRecord]:
+    """Send the traffic once per module; return the records once Prometheus has scraped all of them."""
+    harness, prometheus = stack
+    sent = send_traffic(harness)
+    records = harness.wait_records(sent)
+    assert len(records) == sent
+    assert wait_for(prometheus, "sum(bauxite_requests_total)", sent) == sent
+    return records
+
+
+def test_prometheus_totals_match_the_gateways_accounting(
+    stack: tuple[Harness, Prometheus], traffic: list[RequestRecord]
+) -> None:
+    harness, prometheus = stack
+    records = traffic
+
+    by_department: dict[str, list[float]] = {}
+    for record in records:
+        acc = by_department.setdefault(record.department, [0.0, 0.0, 0.0, 0.0])
+        acc[0] += record.carbon_g
+        acc[1] += record.energy_j
+        acc[2] += record.prompt_tokens
+        acc[3] += record.completion_tokens
+    assert set(by_department) == {"research", "sales", "anonymous"}
+    for department, (carbon_g, energy_j, prompt, completion) in by_department.items():
+        sel = f'{{department="{department}"}}'
+        assert carbon_g > 0 and energy_j > 0
+        assert prometheus.scalar(f"sum(bauxite_request_carbon_grams_total{sel})") == pytest.approx(carbon_g)
+        assert prometheus.scalar(f"sum(bauxite_request_energy_joules_total{sel})") == pytest.approx(energy_j)
+        sel_prompt = f'{{department="{department}", kind="prompt"}}'
+        sel_completion = f'{{department="{department}", kind="completion"}}'
+        assert prometheus.scalar(f"sum(bauxite_tokens_total{sel_prompt})") == prompt
+        assert prometheus.scalar(f"sum(bauxite_tokens_total{sel_completion})") == completion
+        assert prometheus.scalar(f"sum(bauxite_requests_total{sel})") == sum(
+            r.department == department for r in records
+        )
+    assert prometheus.scalar("sum(bauxite_telemetry_records_dropped_total)") == 0
+    assert prometheus.scalar("bauxite_telemetry_buffer_capacity_bytes") == 2_097_152
+
+
+def test_every_dashboard_panel_query_returns_data(
+    stack: tuple[Harness, Prometheus], traffic: list[RequestRecord]
+) -> None:
+    harness, prometheus = stack
+    # Scrapes after the traffic, so rate() and increase() have at least two samples in their window.
+    time.sleep(2.5)
+    has_meter = getattr(harness.gateway.energy if harness.gateway else None, "cluster_energy", None) is not None
+    empty = []
+    for title, expr in panel_queries():
+        result = prometheus.query(expr)
+        if not result:
+            empty.append((title, expr))
+        elif title.startswith("Total CO2e"):
+            assert float(result[0]["value"][1]) > 0
+    expected_empty = [(t, e) for t, e in empty if not has_meter and any(s in e for s in METER_SERIES)]
+    assert empty == expected_empty, empty
+
+
+def test_dashboard_covers_the_required_panels() -> None:
+    titles = [title.lower() for title, _ in panel_queries()]
+    for needed in ("total co2e", "by department", "by model", "by region", "grid carbon intensity",
+                   "energy per 1,000 tokens per cluster", "routing decisions", "green routing and kv-cache"):  # fmt: skip
+        assert any(needed in title for title in titles), needed
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}"
+
+
+def test_example_scrape_config_is_valid(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed")
+    example = Path(__file__).resolve().parent.parent / "examples" / "prometheus" / "prometheus.yml"
+    token = tmp_path / "token"
+    token.write_text("example-token", encoding="utf-8")
+    text = example.read_text(encoding="utf-8").replace("/etc/prometheus/bauxite-metrics.token", str(token))
+    (tmp_path / "prometheus.yml").write_text(text, encoding="utf-8")
+    check = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
