@@ -139,3 +139,10 @@ def test_serve_refuses_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[
     path.write_text("server:\n  port: 99999\n")
     assert main(["serve", "--config", str(path)]) == 2
     assert "server.port" in capsys.readouterr().err
+
+
+def test_unknown_region_lists_close_names() -> None:
+    cluster = {"name": "a", "region": "us-east-7", "url": "http://x/v1", "models": ["m"]}
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping({"clusters": [cluster]}, "conf.yaml")
+    assert "clusters[0].region" in str(info.value) and "us-east-1" in str(info.value)

@@ -218,7 +218,7 @@ def settings_from_mapping(data: Any, file: str = "<config>") -> Settings:
             file, [("", "expected a mapping of sections (enterprise:, clusters:, …) at the top")]
         )
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -229,6 +229,13 @@ def settings_from_mapping(data: Any, file: str = "<config>") -> Settings:
                 message = f"{message}, got {err.get('input')!r}"
             problems.append((_key_path(tuple(err["loc"])), message))
         raise ConfigError(file, problems) from None
+    # Checks that need package data (region catalogue, traces); imported here to keep import time small.
+    from .intensity.validate import intensity_problems
+
+    problems = intensity_problems(settings)
+    if problems:
+        raise ConfigError(file, problems)
+    return settings
 
 
 def load_settings(path: str | Path) -> Settings:
