@@ -68,8 +68,15 @@ def bauxite_j_per_token(row: Row, coef: curves.Coefficients = curves.COEF) -> fl
 def ecologits_j_per_token(row: Row) -> float:
     """EcoLogits' GPU part (its regression × its GPU count) at the row's batch size, per output token."""
     out = round(float(row["avg_output_tokens"]))
-    energy_j = ecologits_energy_j(float(row["active_params_b"]), float(row["total_params_b"]), out, None,
-                                  float(row["avg_batch_size"]), "gpu", 1.0)
+    energy_j = ecologits_energy_j(
+        float(row["active_params_b"]),
+        float(row["total_params_b"]),
+        out,
+        None,
+        float(row["avg_batch_size"]),
+        "gpu",
+        1.0,
+    )
     return energy_j / out
 
 
@@ -79,8 +86,12 @@ def _step_time_s(row: Row, coef: curves.Coefficients) -> float:
     count, batch = int(row["num_gpus"]), float(row["avg_batch_size"])
     active, total = float(row["active_params_b"]), float(row["total_params_b"])
     step = curves.decode_step(active, total, gpu, count, batch, _precision(row), coef)
-    prefill_s = batch * INPUT_TOKENS / float(row["avg_output_tokens"]) * curves.prefill_s_per_token(
-        active, gpu, count)
+    prefill_s = (
+        batch
+        * INPUT_TOKENS
+        / float(row["avg_output_tokens"])
+        * curves.prefill_s_per_token(active, gpu, count)
+    )
     return step.total_s + prefill_s
 
 
@@ -136,7 +147,7 @@ def _residuals(theta: Sequence[float], rows: Sequence[Row]) -> list[float]:
 def _solve(matrix: list[list[float]], vector: list[float]) -> list[float]:
     """Gaussian elimination with partial pivoting (small dense systems)."""
     n = len(vector)
-    aug = [row[:] + [vector[i]] for i, row in enumerate(matrix)]
+    aug = [[*row, vector[i]] for i, row in enumerate(matrix)]
     for col in range(n):
         pivot = max(range(col, n), key=lambda r: abs(aug[r][col]))
         aug[col], aug[pivot] = aug[pivot], aug[col]
@@ -151,13 +162,23 @@ def _solve(matrix: list[list[float]], vector: list[float]) -> list[float]:
 
 
 NEUTRAL_START = curves.Coefficients(
-    weights_eff=1.5, fixed_ms=5.0, fixed_ms_per_log2_gpus=1.0, seq_s=1e-4, moe_seq_s_per_log2_gpus=1e-5,
-    compute_eff=2.0, idle_frac=0.25, memory_frac=0.5, compute_frac=0.5, seq_frac=0.5,
+    weights_eff=1.5,
+    fixed_ms=5.0,
+    fixed_ms_per_log2_gpus=1.0,
+    seq_s=1e-4,
+    moe_seq_s_per_log2_gpus=1e-5,
+    compute_eff=2.0,
+    idle_frac=0.25,
+    memory_frac=0.5,
+    compute_frac=0.5,
+    seq_frac=0.5,
 )
-"""Where every fit starts (not the shipped coefficients, so cross-validation never sees the held-out model)."""
+"""Where every fit starts (not the shipped coefficients: cross-validation never sees the held-out model)."""
 
 
-def fit(rows: Sequence[Row], start: curves.Coefficients = NEUTRAL_START, iterations: int = 100) -> curves.Coefficients:
+def fit(
+    rows: Sequence[Row], start: curves.Coefficients = NEUTRAL_START, iterations: int = 100
+) -> curves.Coefficients:
     """Levenberg–Marquardt over log-coefficients, minimising the squared log residuals."""
     theta = _from_coef(start)
     resid = _residuals(theta, rows)
@@ -172,7 +193,10 @@ def fit(rows: Sequence[Row], start: curves.Coefficients = NEUTRAL_START, iterati
         normal = [[sum(x * y for x, y in zip(ji, jk, strict=True)) for jk in jac] for ji in jac]
         grad = [-sum(x * r for x, r in zip(ji, resid, strict=True)) for ji in jac]
         while damping < 1e9:
-            damped = [[v * (1 + damping) + damping if i == k else v for k, v in enumerate(row)] for i, row in enumerate(normal)]
+            damped = [
+                [v * (1 + damping) + damping if i == k else v for k, v in enumerate(row)]
+                for i, row in enumerate(normal)
+            ]
             step = _solve(damped, grad)
             trial = [t + s for t, s in zip(theta, step, strict=True)]
             try:
@@ -202,14 +226,18 @@ def _p90(values: Sequence[float]) -> float:
 
 
 def print_table(rows: Sequence[Row]) -> None:
-    print(f"{'model':44} {'gpu':>6} {'n':>2} {'prec':>4} {'batch':>7} {'meas J/t':>9} {'bauxite':>8} "
-          f"{'err':>6} {'ecolog.':>8} {'err':>6}")
+    print(
+        f"{'model':44} {'gpu':>6} {'n':>2} {'prec':>4} {'batch':>7} {'meas J/t':>9} {'bauxite':>8} "
+        f"{'err':>6} {'ecolog.':>8} {'err':>6}"
+    )
     for row in rows:
         measured = float(row["energy_per_output_token_j"])
         ours, theirs = bauxite_j_per_token(row), ecologits_j_per_token(row)
-        print(f"{row['model'][:44]:44} {row['gpu']:>6} {row['num_gpus']:>2} {_precision(row):>4} "
-              f"{float(row['avg_batch_size']):7.1f} {measured:9.4f} {ours:8.4f} {ours / measured - 1:+6.0%} "
-              f"{theirs:8.4f} {theirs / measured - 1:+6.0%}")
+        print(
+            f"{row['model'][:44]:44} {row['gpu']:>6} {row['num_gpus']:>2} {_precision(row):>4} "
+            f"{float(row['avg_batch_size']):7.1f} {measured:9.4f} {ours:8.4f} {ours / measured - 1:+6.0%} "
+            f"{theirs:8.4f} {theirs / measured - 1:+6.0%}"
+        )
     ours_err = _abs_errors(rows, bauxite_j_per_token)
     eco_err = _abs_errors(rows, ecologits_j_per_token)
     print(f"\n{len(rows)} rows   abs error     median    p90   (targets: median ≤ 20%, p90 ≤ 45%)")
@@ -226,8 +254,10 @@ def print_cross_validation(rows: Sequence[Row]) -> None:
         errors = _abs_errors(held_out, lambda r, c=coef: bauxite_j_per_token(r, c))  # type: ignore[misc]
         all_errors += errors
         print(f"  {model[:48]:48} median {statistics.median(errors):6.1%}  p90 {_p90(errors):6.1%}")
-    print(f"  {'ALL (unseen-model estimate)':48} median {statistics.median(all_errors):6.1%}  "
-          f"p90 {_p90(all_errors):6.1%}")
+    print(
+        f"  {'ALL (unseen-model estimate)':48} median {statistics.median(all_errors):6.1%}  "
+        f"p90 {_p90(all_errors):6.1%}"
+    )
 
 
 DISCLOSED = [
@@ -245,23 +275,40 @@ def print_band_check() -> None:
     repository = EcoLogitsRepository()
     estimator = CalibratedEstimator()
     print("\nfull boundary vs disclosed per-query figures (H100, batch 128, PUE 1.1):")
-    print(f"  {'figure':42} {'model':18} {'in/out':>8} {'disclosed Wh':>13} {'estimate Wh [min–max]':>24} {'ratio':>6}  in range")
+    print(
+        f"  {'figure':42} {'model':18} {'in/out':>8} {'disclosed Wh':>13} "
+        f"{'estimate Wh [min–max]':>24} {'ratio':>6}  in range"
+    )
     for label, model, tokens_in, tokens_out, low_wh, high_wh in DISCLOSED:
         params: ModelParams = resolve_params(model, {}, repository)
-        est = estimator.estimate(RequestShape(tokens_in, tokens_out), params, Serving("H100", None, 128.0),
-                                 "full", Overheads(pue=1.1))
+        est = estimator.estimate(
+            RequestShape(tokens_in, tokens_out),
+            params,
+            Serving("H100", None, 128.0),
+            "full",
+            Overheads(pue=1.1),
+        )
         central_wh = est.energy_j / J_PER_WH
         in_range = est.energy_j_min / J_PER_WH <= high_wh and est.energy_j_max / J_PER_WH >= low_wh
         ratio = central_wh / math.sqrt(low_wh * high_wh)
         disclosed = f"{low_wh:.2f}" if low_wh == high_wh else f"{low_wh:.2f}–{high_wh:.2f}"
-        print(f"  {label:42} {model:18} {tokens_in:>3}/{tokens_out:<4} {disclosed:>13} "
-              f"{central_wh:8.3f} [{est.energy_j_min / J_PER_WH:.3f}–{est.energy_j_max / J_PER_WH:.3f}]  "
-              f"{ratio:5.2f}×  {'yes' if in_range else 'NO'}")
-    gpt4o = estimator.estimate(RequestShape(100, 300), resolve_params("gpt-4o", {}, repository),
-                               Serving("H100", None, 128.0), "full", Overheads(pue=1.1))
+        print(
+            f"  {label:42} {model:18} {tokens_in:>3}/{tokens_out:<4} {disclosed:>13} "
+            f"{central_wh:8.3f} [{est.energy_j_min / J_PER_WH:.3f}–{est.energy_j_max / J_PER_WH:.3f}]  "
+            f"{ratio:5.2f}×  {'yes' if in_range else 'NO'}"
+        )
+    gpt4o = estimator.estimate(
+        RequestShape(100, 300),
+        resolve_params("gpt-4o", {}, repository),
+        Serving("H100", None, 128.0),
+        "full",
+        Overheads(pue=1.1),
+    )
     inside = 0.2 <= gpt4o.energy_j / J_PER_WH <= 0.6
-    print(f"  GPT-4o 100 in / 300 out, full: {gpt4o.energy_j / J_PER_WH:.3f} Wh (target 0.2–0.6: "
-          f"{'yes' if inside else 'NO'})")
+    print(
+        f"  GPT-4o 100 in / 300 out, full: {gpt4o.energy_j / J_PER_WH:.3f} Wh (target 0.2–0.6: "
+        f"{'yes' if inside else 'NO'})"
+    )
 
 
 def main() -> None:

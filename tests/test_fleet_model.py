@@ -20,7 +20,9 @@ def test_llama_70b_on_4_h100_near_batch_64_matches_measured_within_15_percent() 
 def test_llama_8b_on_1_h100_near_batch_64_matches_measured_within_15_percent() -> None:
     profile = profile_for("meta-llama/Llama-3.1-8B-Instruct", "H100", 1)
     for running in (60, 64, 68):
-        assert j_per_output_token(profile, running) == pytest.approx(MEASURED_8B_1XH100_B64_J_PER_TOKEN, rel=0.15)
+        assert j_per_output_token(profile, running) == pytest.approx(
+            MEASURED_8B_1XH100_B64_J_PER_TOKEN, rel=0.15
+        )
 
 
 def test_batching_slows_each_step_but_raises_throughput() -> None:

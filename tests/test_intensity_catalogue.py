@@ -14,7 +14,7 @@ from bauxite.intensity.config import IntensitySettings, TraceSettings
 from bauxite.intensity.local import CloudTableProvider, StaticProvider, TraceProvider
 from bauxite.intensity.traces import SHIPPED_TRACES, TraceError, load_trace
 from bauxite.intensity.validate import intensity_problems
-from bauxite.settings import ConfigError, settings_from_mapping
+from bauxite.settings import ConfigError, Settings, settings_from_mapping
 
 
 @pytest.fixture(scope="module")
@@ -218,23 +218,31 @@ def test_intensity_config_parses_durations_and_rejects_typos() -> None:
 
 
 def test_config_validation_lists_unknown_regions_and_bad_traces(catalogue: Catalogue) -> None:
-    settings = settings_from_mapping(
-        {
-            "enterprise": {"carbon_tracking": {"provider": "trace"}},
-            "clusters": [
-                {"name": "a", "region": "us-east-1", "url": "http://127.0.0.1:9/v1", "models": ["m"]},
-                {"name": "b", "region": "europe-wst4", "url": "http://127.0.0.1:9/v1", "models": ["m"]},
-                {
-                    "name": "c",
-                    "region": "berlin-dc",
-                    "zone": "DE",
-                    "url": "http://127.0.0.1:9/v1",
-                    "models": ["m"],
-                },
-            ],
-            "intensity": {"trace": {"traces": {"us-east-1": "/no/such/trace.csv"}}},
-        }
-    )
+    # Loading runs the same checks and reports every problem with its key path.
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping(BAD_INTENSITY_CONFIG, "bad.yaml")
+    assert [path for path, _ in info.value.problems] == [
+        "clusters[1].region",
+        "intensity.trace.traces.us-east-1",
+    ]
+    settings = Settings.model_validate(BAD_INTENSITY_CONFIG)
     problems = dict(intensity_problems(settings, catalogue))
     assert set(problems) == {"clusters[1].region", "intensity.trace.traces.us-east-1"}
     assert "europe-west4" in problems["clusters[1].region"]
+
+
+BAD_INTENSITY_CONFIG = {
+    "enterprise": {"carbon_tracking": {"provider": "trace"}},
+    "clusters": [
+        {"name": "a", "region": "us-east-1", "url": "http://127.0.0.1:9/v1", "models": ["m"]},
+        {"name": "b", "region": "europe-wst4", "url": "http://127.0.0.1:9/v1", "models": ["m"]},
+        {
+            "name": "c",
+            "region": "berlin-dc",
+            "zone": "DE",
+            "url": "http://127.0.0.1:9/v1",
+            "models": ["m"],
+        },
+    ],
+    "intensity": {"trace": {"traces": {"us-east-1": "/no/such/trace.csv"}}},
+}

@@ -24,7 +24,11 @@ def point_at_fleet(settings: Settings, fleet: FleetRunner) -> Settings:
     clusters: list[ClusterSettings] = []
     for cluster in settings.clusters:
         if cluster.name in fleet.ports:
-            cluster = cluster.model_copy(update={"url": fleet.url(cluster.name), "metrics_url": None})
+            update: dict[str, object] = {"url": fleet.url(cluster.name), "metrics_url": None}
+            if cluster.power.source == "dcgm":  # the simulator also plays the cluster's DCGM exporter
+                metrics = fleet.url(cluster.name).removesuffix("/v1") + "/metrics"
+                update["power"] = cluster.power.model_copy(update={"url": metrics})
+            cluster = cluster.model_copy(update=update)
         clusters.append(cluster)
     return settings.model_copy(update={"clusters": tuple(clusters)})
 

@@ -1,1 +1,1 @@
-"""Energy per request: calibrated estimates for external APIs, measured GPU energy for self-hosted clusters."""
+"""Energy per request: calibrated estimates for external APIs, measured GPU energy for self-hosted ones."""

@@ -102,7 +102,12 @@ class ClusterLedger:
             self.jobs.append(job)
 
     def close_interval(
-        self, t0_s: float, t1_s: float, energy_j: float, in_flight: int, open_tokens_per_s: float,
+        self,
+        t0_s: float,
+        t1_s: float,
+        energy_j: float,
+        in_flight: int,
+        open_tokens_per_s: float,
         tainted: bool = False,
     ) -> None:
         """Split one measured interval; finish every job that ended inside it."""

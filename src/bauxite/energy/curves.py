@@ -102,7 +102,7 @@ def experts_read_b(active_params_b: float, total_params_b: float, batch: float) 
     ``active/total`` share)."""
     if total_params_b <= active_params_b:
         return total_params_b
-    hit_frac = 1.0 - (1.0 - active_params_b / total_params_b) ** max(batch, 1.0)
+    hit_frac: float = 1.0 - (1.0 - active_params_b / total_params_b) ** max(batch, 1.0)
     return max(active_params_b, total_params_b * hit_frac)
 
 
@@ -154,7 +154,9 @@ def step_power_w(step: StepTimes, gpu: GpuSpec, coef: Coefficients = COEF) -> fl
     capped at board power."""
     total_s = step.total_s
     dynamic_w_s = (
-        coef.memory_frac * step.weights_s + coef.compute_frac * step.compute_s + coef.seq_frac * step.per_seq_s
+        coef.memory_frac * step.weights_s
+        + coef.compute_frac * step.compute_s
+        + coef.seq_frac * step.per_seq_s
     )
     return gpu.board_w * min(1.0, coef.idle_frac + dynamic_w_s / total_s)
 

@@ -71,7 +71,11 @@ class EnergyEstimator(Protocol):
     name: str
 
     def estimate(
-        self, shape: RequestShape, params: ModelParams, serving: Serving, boundary: Boundary,
+        self,
+        shape: RequestShape,
+        params: ModelParams,
+        serving: Serving,
+        boundary: Boundary,
         overheads: Overheads,
     ) -> Estimate: ...
 
@@ -84,8 +88,13 @@ def boundary_factor(boundary: Boundary, overheads: Overheads) -> float:
 
 
 def request_gpu_j(
-    shape: RequestShape, active_b: float, total_b: float, precision: str, gpu: curves.GpuSpec,
-    gpu_count: int, batch: float,
+    shape: RequestShape,
+    active_b: float,
+    total_b: float,
+    precision: str,
+    gpu: curves.GpuSpec,
+    gpu_count: int,
+    batch: float,
 ) -> float:
     """GPU energy of one request in joules: decode tokens at the batch's J/token plus uncached prompt
     tokens at the prefill J/token."""
@@ -103,17 +112,35 @@ class CalibratedEstimator:
     name = "calibrated"
 
     def estimate(
-        self, shape: RequestShape, params: ModelParams, serving: Serving, boundary: Boundary,
+        self,
+        shape: RequestShape,
+        params: ModelParams,
+        serving: Serving,
+        boundary: Boundary,
         overheads: Overheads,
     ) -> Estimate:
         gpu = curves.gpu_spec(serving.gpu_type)
         count = serving.gpus_for(params)
         batch = max(serving.batch_size, 1.0)
         central_j = request_gpu_j(shape, params.active_b, params.total_b, params.precision, gpu, count, batch)
-        low_j = request_gpu_j(shape, params.active_b_min, max(params.total_b, params.active_b_min),
-                              params.precision, gpu, count, batch * BATCH_RANGE_FACTOR)
-        high_j = request_gpu_j(shape, params.active_b_max, max(params.total_b, params.active_b_max),
-                               params.precision, gpu, count, max(batch / BATCH_RANGE_FACTOR, 1.0))
+        low_j = request_gpu_j(
+            shape,
+            params.active_b_min,
+            max(params.total_b, params.active_b_min),
+            params.precision,
+            gpu,
+            count,
+            batch * BATCH_RANGE_FACTOR,
+        )
+        high_j = request_gpu_j(
+            shape,
+            params.active_b_max,
+            max(params.total_b, params.active_b_max),
+            params.precision,
+            gpu,
+            count,
+            max(batch / BATCH_RANGE_FACTOR, 1.0),
+        )
         factor = boundary_factor(boundary, overheads)
         return Estimate(
             energy_j=central_j * factor,
@@ -135,48 +162,78 @@ class EcoLogitsEstimator:
     name = "ecologits"
 
     def estimate(
-        self, shape: RequestShape, params: ModelParams, serving: Serving, boundary: Boundary,
+        self,
+        shape: RequestShape,
+        params: ModelParams,
+        serving: Serving,
+        boundary: Boundary,
         overheads: Overheads,
     ) -> Estimate:
         values = [
-            ecologits_energy_j(active_b, params.total_b, shape.output_tokens, shape.latency_s,
-                               serving.batch_size, boundary, overheads.pue)
+            ecologits_energy_j(
+                active_b,
+                params.total_b,
+                shape.output_tokens,
+                shape.latency_s,
+                serving.batch_size,
+                boundary,
+                overheads.pue,
+            )
             for active_b in (params.active_b_min, params.active_b, params.active_b_max)
         ]
         return Estimate(
-            energy_j=values[1], energy_j_min=min(values), energy_j_max=max(values), boundary=boundary,
-            method=self.name, pue=overheads.pue if boundary == "full" else 1.0,
+            energy_j=values[1],
+            energy_j_min=min(values),
+            energy_j_max=max(values),
+            boundary=boundary,
+            method=self.name,
+            pue=overheads.pue if boundary == "full" else 1.0,
         )
 
 
 def ecologits_energy_j(
-    active_b: float, total_b: float, output_tokens: int, latency_s: float | None, batch_size: float,
-    boundary: Boundary, pue: float,
+    active_b: float,
+    total_b: float,
+    output_tokens: int,
+    latency_s: float | None,
+    batch_size: float,
+    boundary: Boundary,
+    pue: float,
 ) -> float:
     """EcoLogits 0.11 energy in joules, computed with its own impact functions and constants."""
     from ecologits.impacts import llm
 
     from ..units import J_PER_KWH
 
-    batch = max(int(round(batch_size)), 1)
-    per_gpu_kwh = float(llm.gpu_energy(
-        model_active_parameter_count=active_b, output_token_count=output_tokens, batch_size=batch,
-        gpu_energy_alpha=llm.GPU_ENERGY_ALPHA, gpu_energy_beta=llm.GPU_ENERGY_BETA,
-        gpu_energy_gamma=llm.GPU_ENERGY_GAMMA,
-    ))
+    batch = max(round(batch_size), 1)
+    per_gpu_kwh = float(
+        llm.gpu_energy(
+            model_active_parameter_count=active_b,
+            output_token_count=output_tokens,
+            batch_size=batch,
+            gpu_energy_alpha=llm.GPU_ENERGY_ALPHA,
+            gpu_energy_beta=llm.GPU_ENERGY_BETA,
+            gpu_energy_gamma=llm.GPU_ENERGY_GAMMA,
+        )
+    )
     memory_gb = llm.model_required_memory(total_b, llm.MODEL_QUANTIZATION_BITS)
     gpu_count = int(llm.gpu_required_count(memory_gb, llm.GPU_MEMORY))
     gpu_kwh = gpu_count * per_gpu_kwh
     if boundary == "gpu":
         return gpu_kwh * J_PER_KWH
-    latency = float(llm.generation_latency(
-        model_active_parameter_count=active_b, output_token_count=output_tokens, batch_size=batch,
-        latency_alpha=llm.LATENCY_ALPHA, latency_beta=llm.LATENCY_BETA, latency_gamma=llm.LATENCY_GAMMA,
-        request_latency=latency_s if latency_s is not None else math.inf,
-    ))
+    latency = float(
+        llm.generation_latency(
+            model_active_parameter_count=active_b,
+            output_token_count=output_tokens,
+            batch_size=batch,
+            latency_alpha=llm.LATENCY_ALPHA,
+            latency_beta=llm.LATENCY_BETA,
+            latency_gamma=llm.LATENCY_GAMMA,
+            request_latency=latency_s if latency_s is not None else math.inf,
+        )
+    )
     server_kwh = float(llm.server_energy(latency, llm.SERVER_POWER, llm.SERVER_GPUS, gpu_count, batch))
     return (server_kwh + gpu_kwh) * pue * J_PER_KWH
-
 
 
 def estimators() -> dict[str, EnergyEstimator]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-ParamsSource = Literal["config", "ecologits", "name", "default"]
+ParamsSource = Literal["config", "explicit", "ecologits", "name", "default"]
 DEFAULT_ACTIVE_PARAMS_B = 70.0  # an unknown model is assumed to be a 70B dense model; labelled "default"
 
 _MOE_NAME = re.compile(r"(\d+(?:\.\d+)?)\s*b[-_]a(\d+(?:\.\d+)?)\s*b", re.IGNORECASE)  # 235B-A22B
@@ -37,8 +37,13 @@ class ModelParams:
         return self.total_b > self.active_b
 
     @classmethod
-    def fixed(cls, active_b: float, total_b: float | None = None, precision: str = "bf16",
-              source: ParamsSource = "config") -> ModelParams:
+    def fixed(
+        cls,
+        active_b: float,
+        total_b: float | None = None,
+        precision: str = "bf16",
+        source: ParamsSource = "config",
+    ) -> ModelParams:
         total = max(total_b if total_b is not None else active_b, active_b)
         return cls(active_b, total, active_b, active_b, precision, source)
 
@@ -80,7 +85,7 @@ class EcoLogitsRepository:
     def _load(self) -> dict[str, ModelParams]:
         table: dict[str, ModelParams] = {}
         try:
-            from ecologits.model_repository import models
+            from ecologits.model_repository import ParametersMoE, models
         except Exception:  # ecologits missing or broken: fall through to name parsing
             return table
         for provider in reversed(_ECOLOGITS_PROVIDERS):  # earlier providers win on name clashes
@@ -88,7 +93,7 @@ class EcoLogitsRepository:
                 if model.provider.value != provider:
                     continue
                 params = model.architecture.parameters
-                if hasattr(params, "active"):
+                if isinstance(params, ParametersMoE):
                     active, a_min, a_max = _value_range(params.active)
                     total = _value_range(params.total)[0]
                 else:
@@ -115,8 +120,9 @@ def resolve_params(
     if found is not None:
         parsed = params_from_name(name)
         if parsed is not None and parsed.precision == "fp8":
-            return ModelParams(found.active_b, found.total_b, found.active_b_min, found.active_b_max,
-                               "fp8", found.source)
+            return ModelParams(
+                found.active_b, found.total_b, found.active_b_min, found.active_b_max, "fp8", found.source
+            )
         return found
     parsed = params_from_name(name)
     if parsed is not None:

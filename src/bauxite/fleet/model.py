@@ -92,7 +92,11 @@ def profile_for(
 
 def _step(profile: ClusterProfile, running: int) -> curves.StepTimes:
     return curves.decode_step(
-        profile.active_params_b, profile.total_b, profile.gpu, profile.gpu_count, max(running, 1),
+        profile.active_params_b,
+        profile.total_b,
+        profile.gpu,
+        profile.gpu_count,
+        max(running, 1),
         profile.precision,
     )
 

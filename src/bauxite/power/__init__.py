@@ -1,1 +1,1 @@
-"""GPU power sources for self-hosted clusters: DCGM exporter over HTTP, NVML on the local host, a static model."""
+"""GPU power sources of self-hosted clusters: DCGM exporter over HTTP, local NVML, a static model."""

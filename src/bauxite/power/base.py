@@ -64,7 +64,7 @@ class EnergyMeter:
         self._last_s: float = 0.0
 
     def update(self, reading: PowerReading, now_s: float) -> Interval | None:
-        """Feed a good reading taken at ``now_s``; returns the interval since the previous one (None first)."""
+        """Feed a good reading taken at ``now_s``; returns the interval since the last one (None first)."""
         last, last_s = self._last, self._last_s
         self._last, self._last_s = reading, now_s
         if last is None or now_s <= last_s:

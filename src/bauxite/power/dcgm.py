@@ -35,7 +35,9 @@ class DcgmSource:
 
     name = "dcgm"
 
-    def __init__(self, url: str, timeout_s: float = 2.0, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, url: str, timeout_s: float = 2.0, session: aiohttp.ClientSession | None = None
+    ) -> None:
         self._url = url
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session = session

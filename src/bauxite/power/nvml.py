@@ -1,8 +1,9 @@
-"""NVML on the local host (``nvidia-ml-py``, optional extra). Imported lazily; calls run in a worker thread."""
+"""NVML on the local host (``nvidia-ml-py``, optional extra): imported lazily, called in a worker thread."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import ModuleType
 from typing import Any
 
@@ -19,7 +20,8 @@ def load_nvml() -> ModuleType:
         pynvml.nvmlInit()
     except Exception as exc:  # pynvml.NVMLError and friends: no driver / no GPU
         raise PowerError(f"NVML unavailable on this host: {exc}") from None
-    return pynvml
+    module: ModuleType = pynvml
+    return module
 
 
 def read_nvml(nvml: Any, indices: tuple[int, ...]) -> PowerReading:
@@ -54,7 +56,5 @@ class NvmlSource:
     async def close(self) -> None:
         if self._nvml is not None:
             nvml, self._nvml = self._nvml, None
-            try:
+            with contextlib.suppress(Exception):  # shutting down anyway
                 await asyncio.to_thread(nvml.nvmlShutdown)
-            except Exception:  # shutting down anyway
-                pass

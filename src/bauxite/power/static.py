@@ -25,7 +25,11 @@ class StaticSource:
     name = "static"
 
     def __init__(
-        self, gpu_count: int, idle_w: float, max_w: float, utilisation: Callable[[], float],
+        self,
+        gpu_count: int,
+        idle_w: float,
+        max_w: float,
+        utilisation: Callable[[], float],
         clock: Callable[[], float],
     ) -> None:
         self._gpu_count = max(gpu_count, 1)

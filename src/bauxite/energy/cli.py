@@ -1,0 +1,155 @@
+"""``bauxite estimate``: energy (and carbon) of one request from its size, model and serving assumptions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+from ..units import J_PER_WH
+from .estimator import Estimate, Overheads, RequestShape, Serving, estimators
+from .params import EcoLogitsRepository, ModelParams, resolve_params
+
+DEFAULT_PUE = 1.1  # full boundary without a configured cluster: a hyperscale facility
+
+
+def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser(
+        "estimate",
+        help="estimate the energy and carbon of one request",
+        description="Energy of one LLM request from tokens, model size and serving assumptions. Give --model "
+        "(looked up in EcoLogits' repository, or sizes in the name) or --active-params-b.",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", help="model name, e.g. gpt-4o or meta-llama/Llama-3.1-70B-Instruct")
+    model.add_argument("--active-params-b", type=float, help="active parameters, billions")
+    model.add_argument(
+        "--total-params-b", type=float, help="total parameters, billions (MoE; default: active)"
+    )
+    model.add_argument("--precision", choices=("bf16", "fp8"), help="weight precision (default bf16)")
+    serving = parser.add_argument_group("serving")
+    serving.add_argument(
+        "--gpu", default="H100", help="GPU type: H100, H200, B200, A100, L40S, … (default H100)"
+    )
+    serving.add_argument("--num-gpus", type=int, help="GPUs serving one replica (default: fewest that fit)")
+    serving.add_argument(
+        "--batch-size", type=float, default=128.0, help="average concurrent sequences (default 128)"
+    )
+    request = parser.add_argument_group("request")
+    request.add_argument("--input-tokens", type=int, default=200)
+    request.add_argument("--output-tokens", type=int, default=300)
+    request.add_argument("--latency-s", type=float, help="measured latency (used by the ecologits method)")
+    parser.add_argument("--boundary", choices=("gpu", "full"), default="full")
+    parser.add_argument("--pue", type=float, default=DEFAULT_PUE, help="PUE for the full boundary (1.1)")
+    parser.add_argument("--region", help="cloud region for grams CO2e (embedded static intensity table)")
+    parser.add_argument("--method", choices=("calibrated", "ecologits"), default="calibrated")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def _params(args: argparse.Namespace) -> ModelParams | str:
+    if args.active_params_b is not None:
+        if args.active_params_b <= 0 or (args.total_params_b is not None and args.total_params_b <= 0):
+            return "--active-params-b and --total-params-b must be positive"
+        return ModelParams.fixed(
+            args.active_params_b, args.total_params_b, args.precision or "bf16", "explicit"
+        )
+    if not args.model:
+        return "give --model NAME or --active-params-b N"
+    found = resolve_params(args.model, {}, EcoLogitsRepository())
+    if args.precision:
+        found = ModelParams(
+            found.active_b,
+            found.total_b,
+            found.active_b_min,
+            found.active_b_max,
+            args.precision,
+            found.source,
+        )
+    return found
+
+
+def grid_g_per_kwh(region: str) -> tuple[float, str] | str:
+    """Static intensity of a region from the intensity catalogue, or an error message."""
+    try:
+        from ..intensity.catalogue import Catalogue
+    except ImportError:
+        return "grid intensity lookup is not available in this build"
+    entry = Catalogue.load().find(region)
+    if entry is None:
+        return f"unknown region {region!r} (try e.g. us-east-1, europe-west4, gcp:us-central1)"
+    return entry.g_per_kwh, entry.reference
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    params = _params(args)
+    if isinstance(params, str):
+        print(f"bauxite estimate: {params}", file=err)
+        return 2
+    if args.batch_size <= 0 or (args.num_gpus is not None and args.num_gpus < 1):
+        print("bauxite estimate: --batch-size must be > 0 and --num-gpus ≥ 1", file=err)
+        return 2
+    serving = Serving(args.gpu, args.num_gpus, args.batch_size)
+    shape = RequestShape(max(args.input_tokens, 0), max(args.output_tokens, 0), args.latency_s)
+    est = estimators()[args.method].estimate(shape, params, serving, args.boundary, Overheads(pue=args.pue))
+    result = _result(est, params, serving)
+    if args.region:
+        grid = grid_g_per_kwh(args.region)
+        if isinstance(grid, str):
+            print(f"bauxite estimate: {grid}", file=err)
+            return 2
+        g_per_kwh, reference = grid
+        result |= {
+            "region": args.region,
+            "g_per_kwh": g_per_kwh,
+            "intensity_source": reference,
+            "carbon_g": est.energy_j / 3_600_000.0 * g_per_kwh,
+        }
+    if args.json:
+        print(json.dumps(result), file=out)
+    else:
+        _print_table(result, out)
+    return 0
+
+
+def _result(est: Estimate, params: ModelParams, serving: Serving) -> dict[str, Any]:
+    return {
+        "energy_j": est.energy_j,
+        "energy_j_min": est.energy_j_min,
+        "energy_j_max": est.energy_j_max,
+        "energy_wh": est.energy_j / J_PER_WH,
+        "boundary": est.boundary,
+        "method": est.method,
+        "pue": est.pue,
+        "active_params_b": params.active_b,
+        "total_params_b": params.total_b,
+        "precision": params.precision,
+        "params_source": params.source,
+        "gpu": serving.gpu_type,
+        "num_gpus": serving.gpus_for(params),
+        "batch_size": serving.batch_size,
+    }
+
+
+def _print_table(result: dict[str, Any], out: TextIO) -> None:
+    print(
+        f"energy      {result['energy_wh']:.4f} Wh  ({result['energy_j']:.1f} J; range "
+        f"{result['energy_j_min']:.1f}–{result['energy_j_max']:.1f} J)",
+        file=out,
+    )
+    print(f"boundary    {result['boundary']}  (PUE included: {result['pue']:g})", file=out)
+    print(f"method      {result['method']}", file=out)
+    print(
+        f"model       {result['active_params_b']:g}B active / {result['total_params_b']:g}B total, "
+        f"{result['precision']} (sizes from {result['params_source']})",
+        file=out,
+    )
+    print(f"serving     {result['num_gpus']}× {result['gpu']}, batch {result['batch_size']:g}", file=out)
+    if "carbon_g" in result:
+        print(
+            f"carbon      {result['carbon_g']:.4f} g CO2e  ({result['region']}, {result['g_per_kwh']:g} "
+            f"g/kWh, {result['intensity_source']})",
+            file=out,
+        )

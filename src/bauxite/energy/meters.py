@@ -1,0 +1,146 @@
+"""One background scrape per metered cluster: power source → energy meter → attribution ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..power.base import EnergyMeter, Interval, PowerError, PowerSource
+from ..power.dcgm import DcgmSource
+from ..power.nvml import NvmlSource
+from ..power.static import StaticSource, utilisation_from_running
+from . import curves
+from .attribution import ClusterLedger
+from .config import EnergySettings, PowerSettings
+
+if TYPE_CHECKING:
+    from ..clusters import ClusterState
+
+log = logging.getLogger(__name__)
+DEFAULT_OPEN_ITL_S = 0.03  # seconds per output token assumed for running requests when none is observed
+
+
+class ClusterMeter:
+    """Scrape state of one cluster. ``method`` is ``measured`` (DCGM, NVML) or ``static_power``."""
+
+    def __init__(
+        self,
+        state: ClusterState,
+        power: PowerSettings,
+        source: PowerSource,
+        ledger: ClusterLedger,
+        clock: Callable[[], float],
+    ) -> None:
+        self.state = state
+        self.region = state.region
+        self.power = power
+        self.source = source
+        self.ledger = ledger
+        self.method = "static_power" if source.name == "static" else "measured"
+        self.meter = EnergyMeter()
+        self.power_w = 0.0
+        self.pending: dict[
+            asyncio.TimerHandle, Callable[[], None]
+        ] = {}  # deadline timers of waiting requests
+        self._clock = clock
+        self._last_good_s = clock()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def deadline_s(self) -> float:
+        """How long after a request's end its measured figure may take before the estimate is used."""
+        return self.power.scrape_interval + self.power.grace + 0.5
+
+    def stale(self, now_s: float) -> bool:
+        return now_s - self._last_good_s > self.power.stale_after_s
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"power:{self.state.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for handle, late in list(self.pending.items()):  # settle waiting requests with their estimates now
+            handle.cancel()
+            late()
+        self.pending.clear()
+        self.ledger.flush()
+        await self.source.close()
+
+    async def _run(self) -> None:
+        interval_s = self.power.scrape_interval
+        while True:
+            started_s = self._clock()
+            await self.scrape_once()
+            await asyncio.sleep(max(interval_s - (self._clock() - started_s), 0.05))
+
+    async def scrape_once(self) -> None:
+        """Read, then after the grace period split the interval; failures only age the data."""
+        try:
+            reading = await self.source.read()
+        except PowerError as exc:
+            log.warning("power scrape of %s failed: %s", self.state.name, exc)
+            return
+        now_s = self._clock()
+        in_flight = self.state.in_flight
+        gap_s = now_s - self._last_good_s
+        self._last_good_s = now_s
+        self.power_w = reading.total_power_w
+        interval = self.meter.update(reading, now_s)
+        if interval is None:
+            return
+        await asyncio.sleep(self.power.grace)
+        self.close(interval, in_flight, gap_s)
+
+    def close(self, interval: Interval, in_flight: int, gap_s: float) -> None:
+        tainted = interval.counters_reset or (interval.from_power_only and gap_s > self.power.stale_after_s)
+        itl_s = self.state.itl_ewma_s or DEFAULT_OPEN_ITL_S
+        self.ledger.close_interval(
+            interval.start_s, interval.end_s, interval.energy_j, in_flight, 1.0 / max(itl_s, 1e-4), tainted
+        )
+
+
+def idle_w_total(state: ClusterState, power: PowerSettings) -> float:
+    """Resident-idle power of the whole cluster: configured per GPU, else the calibrated idle share."""
+    gpu = curves.gpu_spec(state.settings.gpu.type)
+    per_gpu_w = (
+        power.idle_w_per_gpu if power.idle_w_per_gpu is not None else gpu.board_w * curves.COEF.idle_frac
+    )
+    return per_gpu_w * state.settings.gpu.count
+
+
+def build_source(state: ClusterState, power: PowerSettings, clock: Callable[[], float]) -> PowerSource | None:
+    if power.source == "dcgm" and power.url:
+        return DcgmSource(power.url, power.timeout)
+    if power.source == "nvml":
+        return NvmlSource(power.gpu_indices)
+    if power.source == "static":
+        gpu = curves.gpu_spec(state.settings.gpu.type)
+        max_w = power.max_w_per_gpu or gpu.board_w
+        idle_w = (
+            power.idle_w_per_gpu if power.idle_w_per_gpu is not None else gpu.board_w * curves.COEF.idle_frac
+        )
+
+        def utilisation() -> float:
+            return utilisation_from_running(state.queue_running or state.in_flight)
+
+        return StaticSource(state.settings.gpu.count, idle_w, max_w, utilisation, clock)
+    return None
+
+
+def build_meter(
+    state: ClusterState, settings: EnergySettings, clock: Callable[[], float]
+) -> ClusterMeter | None:
+    """The meter for a cluster with a power source, else None (its requests are estimated)."""
+    power = state.settings.power
+    source = build_source(state, power, clock)
+    if source is None:
+        return None
+    ledger = ClusterLedger(idle_w_total(state, power), settings.prefill_token_weight)
+    return ClusterMeter(state, power, source, ledger, clock)

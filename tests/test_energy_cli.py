@@ -1,0 +1,65 @@
+"""``bauxite estimate``."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+from bauxite.energy.cli import add_parser
+
+
+def _run(*argv: str) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["estimate", *argv])
+    out, err = io.StringIO(), io.StringIO()
+    code = args.func(args, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_json_with_explicit_sizes_and_region() -> None:
+    code, out, _ = _run(
+        "--active-params-b",
+        "70",
+        "--gpu",
+        "H100",
+        "--num-gpus",
+        "4",
+        "--batch-size",
+        "64",
+        "--input-tokens",
+        "200",
+        "--output-tokens",
+        "350",
+        "--boundary",
+        "gpu",
+        "--region",
+        "us-east-1",
+        "--json",
+    )
+    result = json.loads(out)
+    assert code == 0
+    assert result["boundary"] == "gpu" and result["method"] == "calibrated"
+    assert result["energy_j_min"] < result["energy_j"] < result["energy_j_max"]
+    # measured row: 0.797 J per output token at batch 64 (prefill included) → ≈ 280 J for 350 tokens
+    assert 0.6 * 280 < result["energy_j"] < 1.6 * 280
+    assert result["carbon_g"] == result["energy_j"] / 3_600_000 * result["g_per_kwh"]
+
+
+def test_model_lookup_full_boundary_gpt_4o_short_query_in_band() -> None:
+    code, out, _ = _run("--model", "gpt-4o", "--input-tokens", "100", "--output-tokens", "300", "--json")
+    result = json.loads(out)
+    assert code == 0 and 0.2 <= result["energy_wh"] <= 0.6 and result["params_source"] == "ecologits"
+
+
+def test_ecologits_method_and_human_table() -> None:
+    code, out, _ = _run("--model", "gpt-4o", "--method", "ecologits", "--latency-s", "5")
+    assert code == 0 and "ecologits" in out and "Wh" in out
+
+
+def test_missing_model_and_unknown_region_are_clear_errors() -> None:
+    code, _, err = _run()
+    assert code == 2 and "--model" in err
+    code, _, err = _run("--model", "gpt-4o", "--region", "atlantis-1")
+    assert code == 2 and "atlantis-1" in err

@@ -1,0 +1,87 @@
+"""The calibrated and EcoLogits estimators, boundaries and model-size lookup."""
+
+from __future__ import annotations
+
+import pytest
+
+from bauxite.energy import curves
+from bauxite.energy.estimator import (
+    CalibratedEstimator,
+    EcoLogitsEstimator,
+    Overheads,
+    RequestShape,
+    Serving,
+    boundary_factor,
+    estimators,
+    request_gpu_j,
+)
+from bauxite.energy.params import EcoLogitsRepository, ModelParams, params_from_name, resolve_params
+from bauxite.units import J_PER_WH
+
+H100 = curves.GPU_SPECS["H100"]
+
+
+def test_request_gpu_j_is_decode_plus_uncached_prefill() -> None:
+    shape = RequestShape(input_tokens=300, output_tokens=100, cached_tokens=100)
+    decode_j_per_token = curves.decode_j_per_token(8, 8, H100, 1, 32)
+    prefill_j_per_token = curves.prefill_j_per_token(8, H100)
+    expected_j = 100 * decode_j_per_token + 200 * prefill_j_per_token
+    assert request_gpu_j(shape, 8, 8, "bf16", H100, 1, 32) == pytest.approx(expected_j)
+
+
+def test_full_boundary_adds_host_idle_capacity_and_pue() -> None:
+    assert boundary_factor("gpu", Overheads(pue=1.5)) == 1.0
+    # Google's split: accelerators 0.14, host 0.06, idle 0.02 → (0.14 + 0.06 + 0.02) / 0.14 = 1.571…
+    assert boundary_factor("full", Overheads(0.43, 0.14, 1.1)) == pytest.approx(1.57 * 1.1)
+
+
+def test_calibrated_range_brackets_the_central_value() -> None:
+    params = ModelParams(76.0, 440.0, 44.0, 132.0)
+    est = CalibratedEstimator().estimate(
+        RequestShape(100, 300), params, Serving("H100", 8, 128), "gpu", Overheads()
+    )
+    assert est.energy_j_min < est.energy_j < est.energy_j_max
+    assert (est.boundary, est.method, est.pue) == ("gpu", "calibrated", 1.0)
+
+
+def test_gpt_4o_short_query_full_boundary_within_disclosed_band() -> None:
+    params = resolve_params("gpt-4o", {}, EcoLogitsRepository())
+    est = CalibratedEstimator().estimate(
+        RequestShape(100, 300), params, Serving("H100", None, 128.0), "full", Overheads(pue=1.1)
+    )
+    assert 0.2 <= est.energy_j / J_PER_WH <= 0.6
+
+
+def test_ecologits_method_reproduces_its_reference_output() -> None:
+    # data README: openai gpt-4o, 500 output tokens, 5 s → 6.92e-4 … 1.173e-3 kWh (with OpenAI's PUE range)
+    params = resolve_params("gpt-4o", {}, EcoLogitsRepository())
+    est = EcoLogitsEstimator().estimate(
+        RequestShape(0, 500, 5.0), params, Serving(batch_size=64), "full", Overheads(pue=1.2)
+    )
+    assert 6.92e-4 * 3.6e6 * 0.9 < est.energy_j < 1.173e-3 * 3.6e6 * 1.1
+    assert est.method == "ecologits"
+
+
+def test_both_estimators_are_registered_by_name() -> None:
+    assert sorted(estimators()) == ["calibrated", "ecologits"]
+
+
+def test_sizes_parsed_from_names() -> None:
+    moe = params_from_name("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8")
+    assert moe is not None and (moe.active_b, moe.total_b, moe.precision) == (22.0, 235.0, "fp8")
+    experts = params_from_name("mistralai/Mixtral-8x7B-Instruct")
+    assert experts is not None and (experts.active_b, experts.total_b) == (14.0, 56.0)
+    dense = params_from_name("meta-llama/Llama-3.1-70B-Instruct")
+    assert dense is not None and (dense.active_b, dense.total_b) == (70.0, 70.0)
+    assert params_from_name("gpt-4o") is None
+
+
+def test_lookup_order_overrides_then_repository_then_name_then_default() -> None:
+    repository = EcoLogitsRepository()
+    override = ModelParams.fixed(5.0, 50.0)
+    assert resolve_params("gpt-4o", {"gpt-4o": override}, repository) is override
+    from_repo = resolve_params("gpt-4o", {}, repository)
+    assert from_repo.source == "ecologits" and from_repo.moe and from_repo.active_b_min == 44.0
+    assert resolve_params("acme/Foo-13B", {}, repository).source == "name"
+    unknown = resolve_params("totally-unknown-model", {}, repository)
+    assert unknown.source == "default" and unknown.active_b > 0
