@@ -72,10 +72,13 @@ def write_configs(tmp: Path, fleet_ports: list[int]) -> dict[str, Path]:
     return paths
 
 
-def start(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+def start(
+    cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 async def wait_ready(url: str, timeout_s: float, headers: dict[str, str] | None = None) -> None:
@@ -167,8 +170,10 @@ async def measure(target: Target, stream: bool, concurrency: int, seconds: float
 
 
 def print_table(results: dict[str, dict[str, dict[str, float]]], names: list[str]) -> None:
-    print(f"\n{'mode':<10}{'conc':>5}  {'target':<14}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'+p50 ms':>9}{'+p99 ms':>9}{'vs litellm':>11}{'vs bauxite':>11}")
+    print(
+        f"\n{'mode':<10}{'conc':>5}  {'target':<14}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'+p50 ms':>9}{'+p99 ms':>9}{'vs litellm':>11}{'vs bauxite':>11}"
+    )
     for key, row in results.items():
         mode, conc = key.split("@")
         direct = row["direct"]
@@ -180,8 +185,11 @@ def print_table(results: dict[str, dict[str, dict[str, float]]], names: list[str
             added99 = cell["p99_ms"] - direct["p99_ms"]
             vs_lite = cell["rps"] / row["litellm"]["rps"] if "litellm" in row else float("nan")
             vs_baux = cell["rps"] / row["bauxite"]["rps"]
-            print(f"{mode:<10}{conc:>5}  {name:<14}{cell['rps']:>9.0f}{cell['p50_ms']:>9.2f}{cell['p99_ms']:>9.2f}"
-                  f"{added50:>9.2f}{added99:>9.2f}{vs_lite:>10.1f}x{vs_baux:>10.2f}x")
+            print(
+                f"{mode:<10}{conc:>5}  {name:<14}{cell['rps']:>9.0f}"
+                f"{cell['p50_ms']:>9.2f}{cell['p99_ms']:>9.2f}"
+                f"{added50:>9.2f}{added99:>9.2f}{vs_lite:>10.1f}x{vs_baux:>10.2f}x"
+            )
 
 
 async def run_all(targets: list[Target], seconds: float) -> dict[str, dict[str, dict[str, float]]]:
@@ -196,7 +204,9 @@ async def run_all(targets: list[Target], seconds: float) -> dict[str, dict[str, 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per cell (default 3)")
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out")
     parser.add_argument("--json", action="store_true", help="also print the raw results as JSON")
@@ -213,23 +223,47 @@ def main() -> int:
         waits = [f"http://127.0.0.1:{fleet_ports[0]}/health"]
         for name in ("bauxite", "bauxite-green"):
             port = free_port()
-            procs.append(start([*bauxite, "serve", "--config", str(configs[name]), "--port", str(port),
-                                "--log-level", "WARNING"], log=tmp / f"{name}.log"))
+            procs.append(
+                start(
+                    [
+                        *bauxite,
+                        "serve",
+                        "--config",
+                        str(configs[name]),
+                        "--port",
+                        str(port),
+                        "--log-level",
+                        "WARNING",
+                    ],
+                    log=tmp / f"{name}.log",
+                )
+            )
             targets.append(Target(name, f"http://127.0.0.1:{port}/v1"))
             waits.append(f"http://127.0.0.1:{port}/healthz")
         exe = None if args.no_litellm else ensure_litellm()
         if exe is not None:
             port, key = free_port(), "sk-" + secrets.token_hex(24)
             env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MASTER_KEY": key}
-            cmd = [str(exe), "--config", str(litellm_config(tmp, fleet_ports[0])), "--host", "127.0.0.1",
-                   "--port", str(port), "--num_workers", "1"]
+            cmd = [
+                str(exe),
+                "--config",
+                str(litellm_config(tmp, fleet_ports[0])),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+            ]
             procs.append(start(cmd, env=env, log=tmp / "litellm.log"))
             targets.append(Target("litellm", f"http://127.0.0.1:{port}/v1", key))
             waits.append(f"http://127.0.0.1:{port}/health/liveliness")
         for url in waits:
             asyncio.run(wait_ready(url, 120))
-        print(f"{os.cpu_count()} CPUs; {args.seconds:.0f} s per cell; zero-delay upstream, "
-              f"{STREAM_TOKENS} output tokens per request")
+        print(
+            f"{os.cpu_count()} CPUs; {args.seconds:.0f} s per cell; zero-delay upstream, "
+            f"{STREAM_TOKENS} output tokens per request"
+        )
         results = asyncio.run(run_all(targets, args.seconds))
         print_table(results, [t.name for t in targets])
         if args.json:

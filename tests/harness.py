@@ -110,7 +110,7 @@ def fleet_config(
                 "region": c["region"],
                 "url": c.get("url", "http://127.0.0.1:1/v1"),
                 "models": c["models"],
-                **{k: v for k, v in c.items() if k in ("api_key_env", "timeouts", "pue", "gpu")},
+                **{k: v for k, v in c.items() if k in ("api_key_env", "timeouts", "pue", "gpu", "power")},
             }
             for c in clusters
         ],

@@ -21,9 +21,9 @@ from typing import Any
 
 import openai
 import pytest
-from harness import Harness, fleet_config
 
 from bauxite.settings import sha256_hex
+from harness import Harness, fleet_config
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "privacy-test-key-7f3a"
@@ -88,7 +88,9 @@ def send_canary_traffic(harness: Harness, c: dict[str, str]) -> None:
     client.embeddings.create(model="embed-small", input=[secret_text, c["card"]], user=c["marker"])
     # Failures must not echo canaries into telemetry or logs either.
     with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model=f"model-{c['marker']}", messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(
+            model=f"model-{c['marker']}", messages=[{"role": "user", "content": "x"}]
+        )
     bad_key = openai.OpenAI(base_url=harness.base_url + "/v1", api_key=c["marker"], max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad_key.chat.completions.create(model="tiny-8b", messages=[{"role": "user", "content": secret_text}])
@@ -142,6 +144,7 @@ def test_canaries_never_leave_the_request(
                 places[str(path)] = path.read_bytes()
             except OSError:
                 continue
+    assert all(needle in b"".join(needles(c)) for needle in needles(c))  # the search itself works
     leaks = [(where, needle) for where, data in places.items() for needle in needles(c) if needle in data]
     assert leaks == []
 
@@ -160,7 +163,9 @@ def test_buffer_bytes_hold_records(tmp_path: Path) -> None:
     config = fleet_config()
     with Harness(config) as harness:
         client = openai.OpenAI(base_url=harness.base_url + "/v1", api_key="x", max_retries=0)
-        client.chat.completions.create(model="tiny-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+        client.chat.completions.create(
+            model="tiny-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        )
         harness.wait_records(1)
         assert harness.gateway is not None
         data = harness.call(_ring_bytes_before_drain(harness.gateway.telemetry))

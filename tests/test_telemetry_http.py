@@ -221,7 +221,12 @@ async def test_submit_from_another_thread_hops_onto_the_loop() -> None:
     tel = Telemetry(make_settings())
     await tel.start()
     try:
-        worker = threading.Thread(target=lambda: [tel.submit(make_record()) for _ in range(50)])
+
+        def produce() -> None:
+            for _ in range(50):
+                tel.submit(make_record())
+
+        worker = threading.Thread(target=produce)
         worker.start()
         await asyncio.to_thread(worker.join)
         await asyncio.sleep(0.05)

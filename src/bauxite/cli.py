@@ -33,7 +33,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return serve(settings, host=args.host, port=args.port)
+    return _refusing_unsafe(lambda: serve(settings, host=args.host, port=args.port))
+
+
+def _refusing_unsafe(start: Callable[[], int]) -> int:
+    """Start-up refusals that depend on the environment, not the file, are reported without a traceback."""
+    from .telemetry.config import TelemetryConfigError
+
+    try:
+        return start()
+    except TelemetryConfigError as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # typically the port is taken
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -66,13 +80,17 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return run_fleet(settings.fleet, zero_delay=args.zero_delay)
+    fleet = settings.fleet
+    return _refusing_unsafe(lambda: run_fleet(fleet, zero_delay=args.zero_delay))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(port=args.port, config=args.config)
+    settings = _load(args.config) if args.config else None
+    if args.config and settings is None:
+        return 2
+    return _refusing_unsafe(lambda: run_demo(port=args.port, settings=settings))
 
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]

@@ -10,8 +10,8 @@ import yaml
 from .app import create_app
 from .fleet.config import FleetSettings
 from .fleet.server import FleetRunner
-from .server import run, start_site, wait_for_signal
-from .settings import ClusterSettings, Settings, load_settings, settings_from_mapping
+from .server import run, start_gateway, wait_for_signal
+from .settings import ClusterSettings, Settings, settings_from_mapping
 
 
 def embedded_demo_settings() -> Settings:
@@ -58,21 +58,23 @@ async def _demo(settings: Settings, port: int) -> int:
     await fleet.start()
     try:
         gateway = point_at_fleet(settings, fleet)
-        runner, bound = await start_site(create_app(gateway), gateway.server.host, port)
+        runners, bound = await start_gateway(create_app(gateway), gateway.server.host, port)
         try:
             print(_banner(f"http://{gateway.server.host}:{bound}"), flush=True)
             await wait_for_signal()
         finally:
-            await runner.cleanup()
+            for runner in runners:
+                await runner.cleanup()
     finally:
         await fleet.stop()
     print("stopped.")
     return 0
 
 
-def run_demo(port: int = 8080, config: str | None = None) -> int:
+def run_demo(port: int = 8080, settings: Settings | None = None) -> int:
+    """The demo on ``settings`` (default: the embedded file); simulated clusters come from its ``fleet:``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = load_settings(config) if config else embedded_demo_settings()
+    settings = settings or embedded_demo_settings()
     if settings.fleet is None:
         settings = settings.model_copy(update={"fleet": embedded_demo_settings().fleet})
     return run(_demo(settings, port), settings.server.use_uvloop)

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .app import create_app
+from .app import GATEWAY, create_app
 from .settings import Settings
 
 log = logging.getLogger("bauxite.server")
@@ -54,14 +54,29 @@ async def start_site(
     return runner, int(bound)
 
 
+async def start_gateway(app: web.Application, host: str, port: int) -> tuple[list[web.AppRunner], int]:
+    """Serve the gateway app, plus the telemetry listener when one is configured. Runners: stop in order."""
+    runner, bound = await start_site(app, host, port)
+    runners = [runner]
+    admin = app[GATEWAY].telemetry.admin_app()
+    if admin is not None:
+        telemetry = app[GATEWAY].settings.telemetry
+        assert telemetry.listen_port is not None
+        admin_runner, admin_port = await start_site(admin, telemetry.listen_host, telemetry.listen_port)
+        runners.insert(0, admin_runner)
+        log.info("metrics and carbon reports on http://%s:%d", telemetry.listen_host, admin_port)
+    return runners, bound
+
+
 async def serve_async(settings: Settings, host: str, port: int) -> int:
     app = create_app(settings)
-    runner, bound = await start_site(app, host, port)
+    runners, bound = await start_gateway(app, host, port)
     log.info("bauxite gateway listening on http://%s:%d (%d clusters)", host, bound, len(settings.clusters))
     try:
         await wait_for_signal()
     finally:
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
     return 0
 
 

@@ -7,7 +7,7 @@ Nothing is registered in prometheus_client's global registry and multiprocess mo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -39,16 +39,6 @@ from .labels import LabelTables
 from .ring import RingBuffer
 
 
-class ClusterEnergy(Protocol):
-    """What ``EnergyService.cluster_energy()`` returns per cluster (read by attribute)."""
-
-    cluster: str
-    region: str
-    power_w: float
-    attributed_j_total: float
-    idle_j_total: float
-
-
 class TelemetryCollector(Collector):
     def __init__(
         self,
@@ -56,6 +46,7 @@ class TelemetryCollector(Collector):
         ring: RingBuffer,
         tables: LabelTables,
         intensity: Callable[[], list[RegionIntensity]],
+        # Rows with cluster, region, power_w, attributed_j_total, idle_j_total (EnergyService.cluster_energy).
         cluster_energy: Callable[[], Iterable[Any]] | None,
         cluster_regions: dict[str, str],
     ) -> None:

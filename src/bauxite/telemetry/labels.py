@@ -78,7 +78,10 @@ class LabelTables:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LabelTables:
-        departments: dict[str, None] = {settings.auth.anonymous_department: None}
+        # The same set the auth module can assign: the anonymous department only when anonymous access is on.
+        departments: dict[str, None] = {}
+        if settings.auth.allow_anonymous:
+            departments[settings.auth.anonymous_department] = None
         for key in settings.auth.keys:
             departments[key.department] = None
             departments.update(dict.fromkeys(key.departments))

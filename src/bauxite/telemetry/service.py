@@ -109,7 +109,7 @@ class Telemetry:
         return cls(
             settings,
             intensity=intensity.snapshot,
-            cluster_energy=getattr(energy, "cluster_energy", None),
+            cluster_energy=energy.cluster_energy,
             token=token.strip() if token else None,
         )
 
