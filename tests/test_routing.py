@@ -490,3 +490,9 @@ def test_scrape_teaches_slots_and_round_trip() -> None:
     assert router.latency.rtt_ms(x) == 40.0
     router.latency.observe_scrape("x", running=3, waiting=0, elapsed_ms=None)
     assert router.latency.slots(x) == 8  # no queue: says nothing about capacity
+
+
+def test_configured_rtt_beats_a_scrape_seen_first() -> None:
+    router, fleet = make_router()
+    router.latency.observe_scrape("west", running=1, waiting=0, elapsed_ms=500.0)
+    assert router.latency.rtt_ms(fleet.by_name["west"]) == 70.0

@@ -51,6 +51,7 @@ class Accountant:
         try:
             if not capture.cluster:
                 return  # refused before any cluster was chosen: nothing ran, nothing to account
+            self._router.observe(capture)
             intensity = self._intensity.current(capture.region)
             self._energy.settle(capture, lambda figure: self._emit(capture, intensity, figure))
         except Exception:

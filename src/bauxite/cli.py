@@ -97,16 +97,12 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 
 def _plugin_commands() -> list[Register]:
-    """Subcommands owned by capability packages; imported lazily so `bauxite --help` stays fast."""
-    import importlib
+    """Subcommands owned by capability packages, each registering its own parser."""
+    from .energy.cli import add_parser as estimate
+    from .intensity.cli import add_parser as intensity
+    from .simulate.cli import add_parser as simulate
 
-    found: list[Register] = []
-    for module in ("bauxite.energy.cli", "bauxite.intensity.cli", "bauxite.simulate.cli"):
-        try:
-            found.append(importlib.import_module(module).add_parser)
-        except ModuleNotFoundError:  # TODO(integration): remove once every capability has landed
-            continue
-    return found
+    return [estimate, intensity, simulate]
 
 
 def build_parser() -> argparse.ArgumentParser:

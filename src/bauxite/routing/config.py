@@ -72,8 +72,10 @@ class LatencySettings(_Strict):
     default_itl_ms: float = Field(default=25.0, ge=0)
     prefill_ms_per_1k_tokens: float = Field(default=50.0, ge=0)
     typical_completion_tokens: int = Field(default=256, ge=1)
-    # Multiplies the predicted queueing delay: above 1 trades a little carbon for fewer SLO misses.
-    queue_safety: float = Field(default=1.25, ge=1.0, le=10.0)
+    # The queueing delay predicted is this quantile of the wait, not its mean: a saturated cluster frees
+    # slots at random moments, so a mean-based prediction would miss the SLO for a large share of the
+    # requests it queues. Higher = fewer misses, a little more carbon.
+    queue_wait_quantile: float = Field(default=0.999, ge=0.5, le=0.999999)
     stats_scrape: bool = True
     stats_interval: DurationS = 5.0
     stats_timeout: DurationS = 2.0

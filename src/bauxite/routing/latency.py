@@ -7,17 +7,21 @@ predicted_ttft_ms = rtt + prefill(prompt) + queue_wait, where
 - prefill = base + per-token rate × prompt tokens; the base is configured, or learned from the proxy's
   observed TTFT (which already includes network and typical queueing, so the learned value errs on the
   slow side);
-- queue_wait = requests ahead of this one × mean service time / slots × ``queue_safety``. Slots are the
-  configured ``max_concurrency``, else learned from the cluster's own metrics (requests running while others
-  wait), else unknown, in which case only the scraped waiting count counts as "ahead".
+- queue_wait = a high quantile (``queue_wait_quantile``) of the wait behind the requests ahead. A full cluster
+  frees slots at roughly random moments (many independent requests finishing), about one per
+  mean service time / slots, so the wait behind k others is close to Erlang(k) with that mean gap.
+  Slots are the configured ``max_concurrency``, else learned from the cluster's own metrics (requests running
+  while others wait), else unknown, in which case only the scraped waiting count counts as "ahead".
 
 Everything here is plain arithmetic on in-memory values: the request path calls it for every candidate.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from ..clusters import ClusterState
 from .config import ClusterLatencySettings, LatencySettings
@@ -28,13 +32,19 @@ _NO_OVERRIDES = ClusterLatencySettings()
 
 
 @dataclass(slots=True)
-class _Learned:
-    """What the gateway has observed about one cluster beyond ClusterState's own averages."""
+class _Profile:
+    """One cluster's configured figures (None = learn or default) and what has been observed about it."""
 
-    rtt_ms: float | None = None
-    slots: int | None = None
+    fixed_rtt_ms: float | None
+    ttft_ms: float | None
+    per_token_ms: float
+    itl_ms: float | None
+    max_concurrency: int | None
+    measured_rtt_ms: float | None = None
+    learned_slots: int | None = None
     mean_prompt_tokens: float = 0.0
     mean_completion_tokens: float = 0.0
+    saw_cluster_settings: bool = False  # False when created by an observation before any decision
 
 
 class LatencyModel:
@@ -42,99 +52,122 @@ class LatencyModel:
         self._settings = settings
         # Explicit per-router round trips (e.g. one gateway per client site in the simulator) beat all else.
         self._rtt_override = dict(rtt_ms or {})
-        self._learned: dict[str, _Learned] = {}
-        self._per_1k = settings.prefill_ms_per_1k_tokens
+        self._profiles: dict[str, _Profile] = {}
+        self._quantile = ErlangQuantile(settings.queue_wait_quantile)
 
-    def _state(self, name: str) -> _Learned:
-        learned = self._learned.get(name)
-        if learned is None:
-            learned = _Learned(mean_completion_tokens=float(self._settings.typical_completion_tokens))
-            self._learned[name] = learned
-        return learned
+    def _profile(self, state: ClusterState) -> _Profile:
+        found = self._profiles.get(state.settings.name)
+        if found is None:
+            found = self._new_profile(state.settings.name, state.settings.rtt_ms)
+        if not found.saw_cluster_settings:
+            found.saw_cluster_settings = True
+            if found.fixed_rtt_ms is None:
+                found.fixed_rtt_ms = state.settings.rtt_ms
+        return found
 
-    def _overrides(self, name: str) -> ClusterLatencySettings:
-        return self._settings.clusters.get(name, _NO_OVERRIDES)
+    def _new_profile(self, name: str, cluster_rtt_ms: float | None) -> _Profile:
+        over = self._settings.clusters.get(name, _NO_OVERRIDES)
+        fixed_rtt = self._rtt_override.get(name)
+        if fixed_rtt is None:
+            fixed_rtt = over.rtt_ms if over.rtt_ms is not None else cluster_rtt_ms
+        per_1k = over.prefill_ms_per_1k_tokens
+        profile = _Profile(
+            fixed_rtt_ms=fixed_rtt,
+            ttft_ms=over.ttft_ms,
+            per_token_ms=(per_1k if per_1k is not None else self._settings.prefill_ms_per_1k_tokens) / 1000.0,
+            itl_ms=over.itl_ms,
+            max_concurrency=over.max_concurrency,
+            mean_completion_tokens=float(self._settings.typical_completion_tokens),
+        )
+        self._profiles[name] = profile
+        return profile
+
+    def _observed(self, name: str) -> _Profile:
+        found = self._profiles.get(name)
+        return found if found is not None else self._new_profile(name, None)
 
     def rtt_ms(self, state: ClusterState) -> float:
-        fixed = self._rtt_override.get(state.name)
-        if fixed is not None:
-            return fixed
-        configured = self._overrides(state.name).rtt_ms
-        if configured is None:
-            configured = state.settings.rtt_ms
-        if configured is not None:
-            return configured
-        measured = self._state(state.name).rtt_ms
-        return measured if measured is not None else self._settings.default_rtt_ms
+        p = self._profile(state)
+        if p.fixed_rtt_ms is not None:
+            return p.fixed_rtt_ms
+        return p.measured_rtt_ms if p.measured_rtt_ms is not None else self._settings.default_rtt_ms
 
     def slots(self, state: ClusterState) -> int | None:
-        configured = self._overrides(state.name).max_concurrency
-        return configured if configured is not None else self._state(state.name).slots
-
-    def depth(self, state: ClusterState) -> int:
-        """Requests at the cluster now: our own in-flight count is live, the scraped one includes others."""
-        return max(state.in_flight, state.queue_running + state.queue_waiting)
-
-    def load(self, state: ClusterState) -> float:
-        """Occupancy used to spread near-equal choices (a fraction of slots when those are known)."""
-        slots = self.slots(state)
-        depth = self.depth(state)
-        return depth / slots if slots else float(depth)
+        p = self._profile(state)
+        return p.max_concurrency if p.max_concurrency is not None else p.learned_slots
 
     def predict_ttft_ms(self, state: ClusterState, prompt_tokens: int) -> float:
-        over = self._overrides(state.name)
-        learned = self._state(state.name)
-        rtt = self.rtt_ms(state)
-        per_1k = over.prefill_ms_per_1k_tokens if over.prefill_ms_per_1k_tokens is not None else self._per_1k
-        base = self._base_ttft_ms(state, over, learned, rtt, per_1k)
-        prefill = base + per_1k * prompt_tokens / 1000.0
-        return rtt + prefill + self._queue_wait_ms(state, over, learned, base, per_1k)
+        return self.estimate(state, prompt_tokens)[0]
 
-    def _base_ttft_ms(
-        self, state: ClusterState, over: ClusterLatencySettings, learned: _Learned, rtt: float, per_1k: float
-    ) -> float:
-        if over.ttft_ms is not None:
-            return over.ttft_ms
-        if state.ttft_ewma_s is None:
-            return self._settings.default_ttft_ms
-        observed = state.ttft_ewma_s * 1000.0 - rtt - per_1k * learned.mean_prompt_tokens / 1000.0
-        return max(observed, 0.0)
+    def estimate(self, state: ClusterState, prompt_tokens: int) -> tuple[float, float]:
+        """(predicted TTFT in ms, load) in one pass: the router calls this for every candidate.
 
-    def _queue_wait_ms(
-        self, state: ClusterState, over: ClusterLatencySettings, learned: _Learned, base: float, per_1k: float
-    ) -> float:
-        slots = over.max_concurrency if over.max_concurrency is not None else learned.slots
-        if slots:
-            depth = self.depth(state)
-            ahead = depth - slots + 1 if depth >= slots else 0
+        Load is occupancy (a fraction of slots when known), used to spread near-equal choices. Depth is the
+        larger of our live in-flight count and the scraped running + waiting (which includes other clients).
+        """
+        p = self._profile(state)
+        if p.fixed_rtt_ms is not None:
+            rtt = p.fixed_rtt_ms
         else:
-            ahead = state.queue_waiting
-            slots = max(state.queue_running, 1)
-        if ahead <= 0:
-            return 0.0
-        if over.itl_ms is not None:
-            itl = over.itl_ms
+            rtt = p.measured_rtt_ms if p.measured_rtt_ms is not None else self._settings.default_rtt_ms
+        if p.ttft_ms is not None:
+            base = p.ttft_ms
+        elif state.ttft_ewma_s is None:
+            base = self._settings.default_ttft_ms
+        else:
+            observed = state.ttft_ewma_s * 1000.0 - rtt - p.per_token_ms * p.mean_prompt_tokens
+            base = observed if observed > 0.0 else 0.0
+        ttft = rtt + base + p.per_token_ms * prompt_tokens
+        depth = max(state.in_flight, state.queue_running + state.queue_waiting)
+        slots = p.max_concurrency if p.max_concurrency is not None else p.learned_slots
+        if slots:
+            if depth >= slots:
+                ttft += self._queue_wait_ms(state, p, base, depth - slots + 1, slots)
+            return ttft, depth / slots
+        if state.queue_waiting > 0:
+            ttft += self._queue_wait_ms(state, p, base, state.queue_waiting, max(state.queue_running, 1))
+        return ttft, float(depth)
+
+    def _queue_wait_ms(self, state: ClusterState, p: _Profile, base: float, ahead: int, slots: int) -> float:
+        if p.itl_ms is not None:
+            itl = p.itl_ms
         elif state.itl_ewma_s is not None:
             itl = state.itl_ewma_s * 1000.0
         else:
             itl = self._settings.default_itl_ms
-        service = base + per_1k * learned.mean_prompt_tokens / 1000.0 + itl * learned.mean_completion_tokens
-        return ahead * service / slots * self._settings.queue_safety
+        service = base + p.per_token_ms * p.mean_prompt_tokens + itl * p.mean_completion_tokens
+        return self._quantile.gaps(ahead) * service / slots
 
     # Observations (background scrape and finished requests); never on the decision path.
 
     def observe_tokens(self, cluster: str, prompt_tokens: int, completion_tokens: int) -> None:
-        learned = self._state(cluster)
-        learned.mean_prompt_tokens += TOKEN_EWMA_ALPHA * (prompt_tokens - learned.mean_prompt_tokens)
-        learned.mean_completion_tokens += TOKEN_EWMA_ALPHA * (
-            completion_tokens - learned.mean_completion_tokens
-        )
+        p = self._observed(cluster)
+        p.mean_prompt_tokens += TOKEN_EWMA_ALPHA * (prompt_tokens - p.mean_prompt_tokens)
+        p.mean_completion_tokens += TOKEN_EWMA_ALPHA * (completion_tokens - p.mean_completion_tokens)
 
     def observe_scrape(self, cluster: str, running: int, waiting: int, elapsed_ms: float | None) -> None:
-        learned = self._state(cluster)
+        p = self._observed(cluster)
         if waiting > 0 and running > 0:
             # vLLM queues only when every slot (or the KV cache) is taken: running is the real capacity.
-            learned.slots = running
+            p.learned_slots = running
         if elapsed_ms is not None:
-            old = learned.rtt_ms
-            learned.rtt_ms = elapsed_ms if old is None else old + RTT_EWMA_ALPHA * (elapsed_ms - old)
+            old = p.measured_rtt_ms
+            p.measured_rtt_ms = elapsed_ms if old is None else old + RTT_EWMA_ALPHA * (elapsed_ms - old)
+
+
+class ErlangQuantile:
+    """Quantile ``p`` of an Erlang(k) wait, in mean gaps: exact for k = 1, Wilson–Hilferty above."""
+
+    def __init__(self, p: float) -> None:
+        self._one = -math.log(1.0 - p)
+        self._z = NormalDist().inv_cdf(p)
+        self._cache: dict[int, float] = {1: self._one}
+
+    def gaps(self, k: int) -> float:
+        found = self._cache.get(k)
+        if found is None:
+            c = 1.0 / (9.0 * k)
+            found = k * (1.0 - c + self._z * math.sqrt(c)) ** 3
+            if len(self._cache) < 4096:
+                self._cache[k] = found
+        return found

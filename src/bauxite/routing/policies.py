@@ -16,7 +16,7 @@ from .config import GreenRoutingSettings
 _TINY = 1e-12
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every candidate of every request, and frozen init is slower
 class Option:
     """One candidate cluster as the router sees it for this request."""
 

@@ -153,14 +153,12 @@ class Router:
 
     def _option(self, cluster: ClusterState, request: RouteRequest) -> Option:
         completion = request.max_tokens or self._latency_settings.typical_completion_tokens
-        grams = self.carbon.expected_g(cluster.name, request.model, request.prompt_tokens, completion)
-        return Option(
-            cluster,
-            self.latency.predict_ttft_ms(cluster, request.prompt_tokens),
-            grams,
-            self.carbon.g_per_kwh(cluster.name),
-            self.latency.load(cluster),
+        fixed_g, prompt_g, completion_g, g_per_kwh = self.carbon.grams_model(
+            cluster.settings.name, request.model
         )
+        ttft_ms, load = self.latency.estimate(cluster, request.prompt_tokens)
+        grams = fixed_g + prompt_g * request.prompt_tokens + completion_g * completion
+        return Option(cluster, ttft_ms, grams, g_per_kwh, load)
 
     def _meets_latency(self, options: list[Option], request: RouteRequest, fastest_ms: float) -> list[Option]:
         slo, slack = self._latency_settings.requirement(request.model)

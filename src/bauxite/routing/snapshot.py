@@ -47,6 +47,7 @@ class EnergyCoefficients:
 
 
 _ZERO = EnergyCoefficients(0.0, 0.0, 0.0)
+_NO_GRAMS = (0.0, 0.0, 0.0, UNKNOWN_G_PER_KWH)
 
 
 class CarbonSnapshot:
@@ -57,6 +58,8 @@ class CarbonSnapshot:
         self._g_per_kwh: dict[str, float] = {}  # by cluster name
         self._grams_per_j: dict[str, float] = {}  # pue × intensity / J_PER_KWH, by cluster name
         self._coefficients: dict[tuple[str, str], EnergyCoefficients] = {}
+        # The hot path's view, per (cluster, model): (fixed g, g/prompt token, g/completion token, g/kWh)
+        self._grams: dict[tuple[str, str], tuple[float, float, float, float]] = {}
 
     def refresh(self) -> None:
         """Re-read intensity per region and energy coefficients per (cluster, model); never raises."""
@@ -77,7 +80,14 @@ class CarbonSnapshot:
             pue = self._pue(cluster.name, cluster.settings.pue)
             self._grams_per_j[cluster.name] = pue * g_per_kwh / J_PER_KWH
             for model in cluster.routes:
-                self._coefficients[(cluster.name, model)] = self._probe(cluster.name, model)
+                e = self._coefficients[(cluster.name, model)] = self._probe(cluster.name, model)
+                per_j = self._grams_per_j[cluster.name]
+                self._grams[(cluster.name, model)] = (
+                    e.fixed_j * per_j,
+                    e.prompt_j_per_token * per_j,
+                    e.completion_j_per_token * per_j,
+                    g_per_kwh,
+                )
 
     def _pue(self, cluster: str, configured: float | None) -> float:
         # The energy service knows provider defaults; older services without ``pue`` fall back to config.
@@ -114,6 +124,10 @@ class CarbonSnapshot:
 
     def coefficients(self, cluster: str, model: str) -> EnergyCoefficients:
         return self._coefficients.get((cluster, model), _ZERO)
+
+    def grams_model(self, cluster: str, model: str) -> tuple[float, float, float, float]:
+        """(fixed g, g per prompt token, g per completion token, g/kWh); zeros before the first refresh."""
+        return self._grams.get((cluster, model), _NO_GRAMS)
 
     def expected_g(self, cluster: str, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         energy_j = self.coefficients(cluster, model).energy_j(prompt_tokens, completion_tokens)

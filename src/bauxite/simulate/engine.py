@@ -62,7 +62,12 @@ def build_fleet(config: SimConfig) -> Fleet:
     return Fleet(
         [
             ClusterSettings.model_validate(
-                {"name": c.name, "region": c.region, "url": f"http://{c.name}.sim/v1", "models": [config.model]}
+                {
+                    "name": c.name,
+                    "region": c.region,
+                    "url": f"http://{c.name}.sim/v1",
+                    "models": [config.model],
+                }
             )
             for c in config.clusters
         ]
@@ -102,7 +107,7 @@ class _Run:
     def _advance(self, now: float) -> None:
         events = self.events
         while events and events[0][0] <= now:
-            at, _, kind, k, a, b = heapq.heappop(events)
+            _, _, kind, k, a, b = heapq.heappop(events)
             if kind == _STARTED:
                 self.waiting[k] -= 1
             elif kind == _FIRST_TOKEN:
@@ -169,9 +174,7 @@ class SimulationResult:
         }
 
 
-def simulate(
-    config: SimConfig, progress: Callable[[str], None] | None = None
-) -> SimulationResult:
+def simulate(config: SimConfig, progress: Callable[[str], None] | None = None) -> SimulationResult:
     """Run every configured policy and the oracle over the same request stream."""
     table = intensity_table(config)
     results: dict[str, PolicyResult] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 
 from ..intensity.base import Intensity
 from ..intensity.traces import Trace, load_trace
@@ -53,7 +53,7 @@ class ClusterQueue:
 
 def intensity_table(config: SimConfig) -> list[list[float]]:
     """g/kWh per cluster (config order) per hour of the period; each trace read once."""
-    start = datetime.combine(config.period.start, time(0), tzinfo=timezone.utc).timestamp()
+    start = datetime.combine(config.period.start, time(0), tzinfo=UTC).timestamp()
     hours = config.period.days * 24
     traces: dict[str, Trace] = {}
     table = []

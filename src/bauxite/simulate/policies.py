@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..clusters import Fleet
-from ..routing.config import ClusterLatencySettings, GreenRoutingSettings, LatencySettings
-from ..routing.router import NoRouteError, RouteRequest, Router
+from ..routing.config import ClusterLatencySettings, LatencySettings
+from ..routing.router import NoRouteError, Router, RouteRequest
 from .config import SimConfig
 from .model import ClusterQueue, SimEnergy, SimIntensity
 from .workload import SimRequest
@@ -53,14 +53,13 @@ class RouterPolicy:
 
     def __init__(self, world: World, priority: str) -> None:
         config = world.config
-        green = config.routing.green_routing
-        # The snapshot timer is in real seconds; the simulated hour is shorter, so scale it alike.
-        compression = config.period.seconds_per_hour / 3600.0
-        green = green.model_copy(
+        # Intensity changes only at trace hours, so the snapshot is refreshed exactly then (``choose``);
+        # a gateway's one-second refresh is as prompt relative to a real hour.
+        green = config.routing.green_routing.model_copy(
             update={
                 "enabled": True,
                 "priority": priority,
-                "snapshot_interval": green.snapshot_interval * compression,
+                "snapshot_interval": config.period.seconds_per_hour,
             }
         )
         if priority == "latency":
@@ -83,8 +82,13 @@ class RouterPolicy:
         self._index = {name: k for k, name in enumerate(self._names)}
         self._model = config.model
         self._send_max_tokens = config.workload.send_max_tokens
+        self._hour = -1
 
     def choose(self, request: SimRequest) -> tuple[int, str]:
+        if request.hour != self._hour:
+            self._hour = request.hour
+            for router in self._routers:
+                router.refresh()
         route = RouteRequest(
             self._model,
             prompt_tokens=request.prompt_tokens,

@@ -48,4 +48,6 @@ def _tokens(rng: random.Random, dist: TokenDistribution) -> int:
 
 def expected_requests(config: SimConfig) -> float:
     days = config.period.days
-    return config.workload.requests_per_s * sum(config.workload.diurnal) * days * config.period.seconds_per_hour
+    return (
+        config.workload.requests_per_s * sum(config.workload.diurnal) * days * config.period.seconds_per_hour
+    )

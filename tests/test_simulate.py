@@ -1,0 +1,127 @@
+"""The routing simulator: same stream for every policy, the gateway's router inside, honest scoring."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bauxite.simulate import cli
+from bauxite.simulate.config import SimConfig, SimConfigError, load_sim_config
+from bauxite.simulate.engine import simulate
+from bauxite.simulate.workload import expected_requests, generate
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "simulate.yaml"
+
+
+def small_config(**overrides: Any) -> SimConfig:
+    """The shipped example, cut to a few days so a test runs in about a second."""
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    data["period"] = {"start": "2022-06-01", "days": 3, "seconds_per_hour": 4}
+    data.update(overrides)
+    return SimConfig.model_validate(data)
+
+
+def test_example_loads() -> None:
+    config = load_sim_config(EXAMPLE)
+    assert [c.trace for c in config.clusters] == ["PJM", "MISO", "CISO", "BPAT"]
+    assert config.routing.green_routing.threshold_gco2 == 200
+
+
+def test_stream_is_deterministic_and_sized_as_configured() -> None:
+    config = small_config()
+    first = list(generate(config))
+    assert first == list(generate(config))
+    assert len(first) == pytest.approx(expected_requests(config), rel=0.05)
+    assert list(generate(small_config(seed=99)))[:5] != first[:5]
+
+
+def test_policies_compare_on_identical_traffic() -> None:
+    result = simulate(small_config())
+    assert set(result.policies) == {"latency", "round_robin", "low_carbon", "balanced"}
+    counts = {r.requests for r in (*result.policies.values(), result.oracle)}
+    assert len(counts) == 1
+    kg = {name: r.carbon_g for name, r in result.policies.items()}
+    low, oracle = kg["low_carbon"], result.oracle.carbon_g
+    assert low < kg["round_robin"] < kg["latency"]
+    assert oracle <= low * 1.0001
+    assert low <= oracle * 1.05
+    assert result.policies["low_carbon"].slo_violations == 0
+    assert result.oracle.slo_violations == 0
+
+
+def test_latency_policy_is_carbon_blind() -> None:
+    result = simulate(small_config(policies=["latency"]))
+    placed = result.policies["latency"].hourly
+    oregon = [c.name for c in result.config.clusters].index("oregon")
+    assert sum(placed[oregon]) == 0  # east clients' fastest cluster is never the far green one
+
+
+def test_a_cluster_too_far_for_the_slo_is_never_chosen() -> None:
+    """The greenest cluster out of latency reach takes nothing, however green; the SLO still holds."""
+    far = {"virginia": 8, "iowa": 28, "california": 68, "oregon": 450}
+    result = simulate(
+        small_config(clients=[{"name": "east", "share": 1, "rtt_ms": far}], policies=["low_carbon"])
+    )
+    low = result.policies["low_carbon"]
+    oregon = [c.name for c in result.config.clusters].index("oregon")
+    assert sum(low.hourly[oregon]) == 0
+    assert low.slo_violations == 0
+
+
+def test_strict_threshold_rejects_instead_of_falling_back() -> None:
+    routing = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))["routing"]
+    routing["green_routing"] = {"threshold_gco2": 1, "strict": True}
+    result = simulate(small_config(routing=routing, policies=["low_carbon"]))
+    low = result.policies["low_carbon"]
+    assert low.requests == 0 and low.rejected > 0
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"slo_ttft_ms": -1}, "slo_ttft_ms"),
+        ({"policies": ["fastest"]}, "policies"),
+        ({"clients": [{"name": "x", "share": 1, "rtt_ms": {"virginia": 1}}]}, "rtt_ms needs exactly one"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path: Path, patch: dict[str, Any], message: str) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    data.update(patch)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(SimConfigError, match=message):
+        load_sim_config(path)
+
+
+def test_cli_json_table_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    data["period"] = {"start": "2022-03-01", "days": 2, "seconds_per_hour": 3}
+    path = tmp_path / "sim.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["simulate", "--config", str(path), "--json", "--plot", str(tmp_path / "png")])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    for row in out["policies"].values():
+        assert {"carbon_kg", "requests", "slo_violations", "p95_ttft_ms", "share_under_threshold"} <= set(row)
+    assert out["oracle"]["carbon_kg"] > 0
+    assert {p.name for p in (tmp_path / "png").iterdir()} == {"week.png", "carbon.png"}
+
+    assert cli.main(["--config", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "low_carbon" in table and "oracle" in table and "less than latency" in table
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("slo_ttft_ms: fast\n", encoding="utf-8")
+    assert cli.main(["--config", str(path)]) == 2
+    assert "slo_ttft_ms" in capsys.readouterr().err
