@@ -5,7 +5,7 @@ proxy (``litellm[proxy]==1.108.6`` in a separate venv, started offline with one 
 non-streaming and streaming at concurrency 1, 8 and 32 it prints requests/s and the p50/p99 latency
 added over direct calls, plus throughput ratios. All servers listen on 127.0.0.1 only.
 
-    python benchmarks/overhead.py [--seconds 3] [--no-litellm] [--json]
+    python benchmarks/overhead.py [--seconds 2] [--rounds 3] [--no-litellm] [--json]
 """
 
 from __future__ import annotations
@@ -192,14 +192,23 @@ def print_table(results: dict[str, dict[str, dict[str, float]]], names: list[str
             )
 
 
-async def run_all(targets: list[Target], seconds: float) -> dict[str, dict[str, dict[str, float]]]:
+async def run_all(
+    targets: list[Target], seconds: float, rounds: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Each cell is measured ``rounds`` times, targets interleaved within a round so machine noise hits all
+    of them alike; the reported figures are the per-cell medians over rounds."""
     results: dict[str, dict[str, dict[str, float]]] = {}
     for stream in (False, True):
         for concurrency in CONCURRENCY:
             key = f"{'stream' if stream else 'plain'}@{concurrency}"
-            results[key] = {}
-            for target in targets:  # interleaved per cell so drift affects every target alike
-                results[key][target.name] = await measure(target, stream, concurrency, seconds)
+            samples: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
+            for _ in range(rounds):
+                for target in targets:
+                    samples[target.name].append(await measure(target, stream, concurrency, seconds))
+            results[key] = {
+                name: {field: statistics.median(s[field] for s in runs) for field in runs[0]}
+                for name, runs in samples.items()
+            }
     return results
 
 
@@ -207,7 +216,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per cell (default 3)")
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="measuring time per cell and round (default 2)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds per cell; medians are reported (default 3)"
+    )
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out")
     parser.add_argument("--json", action="store_true", help="also print the raw results as JSON")
     args = parser.parse_args()
@@ -261,10 +275,10 @@ def main() -> int:
         for url in waits:
             asyncio.run(wait_ready(url, 120))
         print(
-            f"{os.cpu_count()} CPUs; {args.seconds:.0f} s per cell; zero-delay upstream, "
-            f"{STREAM_TOKENS} output tokens per request"
+            f"{os.cpu_count()} CPUs; median of {args.rounds} rounds x {args.seconds:.0f} s per cell; "
+            f"zero-delay upstream, {STREAM_TOKENS} output tokens per request"
         )
-        results = asyncio.run(run_all(targets, args.seconds))
+        results = asyncio.run(run_all(targets, args.seconds, args.rounds))
         print_table(results, [t.name for t in targets])
         if args.json:
             print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())

@@ -38,6 +38,7 @@ class Accountant:
     def response_estimate(self, capture: Capture) -> tuple[float, float, float]:
         """(energy_wh, carbon_g, g_per_kwh) known at response time, for the response headers."""
         figure = self._energy.estimate(capture)
+        capture.energy_estimate = figure
         intensity = self._intensity.current(capture.region)
         pue = self._energy.pue(capture.cluster)
         return (

@@ -6,7 +6,10 @@ Neither holds request text, completion text or the caller's key: only configured
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from .energy.service import EnergyFigure
 
 Status = Literal["ok", "error"]
 Endpoint = Literal["chat", "completion", "embedding"]
@@ -39,6 +42,8 @@ class Capture:
     usage_reported: bool = False  # True when the upstream's usage object was seen
     prefix_key: int = 0  # hash of the prompt prefix, for cache affinity; not reversible to text
     counterfactual_cluster: str = ""  # the latency-first choice, for avoided-carbon accounting
+    # The figure computed for the response headers; settlement reuses it instead of estimating twice.
+    energy_estimate: EnergyFigure | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,10 +188,10 @@ class EnergyService:
             meter = self._meters.get(capture.cluster)
             loop = _running_loop()
             if meter is None or loop is None or capture.duration_s < 0:
-                once(self.estimate(capture))
+                once(capture.energy_estimate or self.estimate(capture))
                 return
             if meter.stale(self._clock()):
-                once(_flagged(self.estimate(capture), "telemetry_stale"))
+                once(_flagged(capture.energy_estimate or self.estimate(capture), "telemetry_stale"))
                 return
             self._track(capture, meter, loop, once)
         except Exception:
