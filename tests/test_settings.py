@@ -146,3 +146,10 @@ def test_unknown_region_lists_close_names() -> None:
     with pytest.raises(ConfigError) as info:
         settings_from_mapping({"clusters": [cluster]}, "conf.yaml")
     assert "clusters[0].region" in str(info.value) and "us-east-1" in str(info.value)
+
+
+def test_shipped_examples_are_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    root = Path(__file__).resolve().parent.parent
+    assert main(["check-config", str(root / "examples" / "enterprise.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "OK (3 clusters, 4 models)" in out and "BAUXITE_KEY_RESEARCH" in out  # env var not set: a note

@@ -33,19 +33,20 @@ class Accountant:
         self._sinks.append(sink)
 
     def grid_intensity(self, region: str) -> float:
+        """For the x-bauxite-grid-intensity header; the intensity service itself never raises."""
         return self._intensity.current(region).g_per_kwh
 
-    def response_estimate(self, capture: Capture) -> tuple[float, float, float]:
-        """(energy_wh, carbon_g, g_per_kwh) known at response time, for the response headers."""
-        figure = self._energy.estimate(capture)
-        capture.energy_estimate = figure
-        intensity = self._intensity.current(capture.region)
-        pue = self._energy.pue(capture.cluster)
-        return (
-            figure.energy_j * pue / J_PER_WH,
-            carbon_g(figure.energy_j, intensity.g_per_kwh, pue),
-            intensity.g_per_kwh,
-        )
+    def response_estimate(self, capture: Capture) -> tuple[float, float] | None:
+        """(energy_wh, carbon_g) known at response time, for the response headers; None if unknown."""
+        try:
+            figure = self._energy.estimate(capture)
+            capture.energy_estimate = figure
+            intensity = self._intensity.current(capture.region)
+            pue = self._energy.pue(capture.cluster)
+        except Exception:  # the response goes out without the two headers rather than failing
+            log.exception("response-time estimate failed on cluster %s", capture.cluster)
+            return None
+        return figure.energy_j * pue / J_PER_WH, carbon_g(figure.energy_j, intensity.g_per_kwh, pue)
 
     def finish(self, capture: Capture) -> None:
         """Account a finished request (any outcome). Never raises."""

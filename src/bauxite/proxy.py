@@ -163,9 +163,10 @@ class Forwarder:
             capture.status = "ok"
             capture.duration_s = time.monotonic() - capture.started_mono
             cluster.record_success(None, None)
-            energy_wh, carbon, _ = self._accountant.response_estimate(capture)
-            headers["x-bauxite-energy-wh"] = f"{energy_wh:.6g}"
-            headers["x-bauxite-carbon-grams"] = f"{carbon:.6g}"
+            estimate = self._accountant.response_estimate(capture)
+            if estimate is not None:
+                headers["x-bauxite-energy-wh"] = f"{estimate[0]:.6g}"
+                headers["x-bauxite-carbon-grams"] = f"{estimate[1]:.6g}"
         else:
             capture.error_type = f"upstream_{resp.status}"
         return web.Response(

@@ -1,0 +1,47 @@
+"""`bauxite demo` as a user runs it: a subprocess that serves the openai client and stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import openai
+
+
+def test_demo_serves_and_stops_cleanly() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bauxite.cli", "demo", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        base = ""
+        deadline = time.monotonic() + 60
+        while not base and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            match = re.search(r"OpenAI base URL : (http://127\.0\.0\.1:\d+)/v1", line)
+            base = match.group(1) if match else ""
+        assert base, "the demo did not print its base URL"
+        client = openai.OpenAI(base_url=base + "/v1", api_key="demo", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="llama-3.1-8b", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
+        )
+        assert raw.parse().choices[0].message.content
+        assert float(raw.headers["x-bauxite-carbon-grams"]) > 0
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
+            assert b"bauxite_request_carbon_grams_total" in resp.read()
+        with urllib.request.urlopen(base + "/v1/carbon/intensity", timeout=10) as resp:
+            assert b'"provider":"trace"' in resp.read()
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, output
+        assert "Traceback" not in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
