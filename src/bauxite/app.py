@@ -63,7 +63,8 @@ def create_app(settings: Settings) -> web.Application:
     gateway = Gateway(settings, fleet, intensity, energy, telemetry, router, upstream, accountant)
     app[GATEWAY] = gateway
     api.add_routes(app)
-    intensity.add_routes(app)
+    if settings.telemetry.listen_port is None:  # else /v1/carbon/* lives on the telemetry listener
+        intensity.add_routes(app)
     telemetry.add_routes(app)
     app.cleanup_ctx.append(_lifecycle(gateway))
     return app

@@ -60,6 +60,7 @@ async def start_gateway(app: web.Application, host: str, port: int) -> tuple[lis
     runners = [runner]
     admin = app[GATEWAY].telemetry.admin_app()
     if admin is not None:
+        app[GATEWAY].intensity.add_routes(admin)
         telemetry = app[GATEWAY].settings.telemetry
         assert telemetry.listen_port is not None
         admin_runner, admin_port = await start_site(admin, telemetry.listen_host, telemetry.listen_port)
