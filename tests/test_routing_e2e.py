@@ -127,3 +127,25 @@ def test_a_cluster_beyond_the_latency_requirement_is_never_chosen(tmp_path: Path
         nothing = chat(h, {"x-bauxite-max-latency-ms": "1"})
         assert nothing.headers["x-bauxite-route-reason"] == "slo_fallback"
         assert nothing.headers["x-bauxite-cluster"] == "east"  # the fastest
+
+
+def test_threshold_is_respected_over_a_faster_dirty_cluster_and_fallback_reaches_the_record(
+    tmp_path: Path,
+) -> None:
+    # latency priority: east is faster, but only west is under the threshold
+    latency = {"stats_scrape": False, "default_ttft_ms": 20, "clusters": {"west": {"rtt_ms": 150}}}
+    green = {"threshold_gco2": 100, "priority": "latency"}
+    with Harness(config(tmp_path, green, latency, WEST_GREEN)) as h:
+        for _ in range(5):
+            reply = chat(h)
+            assert reply.headers["x-bauxite-cluster"] == "west"
+            assert reply.headers["x-bauxite-route-reason"] == "latency"
+    with Harness(config(tmp_path, {"threshold_gco2": 10}, latency, WEST_GREEN)) as h:
+        reply = chat(h)
+        assert reply.headers["x-bauxite-route-reason"] == "threshold_fallback"
+        assert reply.headers["x-bauxite-cluster"] == "west"  # still the lowest-carbon feasible one
+        deadline = time.monotonic() + 5.0
+        while not h.tap.records:  # the accountant settles after the response; the metric reads this label
+            assert time.monotonic() < deadline, "no request record"
+            time.sleep(0.02)
+        assert h.tap.records[-1].route_reason == "threshold_fallback"

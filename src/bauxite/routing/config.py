@@ -75,7 +75,7 @@ class LatencySettings(_Strict):
     # The queueing delay predicted is this quantile of the wait, not its mean: a saturated cluster frees
     # slots at random moments, so a mean-based prediction would miss the SLO for a large share of the
     # requests it queues. Higher = fewer misses, a little more carbon.
-    queue_wait_quantile: float = Field(default=0.999, ge=0.5, le=0.999999)
+    queue_wait_quantile: float = Field(default=0.9999, ge=0.5, le=0.999999)
     stats_scrape: bool = True
     stats_interval: DurationS = 5.0
     stats_timeout: DurationS = 2.0

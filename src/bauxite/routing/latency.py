@@ -28,6 +28,7 @@ from .config import ClusterLatencySettings, LatencySettings
 
 TOKEN_EWMA_ALPHA = 0.05  # token means move slowly: they describe the workload, not the moment
 RTT_EWMA_ALPHA = 0.3
+TTFT_EWMA_ALPHA = 0.2  # as the proxy's own TTFT average (clusters.EWMA_ALPHA)
 _NO_OVERRIDES = ClusterLatencySettings()
 
 
@@ -44,6 +45,7 @@ class _Profile:
     learned_slots: int | None = None
     mean_prompt_tokens: float = 0.0
     mean_completion_tokens: float = 0.0
+    learned_ttft_ms: float | None = None  # base TTFT learned from this gateway's own observations
     saw_cluster_settings: bool = False  # False when created by an observation before any decision
 
 
@@ -54,6 +56,10 @@ class LatencyModel:
         self._rtt_override = dict(rtt_ms or {})
         self._profiles: dict[str, _Profile] = {}
         self._quantile = ErlangQuantile(settings.queue_wait_quantile)
+        # Mean completion length over every cluster: what a request without max_tokens is expected to
+        # generate. Expected grams scale with it (decode energy per token differs by cluster), so the
+        # configured prior must give way to the workload's real mean, not stay at it.
+        self.typical_completion_tokens = float(settings.typical_completion_tokens)
 
     def _profile(self, state: ClusterState) -> _Profile:
         found = self._profiles.get(state.settings.name)
@@ -112,6 +118,8 @@ class LatencyModel:
             rtt = p.measured_rtt_ms if p.measured_rtt_ms is not None else self._settings.default_rtt_ms
         if p.ttft_ms is not None:
             base = p.ttft_ms
+        elif p.learned_ttft_ms is not None:
+            base = p.learned_ttft_ms
         elif state.ttft_ewma_s is None:
             base = self._settings.default_ttft_ms
         else:
@@ -144,6 +152,24 @@ class LatencyModel:
         p = self._observed(cluster)
         p.mean_prompt_tokens += TOKEN_EWMA_ALPHA * (prompt_tokens - p.mean_prompt_tokens)
         p.mean_completion_tokens += TOKEN_EWMA_ALPHA * (completion_tokens - p.mean_completion_tokens)
+        typical = self.typical_completion_tokens
+        self.typical_completion_tokens = typical + TOKEN_EWMA_ALPHA * (completion_tokens - typical)
+
+    def observe_ttft(self, cluster: str, ttft_ms: float, prompt_tokens: int) -> None:
+        """Learn the base TTFT from one of this gateway's own requests: observed minus its round trip and
+        the prefill of *its* prompt (not the mean prompt). Queueing at the time stays in, so it errs slow.
+
+        Per gateway, not per cluster: gateways at different sites see the same cluster at different round
+        trips, so a TTFT average shared between them would be wrong for every one of them.
+        """
+        p = self._observed(cluster)
+        if p.fixed_rtt_ms is not None:
+            rtt = p.fixed_rtt_ms
+        else:
+            rtt = p.measured_rtt_ms if p.measured_rtt_ms is not None else self._settings.default_rtt_ms
+        sample = max(ttft_ms - rtt - p.per_token_ms * prompt_tokens, 0.0)
+        old = p.learned_ttft_ms
+        p.learned_ttft_ms = sample if old is None else old + TTFT_EWMA_ALPHA * (sample - old)
 
     def observe_scrape(self, cluster: str, running: int, waiting: int, elapsed_ms: float | None) -> None:
         p = self._observed(cluster)

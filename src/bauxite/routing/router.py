@@ -152,7 +152,7 @@ class Router:
         return self._decide(chosen, reason, request, fastest)
 
     def _option(self, cluster: ClusterState, request: RouteRequest) -> Option:
-        completion = request.max_tokens or self._latency_settings.typical_completion_tokens
+        completion = request.max_tokens or self.latency.typical_completion_tokens
         fixed_g, prompt_g, completion_g, g_per_kwh = self.carbon.grams_model(
             cluster.settings.name, request.model
         )
@@ -206,9 +206,11 @@ class Router:
     # After the request.
 
     def observe(self, capture: Capture) -> None:
-        """Feed a finished request's token counts to the latency model (typical prompt/completion size)."""
+        """Feed a finished request's token counts and TTFT to the latency model (typical sizes, base TTFT)."""
         if capture.cluster and capture.status == "ok":
             self.latency.observe_tokens(capture.cluster, capture.prompt_tokens, capture.completion_tokens)
+            if capture.ttft_s is not None and capture.attempts <= 1:  # a failover's TTFT includes the retry
+                self.latency.observe_ttft(capture.cluster, capture.ttft_s * 1000.0, capture.prompt_tokens)
 
     def avoided_carbon_g(self, capture: Capture, energy_j: float) -> tuple[float, float]:
         """(green_routing, kv_cache) grams avoided by this request's placement; never raises, never negative.

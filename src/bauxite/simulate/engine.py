@@ -93,7 +93,8 @@ class _Run:
         self.policy: SimPolicy = POLICY_FACTORIES[name](self.world)
         self.states = self.world.fleet.clusters
         self.waiting = [0] * len(config.clusters)
-        self.events: list[tuple[float, int, int, int, int, int]] = []
+        self.itl_s = [c.itl_ms / 1000.0 for c in config.clusters]
+        self.events: list[tuple[float, int, int, int, int, int, int]] = []
         self.seq = 0
         self.next_scrape = 0.0
         self.threshold = config.routing.green_routing.threshold_gco2
@@ -107,12 +108,13 @@ class _Run:
     def _advance(self, now: float) -> None:
         events = self.events
         while events and events[0][0] <= now:
-            _, _, kind, k, a, b = heapq.heappop(events)
+            _, _, kind, k, a, b, c = heapq.heappop(events)
             if kind == _STARTED:
                 self.waiting[k] -= 1
             elif kind == _FIRST_TOKEN:
-                # a = ttft in µs, b = itl in µs (ints keep the event tuples homogeneous)
-                self.states[k].record_success(a / 1e6, b / 1e6)
+                # a = ttft in µs (ints keep the event tuples homogeneous), b = prompt tokens, c = client group
+                self.states[k].record_success(a / 1e6, self.itl_s[k])
+                self.policy.first_token(k, c, a / 1000.0, b)
             else:
                 self.states[k].in_flight -= 1
                 self.policy.finished(k, a, b)
@@ -123,9 +125,9 @@ class _Run:
                 self.policy.scraped(k, state.queue_running, state.queue_waiting)
             self.next_scrape = now + self.config.scrape_interval_s
 
-    def _push(self, at: float, kind: int, k: int, a: int, b: int) -> None:
+    def _push(self, at: float, kind: int, k: int, a: int, b: int, c: int = 0) -> None:
         self.seq += 1
-        heapq.heappush(self.events, (at, self.seq, kind, k, a, b))
+        heapq.heappush(self.events, (at, self.seq, kind, k, a, b, c))
 
     def step(self, request: SimRequest) -> None:
         now = request.t
@@ -145,8 +147,8 @@ class _Run:
         if start > now:
             self.waiting[k] += 1
             self._push(start, _STARTED, k, 0, 0)
-        itl_us = int(queue.config.itl_ms * 1000)
-        self._push(now + ttft_ms / 1000.0, _FIRST_TOKEN, k, int(ttft_ms * 1000), itl_us)
+        ttft_us = int(ttft_ms * 1000)
+        self._push(now + ttft_ms / 1000.0, _FIRST_TOKEN, k, ttft_us, request.prompt_tokens, request.group)
         self._push(finish, _FINISHED, k, request.prompt_tokens, request.completion_tokens)
         g_per_kwh = self.table[k][request.hour]
         energy_j = queue.energy_j(request.prompt_tokens, request.completion_tokens)

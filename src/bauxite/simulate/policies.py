@@ -47,6 +47,8 @@ class SimPolicy(Protocol):
 
     def scraped(self, cluster: int, running: int, waiting: int) -> None: ...
 
+    def first_token(self, cluster: int, group: int, ttft_ms: float, prompt_tokens: int) -> None: ...
+
 
 class RouterPolicy:
     """One gateway ``Router`` per client group (each with its own round trips), sharing the cluster state."""
@@ -110,6 +112,10 @@ class RouterPolicy:
         for router in self._routers:
             router.latency.observe_scrape(name, running, waiting, None)
 
+    def first_token(self, cluster: int, group: int, ttft_ms: float, prompt_tokens: int) -> None:
+        # Only the gateway that sent the request sees its TTFT (at its own round trip to the cluster).
+        self._routers[group].latency.observe_ttft(self._names[cluster], ttft_ms, prompt_tokens)
+
 
 def router_latency_settings(config: SimConfig) -> LatencySettings:
     """The router's latency section: the user's, plus the SLO and (optionally) each cluster's profile."""
@@ -147,6 +153,9 @@ class RoundRobin:
     def scraped(self, cluster: int, running: int, waiting: int) -> None:
         return None
 
+    def first_token(self, cluster: int, group: int, ttft_ms: float, prompt_tokens: int) -> None:
+        return None
+
 
 class Oracle:
     """Lowest-carbon cluster that meets the SLO, knowing every queue's exact wait; else the fastest."""
@@ -177,6 +186,9 @@ class Oracle:
         return None
 
     def scraped(self, cluster: int, running: int, waiting: int) -> None:
+        return None
+
+    def first_token(self, cluster: int, group: int, ttft_ms: float, prompt_tokens: int) -> None:
         return None
 
 
