@@ -204,9 +204,31 @@ def test_upstream_timeout_is_504() -> None:
         }
     ]
     with Harness(fleet_config(clusters, time_scale=100.0)) as h:
-        status, doc = post(h, "/v1/chat/completions", chat_body(max_tokens=50))
-        assert status == 504 and doc["error"]["code"] == "upstream_timeout"
+        request = urllib.request.Request(
+            h.base_url + "/v1/chat/completions",
+            data=chat_body(max_tokens=50),
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=10)
+        assert info.value.code == 504 and info.value.headers["x-bauxite-cluster"] == "slow"
+        assert json.loads(info.value.read())["error"]["code"] == "upstream_timeout"
         assert h.wait_records(1)[0].status == "error"
+
+
+def test_upstream_client_errors_pass_through_and_are_recorded() -> None:
+    # The gateway believes the cluster serves "ghost-model"; the cluster itself answers 404.
+    clusters = [{"name": "east", "region": "us-east-1", "models": ["tiny-8b", "ghost-model"]}]
+    config = fleet_config(clusters)
+    config["fleet"]["clusters"][0]["models"] = ["tiny-8b"]
+    with Harness(config) as h:
+        c = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.NotFoundError):
+            c.chat.completions.create(model="ghost-model", messages=MESSAGES)  # type: ignore[arg-type]
+        record = h.wait_records(1)[0]
+        assert (record.status, record.http_status, record.cluster) == ("error", 404, "east")
+        # a 4xx is the request's fault, not the cluster's: it is not cooled down
+        c.chat.completions.create(model="tiny-8b", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
 
 
 def test_client_disconnect_mid_stream_is_still_accounted() -> None:

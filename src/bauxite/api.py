@@ -114,7 +114,8 @@ class Api:
         except GatewayError as exc:
             capture.http_status = exc.status
             capture.error_type = capture.error_type or exc.code or "error"
-            return from_exception(exc)
+            # Say which cluster failed or timed out, when one was chosen.
+            return from_exception(exc, self._forwarder.route_headers(capture) if capture.cluster else None)
         finally:
             capture.duration_s = time.monotonic() - started_mono
             self._accountant.finish(capture)

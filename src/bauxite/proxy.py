@@ -157,7 +157,7 @@ class Forwarder:
     ) -> web.Response:
         data = await resp.read()
         capture.http_status = resp.status
-        headers = self._route_headers(capture)
+        headers = self.route_headers(capture)
         if resp.status == 200:
             usage_from_body(capture, data)
             capture.status = "ok"
@@ -179,7 +179,7 @@ class Forwarder:
     async def _relay_stream(
         self, request: web.Request, capture: Capture, cluster: ClusterState, resp: aiohttp.ClientResponse
     ) -> web.StreamResponse:
-        response = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **self._route_headers(capture)})
+        response = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **self.route_headers(capture)})
         capture.http_status = 200
         await response.prepare(request)
         relay = SseRelay(capture, strip_usage=not capture.client_usage)
@@ -231,7 +231,7 @@ class Forwarder:
         _fill_missing_usage(capture, relay)
         return response
 
-    def _route_headers(self, capture: Capture) -> dict[str, str]:
+    def route_headers(self, capture: Capture) -> dict[str, str]:
         g_per_kwh = self._accountant.grid_intensity(capture.region)
         return {
             "x-bauxite-cluster": capture.cluster,
