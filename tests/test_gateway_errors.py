@@ -248,3 +248,14 @@ def test_client_disconnect_mid_stream_is_still_accounted() -> None:
         sock.close()
         record = h.wait_records(1, timeout=20)[0]
         assert record.status == "error" and record.completion_tokens < 200
+
+
+def test_one_failure_does_not_take_a_single_cluster_model_offline() -> None:
+    clusters = [{"name": "east", "region": "us-east-1", "models": ["tiny-8b"]}]
+    with Harness(fleet_config(clusters)) as h:
+        sim_faults(h, "east", refuse=1)
+        assert post(h, "/v1/chat/completions", chat_body())[0] == 503
+        # east is cooling down, but it is the only cluster: it is tried again rather than refused
+        c = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
+        raw = c.chat.completions.with_raw_response.create(model="tiny-8b", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
+        assert raw.headers["x-bauxite-route-reason"] == "cooldown_fallback"

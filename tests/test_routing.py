@@ -113,7 +113,6 @@ def test_candidates_skip_excluded_and_cooling(
     [
         (req(model="unknown"), ()),
         (req(exclude=frozenset({"east", "west", "mid"})), ()),
-        (req(), ("east", "west", "mid")),
     ],
 )
 def test_no_candidate_is_503(request_: RouteRequest, cooling: tuple[str, ...]) -> None:
@@ -123,6 +122,15 @@ def test_no_candidate_is_503(request_: RouteRequest, cooling: tuple[str, ...]) -
     with pytest.raises(NoRouteError) as info:
         router.choose(request_)
     assert info.value.status == 503
+
+
+@pytest.mark.parametrize("green", [True, False])
+def test_all_cooling_tries_the_soonest_to_recover(green: bool) -> None:
+    router, fleet = make_router(green={"enabled": green})
+    for offset, name in enumerate(("east", "west", "mid")):
+        fleet.by_name[name].cooldown_until = 1e12 + (5 - offset)  # mid recovers first
+    decision = router.choose(req())
+    assert (decision.cluster.name, decision.reason) == ("mid", "cooldown_fallback")
 
 
 # ---------------------------------------------------------------- disabled
@@ -447,6 +455,7 @@ def test_every_reason_is_documented_and_fixed() -> None:
         "threshold_fallback",
         "slo_fallback",
         "kv_cache_affinity",
+        "cooldown_fallback",
     }
 
 

@@ -37,6 +37,7 @@ REASONS = (
     "threshold_fallback",  # nothing met threshold_gco2; best cluster meeting latency, flagged
     "slo_fallback",  # nothing met the latency requirement; the fastest cluster
     "kv_cache_affinity",  # the cluster holding this prompt prefix, within tolerance of the best
+    "cooldown_fallback",  # every candidate was cooling down after failures; the soonest to recover
 )
 
 
@@ -131,7 +132,7 @@ class Router:
             if c.name not in request.exclude and c.available(now)
         ]
         if not candidates:
-            raise NoRouteError(f"no available cluster serves model {request.model!r}")
+            return self._cooling_fallback(request, now)
         if not self._green.enabled:
             return self._least_loaded(candidates, request)
         options = [self._option(c, request) for c in candidates]
@@ -196,6 +197,15 @@ class Router:
         if request.exclude:
             reason = "failover"
         return Decision(chosen.cluster, reason, fastest.cluster)
+
+    def _cooling_fallback(self, request: RouteRequest, now: float) -> Decision:
+        """Every cluster serving the model is cooling down after failures: rather than refuse, try the one
+        whose cool-down ends first (one blip must not take a model down for the whole cool-down)."""
+        cooling = [c for c in self._fleet.serving(request.model) if c.name not in request.exclude]
+        if not cooling:
+            raise NoRouteError(f"no available cluster serves model {request.model!r}")
+        chosen = min(cooling, key=lambda c: c.cooldown_until)
+        return Decision(chosen, "failover" if request.exclude else "cooldown_fallback")
 
     def _least_loaded(self, candidates: list[ClusterState], request: RouteRequest) -> Decision:
         least = min(c.in_flight for c in candidates)
