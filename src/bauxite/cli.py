@@ -15,7 +15,9 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", required=True, metavar="FILE", help="enterprise.yaml to load")
     parser.add_argument("--host", help="listen address (default: server.host, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default: server.port, 8080)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
+    )
 
 
 def _load(path: str) -> Settings | None:
