@@ -85,3 +85,16 @@ def test_lookup_order_overrides_then_repository_then_name_then_default() -> None
     assert resolve_params("acme/Foo-13B", {}, repository).source == "name"
     unknown = resolve_params("totally-unknown-model", {}, repository)
     assert unknown.source == "default" and unknown.active_b > 0
+
+
+def test_model_size_architecture_must_match_the_sizes() -> None:
+    from pydantic import ValidationError
+
+    from bauxite.energy.config import ModelSizeSettings
+
+    assert ModelSizeSettings(active_params_b=22, total_params_b=235, architecture="moe").architecture == "moe"
+    assert ModelSizeSettings(active_params_b=70, architecture="dense").total_params_b is None
+    with pytest.raises(ValidationError, match="needs total_params_b above"):
+        ModelSizeSettings(active_params_b=70, architecture="moe")
+    with pytest.raises(ValidationError, match="cannot have total_params_b above"):
+        ModelSizeSettings(active_params_b=22, total_params_b=235, architecture="dense")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import Any, TextIO
 
-from ..units import J_PER_WH
+from ..intensity.catalogue import Catalogue
+from ..units import J_PER_WH, carbon_g
 from .estimator import Estimate, Overheads, RequestShape, Serving, estimators
 from .params import EcoLogitsRepository, ModelParams, resolve_params
 
@@ -59,23 +61,12 @@ def _params(args: argparse.Namespace) -> ModelParams | str:
         return "give --model NAME or --active-params-b N"
     found = resolve_params(args.model, {}, EcoLogitsRepository())
     if args.precision:
-        found = ModelParams(
-            found.active_b,
-            found.total_b,
-            found.active_b_min,
-            found.active_b_max,
-            args.precision,
-            found.source,
-        )
+        found = replace(found, precision=args.precision)
     return found
 
 
 def grid_g_per_kwh(region: str) -> tuple[float, str] | str:
     """Static intensity of a region from the intensity catalogue, or an error message."""
-    try:
-        from ..intensity.catalogue import Catalogue
-    except ImportError:
-        return "grid intensity lookup is not available in this build"
     entry = Catalogue.load().find(region)
     if entry is None:
         return f"unknown region {region!r} (try e.g. us-east-1, europe-west4, gcp:us-central1)"
@@ -105,7 +96,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             "region": args.region,
             "g_per_kwh": g_per_kwh,
             "intensity_source": reference,
-            "carbon_g": est.energy_j / 3_600_000.0 * g_per_kwh,
+            "carbon_g": carbon_g(est.energy_j, g_per_kwh),  # PUE is already in the full boundary
         }
     if args.json:
         print(json.dumps(result), file=out)

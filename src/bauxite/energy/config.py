@@ -45,7 +45,16 @@ class ModelSizeSettings(_Section):
     active_params_b: float = Field(gt=0)
     total_params_b: float | None = Field(default=None, gt=0)  # default: = active (dense)
     precision: Precision = "bf16"
-    architecture: Literal["dense", "moe"] | None = None  # informational; MoE ⇔ total > active
+    architecture: Literal["dense", "moe"] | None = None  # optional cross-check: MoE ⇔ total > active
+
+    @model_validator(mode="after")
+    def _architecture_matches_sizes(self) -> ModelSizeSettings:
+        moe = self.total_params_b is not None and self.total_params_b > self.active_params_b
+        if self.architecture == "moe" and not moe:
+            raise ValueError("architecture 'moe' needs total_params_b above active_params_b")
+        if self.architecture == "dense" and moe:
+            raise ValueError("architecture 'dense' cannot have total_params_b above active_params_b")
+        return self
 
 
 class ServingSettings(_Section):

@@ -31,7 +31,6 @@ STORAGE_BYTES_PER_PARAM = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "i
 """Bytes each parameter occupies in GPU memory (decides how many GPUs a model needs)."""
 
 PREFILL_MFU = 0.5  # assumed model-FLOP utilisation of prefill (compute-bound), dimensionless
-DEFAULT_CONTEXT_TOKENS = 200  # the comparison protocol's prompt length, used where none is known
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,13 +106,11 @@ class ClusterMeter:
         )
 
 
-def idle_w_total(state: ClusterState, power: PowerSettings) -> float:
-    """Resident-idle power of the whole cluster: configured per GPU, else the calibrated idle share."""
-    gpu = curves.gpu_spec(state.settings.gpu.type)
-    per_gpu_w = (
-        power.idle_w_per_gpu if power.idle_w_per_gpu is not None else gpu.board_w * curves.COEF.idle_frac
-    )
-    return per_gpu_w * state.settings.gpu.count
+def idle_w_per_gpu(state: ClusterState, power: PowerSettings) -> float:
+    """Resident-idle power of one GPU: configured, else the calibrated idle share of board power."""
+    if power.idle_w_per_gpu is not None:
+        return power.idle_w_per_gpu
+    return curves.gpu_spec(state.settings.gpu.type).board_w * curves.COEF.idle_frac
 
 
 def build_source(state: ClusterState, power: PowerSettings, clock: Callable[[], float]) -> PowerSource | None:
@@ -121,16 +119,12 @@ def build_source(state: ClusterState, power: PowerSettings, clock: Callable[[], 
     if power.source == "nvml":
         return NvmlSource(power.gpu_indices)
     if power.source == "static":
-        gpu = curves.gpu_spec(state.settings.gpu.type)
-        max_w = power.max_w_per_gpu or gpu.board_w
-        idle_w = (
-            power.idle_w_per_gpu if power.idle_w_per_gpu is not None else gpu.board_w * curves.COEF.idle_frac
-        )
+        max_w = power.max_w_per_gpu or curves.gpu_spec(state.settings.gpu.type).board_w
 
         def utilisation() -> float:
             return utilisation_from_running(state.queue_running or state.in_flight)
 
-        return StaticSource(state.settings.gpu.count, idle_w, max_w, utilisation, clock)
+        return StaticSource(state.settings.gpu.count, idle_w_per_gpu(state, power), max_w, utilisation, clock)
     return None
 
 
@@ -142,5 +136,7 @@ def build_meter(
     source = build_source(state, power, clock)
     if source is None:
         return None
-    ledger = ClusterLedger(idle_w_total(state, power), settings.prefill_token_weight)
+    ledger = ClusterLedger(
+        idle_w_per_gpu(state, power) * state.settings.gpu.count, settings.prefill_token_weight
+    )
     return ClusterMeter(state, power, source, ledger, clock)

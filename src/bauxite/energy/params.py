@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 ParamsSource = Literal["config", "explicit", "ecologits", "name", "default"]
@@ -120,9 +120,7 @@ def resolve_params(
     if found is not None:
         parsed = params_from_name(name)
         if parsed is not None and parsed.precision == "fp8":
-            return ModelParams(
-                found.active_b, found.total_b, found.active_b_min, found.active_b_max, "fp8", found.source
-            )
+            return replace(found, precision="fp8")
         return found
     parsed = params_from_name(name)
     if parsed is not None:

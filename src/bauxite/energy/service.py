@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from ..records import Capture
@@ -74,7 +74,8 @@ class EnergyService:
             name: ModelParams.fixed(m.active_params_b, m.total_params_b, m.precision)
             for name, m in settings.models.items()
         }
-        self._estimators = estimators()
+        self._estimator = estimators()[settings.method]
+        self._overheads = Overheads(settings.host_frac, settings.idle_capacity_frac, 1.0)
         self._params: dict[str, ModelParams] = {}
         self._j_per_work: dict[tuple[str, str], float] = {}  # measured GPU J per token-work, EWMA
         self._clock = clock
@@ -120,18 +121,14 @@ class EnergyService:
         batch = float(running) if running > 0 else self._settings.self_hosted_batch_size
         return Serving(state.settings.gpu.type, state.settings.gpu.count, batch)
 
-    def _overheads(self) -> Overheads:
-        return Overheads(self._settings.host_frac, self._settings.idle_capacity_frac, 1.0)
-
     def _estimate(self, cluster: str, model: str, shape: RequestShape) -> EnergyFigure:
         state = self._clusters.get(cluster)
-        estimator = self._estimators[self._settings.method]
-        est = estimator.estimate(
+        est = self._estimator.estimate(
             shape,
             self._model_params(state, model),
             self._serving(state),
             self._settings.boundary,
-            self._overheads(),
+            self._overheads,
         )
         return EnergyFigure(
             est.energy_j, est.energy_j_min, est.energy_j_max, "estimated", est.method, self._settings.boundary
@@ -149,7 +146,7 @@ class EnergyService:
             return self._estimate(capture.cluster, capture.model, shape)
         except Exception:  # accounting must never fail a request
             log.exception("energy estimate failed for model %r", capture.model)
-            energy_j = FALLBACK_J_PER_TOKEN * (capture.completion_tokens + 0.25 * capture.prompt_tokens)
+            energy_j = _fallback_j(capture.prompt_tokens, capture.completion_tokens)
             return EnergyFigure(
                 energy_j, 0.2 * energy_j, 5.0 * energy_j, "estimated", "fallback", self._settings.boundary
             )
@@ -164,7 +161,7 @@ class EnergyService:
             return self._estimate(cluster, model, RequestShape(prompt_tokens, completion_tokens)).energy_j
         except Exception:
             log.exception("expected energy failed for %r on %r", model, cluster)
-            return FALLBACK_J_PER_TOKEN * (completion_tokens + 0.25 * prompt_tokens)
+            return _fallback_j(prompt_tokens, completion_tokens)
 
     def pue(self, cluster: str) -> float:
         """The cluster's PUE: configured, else ``pue_external`` (1.1) or ``pue_self_hosted`` (1.2) by kind."""
@@ -225,8 +222,8 @@ class EnergyService:
             meter.ledger.drop(job)
             once(_flagged(self.estimate(capture), "telemetry_late"))
 
-        deadline_s = max(end_s, self._clock()) + meter.deadline_s - self._clock()
-        handle = loop.call_later(max(deadline_s, 0.0), late)
+        now_s = self._clock()
+        handle = loop.call_later(max(max(end_s, now_s) + meter.deadline_s - now_s, 0.0), late)
         job.on_final = final
         meter.pending[handle] = late
         once.after = lambda: _forget(meter.pending, handle)
@@ -298,16 +295,13 @@ class _Once:
             log.exception("energy settlement callback failed")
 
 
+def _fallback_j(prompt_tokens: int, completion_tokens: int) -> float:
+    """A last-resort figure, used only when the estimator itself raised."""
+    return FALLBACK_J_PER_TOKEN * (completion_tokens + 0.25 * prompt_tokens)
+
+
 def _flagged(figure: EnergyFigure, flag: str) -> EnergyFigure:
-    return EnergyFigure(
-        figure.energy_j,
-        figure.energy_j_min,
-        figure.energy_j_max,
-        figure.source,
-        figure.method,
-        figure.boundary,
-        flag,
-    )
+    return replace(figure, flag=flag)
 
 
 def _forget(pending: dict[asyncio.TimerHandle, Callable[[], None]], handle: asyncio.TimerHandle) -> None:

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from ..energy import curves
 from ..energy.params import EcoLogitsRepository, ModelParams, resolve_params
 
-GPU_MAX_W = {name: spec.board_w for name, spec in curves.GPU_SPECS.items()}
-
 
 @dataclass(frozen=True, slots=True)
 class ClusterProfile:

@@ -11,6 +11,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from ..units import MJ_PER_J
 from . import model
 from .config import SimClusterSettings
 
@@ -39,7 +40,7 @@ class PowerMeter:
     def advance(self, now: float) -> None:
         dt = now - self.last
         if dt > 0:
-            self.energy_mj += model.gpu_power_w(self.profile, self.running) * dt * 1000.0
+            self.energy_mj += model.gpu_power_w(self.profile, self.running) * dt * MJ_PER_J
             self.last = now
 
     def set_running(self, running: int) -> None:

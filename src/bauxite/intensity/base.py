@@ -78,22 +78,6 @@ class MixedSignalError(IntensityError):
     """Marginal and average intensities were about to be compared with each other."""
 
 
-class ForecastProvider(Protocol):
-    """Optional: providers that publish a forecast (points in time order)."""
-
-    name: str
-
-    async def forecast(self, zone: str) -> list[Intensity]: ...
-
-
-class HistoryProvider(Protocol):
-    """Optional: providers that publish recent history (points in time order)."""
-
-    name: str
-
-    async def history(self, zone: str) -> list[Intensity]: ...
-
-
 K = TypeVar("K")
 
 

@@ -106,14 +106,15 @@ class TraceProvider:
         self._settings = settings
         self._clock = clock
         self._started_s = clock()
-        self._traces: dict[str, Trace] = {}
+        self._traces: dict[str, tuple[Trace, float]] = {}  # by key: the trace and its replay anchor
         self._catalogue = catalogue
 
     def preload(self, sources: list[str]) -> None:
         """Read the traces the configured regions need (at start-up: file reads stay off the request path)."""
         for source in sources:
             if source not in self._traces:
-                self._traces[source] = load_trace(source)
+                trace = load_trace(source)
+                self._traces[source] = (trace, self._anchor_s(trace))
 
     def key_for(self, location: Location) -> str | None:
         mapped: Mapping[str, str] = self._settings.traces
@@ -124,27 +125,25 @@ class TraceProvider:
             or self._settings.default
         )
 
-    def simulated_offset_s(self, trace: Trace) -> float:
-        """Seconds into ``trace`` that the present moment replays."""
-        now_s = self._clock()
+    def _anchor_s(self, trace: Trace) -> float:
+        """Seconds into ``trace`` that the moment replay started maps to (fixed once the trace is loaded)."""
         start_at = self._settings.start_at
         if start_at is None:
-            now = datetime.fromtimestamp(self._started_s, UTC)
-            year_start = datetime(now.year, 1, 1, tzinfo=UTC).timestamp()
-            anchor_s = self._started_s - year_start  # same moment of the year as when replay started
-        else:
-            moment = start_at if start_at.tzinfo else start_at.replace(tzinfo=UTC)
-            anchor_s = moment.timestamp() - trace.start_s
-        return anchor_s + (now_s - self._started_s) * self._settings.speedup
+            started = datetime.fromtimestamp(self._started_s, UTC)
+            year_start = datetime(started.year, 1, 1, tzinfo=UTC).timestamp()
+            return self._started_s - year_start  # same moment of the year as when replay started
+        moment = start_at if start_at.tzinfo else start_at.replace(tzinfo=UTC)
+        return moment.timestamp() - trace.start_s
 
     def lookup(self, key: str) -> Intensity:
-        trace = self._traces.get(key)
-        if trace is None:
+        loaded = self._traces.get(key)
+        if loaded is None:
             raise IntensityError(f"trace {key!r} was not loaded at start-up")
-        offset_s = self.simulated_offset_s(trace)
+        trace, anchor_s = loaded
+        now_s = self._clock()
+        offset_s = anchor_s + (now_s - self._started_s) * self._settings.speedup
         replayed_s = trace.start_s + offset_s % trace.duration_s
         moment = datetime.fromtimestamp(replayed_s, UTC).strftime("%Y-%m-%dT%H:00Z")
-        now_s = self._clock()
         return Intensity(
             zone=key,
             g_per_kwh=trace.at(replayed_s),

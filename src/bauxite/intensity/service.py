@@ -76,6 +76,7 @@ class IntensityService:
         if env is not None:
             ctx = replace(ctx, env=env)
         self._providers = provider_chain(provider, ctx)
+        self._by_name = {p.name: p for p in reversed(self._providers)}  # the first of a name wins
         self._static = StaticProvider(self.catalogue, clock)
         self._locations = {r: locate(self.catalogue, r, z) for r, z in regions.items()}
         self._chains = {r: self._chain_for(loc) for r, loc in self._locations.items()}
@@ -86,7 +87,7 @@ class IntensityService:
         }
         for region, chain in self._chains.items():
             for link in chain:
-                if not isinstance(link.provider, LocalProvider):
+                if not link.local:
                     feed = self._feeds.setdefault(
                         (link.provider.name, link.key), Feed(link.provider.name, link.key)
                     )
@@ -186,7 +187,7 @@ class IntensityService:
         value, chain = served.value, self._chains[region]
         first = chain[0] if chain else None
         failing = ""
-        if first is not None and not isinstance(first.provider, LocalProvider):
+        if first is not None and not first.local:
             feed = self._feeds[(first.provider.name, first.key)]
             failing = feed.last_error if feed.failures else ""
         stale = served.position != 0 or bool(failing)
@@ -237,15 +238,12 @@ class IntensityService:
             delay_s = await self._refresh(feed)
             await asyncio.sleep(delay_s)
 
-    def _provider(self, name: str) -> RegionalProvider:
-        return next(p for p in self._providers if p.name == name)
-
     async def _refresh(self, feed: Feed) -> float:
         """One refresh attempt; returns seconds until the next."""
         breaker = self._breakers[feed.provider_name]
         if not breaker.allow():
             return max(breaker.remaining_s(), self.settings.retry_min)
-        provider = self._provider(feed.provider_name)
+        provider = self._by_name[feed.provider_name]
         feed.calls += 1
         try:
             # The HTTP client has its own time-out; this outer bound also covers slow login + query pairs.

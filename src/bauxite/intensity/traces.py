@@ -53,10 +53,6 @@ class Trace:
         index = min(max(index, 0), len(self.values_g_per_kwh) - 1)
         return self.values_g_per_kwh[index]
 
-    def at_offset(self, offset_s: float) -> float:
-        """The value ``offset_s`` seconds into the trace, wrapping around at the end (for endless replay)."""
-        return self.at(self.start_s + offset_s % self.duration_s)
-
     def mean_g_per_kwh(self) -> float:
         return sum(self.values_g_per_kwh) / len(self.values_g_per_kwh)
 

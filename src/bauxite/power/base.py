@@ -81,7 +81,3 @@ class EnergyMeter:
             else:
                 total_j += trapezoid_j
         return Interval(last_s, now_s, total_j, reading.total_power_w, reset, not reading.energy_mj)
-
-    def forget(self) -> None:
-        """Drop the last reading (after a long outage an interval spanning it would be trusted blindly)."""
-        self._last = None

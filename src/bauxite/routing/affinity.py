@@ -25,8 +25,3 @@ class PrefixAffinity:
         self._entries.move_to_end(prefix_key)
         if len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
-
-    def forget_cluster(self, cluster: str) -> None:
-        """Drop a cluster's prefixes (after it failed: its cache is probably gone)."""
-        for key in [k for k, v in self._entries.items() if v == cluster]:
-            del self._entries[key]

@@ -92,15 +92,16 @@ class LatencyModel:
         found = self._profiles.get(name)
         return found if found is not None else self._new_profile(name, None)
 
-    def rtt_ms(self, state: ClusterState) -> float:
-        p = self._profile(state)
+    def _rtt(self, p: _Profile) -> float:
         if p.fixed_rtt_ms is not None:
             return p.fixed_rtt_ms
         return p.measured_rtt_ms if p.measured_rtt_ms is not None else self._settings.default_rtt_ms
 
+    def rtt_ms(self, state: ClusterState) -> float:
+        return self._rtt(self._profile(state))
+
     def slots(self, state: ClusterState) -> int | None:
-        p = self._profile(state)
-        return p.max_concurrency if p.max_concurrency is not None else p.learned_slots
+        return _slots(self._profile(state))
 
     def predict_ttft_ms(self, state: ClusterState, prompt_tokens: int) -> float:
         return self.estimate(state, prompt_tokens)[0]
@@ -112,10 +113,7 @@ class LatencyModel:
         larger of our live in-flight count and the scraped running + waiting (which includes other clients).
         """
         p = self._profile(state)
-        if p.fixed_rtt_ms is not None:
-            rtt = p.fixed_rtt_ms
-        else:
-            rtt = p.measured_rtt_ms if p.measured_rtt_ms is not None else self._settings.default_rtt_ms
+        rtt = self._rtt(p)
         if p.ttft_ms is not None:
             base = p.ttft_ms
         elif p.learned_ttft_ms is not None:
@@ -127,7 +125,7 @@ class LatencyModel:
             base = observed if observed > 0.0 else 0.0
         ttft = rtt + base + p.per_token_ms * prompt_tokens
         depth = max(state.in_flight, state.queue_running + state.queue_waiting)
-        slots = p.max_concurrency if p.max_concurrency is not None else p.learned_slots
+        slots = _slots(p)
         if slots:
             if depth >= slots:
                 ttft += self._queue_wait_ms(state, p, base, depth - slots + 1, slots)
@@ -163,11 +161,7 @@ class LatencyModel:
         trips, so a TTFT average shared between them would be wrong for every one of them.
         """
         p = self._observed(cluster)
-        if p.fixed_rtt_ms is not None:
-            rtt = p.fixed_rtt_ms
-        else:
-            rtt = p.measured_rtt_ms if p.measured_rtt_ms is not None else self._settings.default_rtt_ms
-        sample = max(ttft_ms - rtt - p.per_token_ms * prompt_tokens, 0.0)
+        sample = max(ttft_ms - self._rtt(p) - p.per_token_ms * prompt_tokens, 0.0)
         old = p.learned_ttft_ms
         p.learned_ttft_ms = sample if old is None else old + TTFT_EWMA_ALPHA * (sample - old)
 
@@ -179,6 +173,11 @@ class LatencyModel:
         if elapsed_ms is not None:
             old = p.measured_rtt_ms
             p.measured_rtt_ms = elapsed_ms if old is None else old + RTT_EWMA_ALPHA * (elapsed_ms - old)
+
+
+def _slots(p: _Profile) -> int | None:
+    """Sequences the cluster runs at once: configured, else learned from its metrics, else unknown."""
+    return p.max_concurrency if p.max_concurrency is not None else p.learned_slots
 
 
 class ErlangQuantile:

@@ -193,7 +193,8 @@ class Router:
         return tied[next(self._counter) % len(tied)]
 
     def _decide(self, chosen: Option, reason: str, request: RouteRequest, fastest: Option) -> Decision:
-        self._affinity.remember(request.prefix_key, chosen.cluster.name)
+        if self._green.kv_affinity:
+            self._affinity.remember(request.prefix_key, chosen.cluster.name)
         if request.exclude:
             reason = "failover"
         return Decision(chosen.cluster, reason, fastest.cluster)

@@ -8,13 +8,13 @@ those three coefficients, so a decision is a few multiplications instead of a ca
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..clusters import Fleet
 from ..intensity.base import Intensity
-from ..units import J_PER_KWH
+from ..units import carbon_g
 
 PROBE_TOKENS = 1000
 UNKNOWN_G_PER_KWH = 500.0  # only before any intensity value arrived; above every shipped yearly mean
@@ -55,6 +55,9 @@ class CarbonSnapshot:
         self._fleet = fleet
         self._intensity = intensity
         self._energy = energy
+        # The energy service knows provider defaults; a model without ``pue`` falls back to config.
+        pue_of = getattr(energy, "pue", None)
+        self._pue_of: Callable[[str], float] | None = pue_of if callable(pue_of) else None
         self._g_per_kwh: dict[str, float] = {}  # by cluster name
         self._grams_per_j: dict[str, float] = {}  # pue × intensity / J_PER_KWH, by cluster name
         self._coefficients: dict[tuple[str, str], EnergyCoefficients] = {}
@@ -78,7 +81,7 @@ class CarbonSnapshot:
         for cluster in self._fleet.clusters:
             g_per_kwh = self._g_per_kwh.setdefault(cluster.name, unknown)
             pue = self._pue(cluster.name, cluster.settings.pue)
-            self._grams_per_j[cluster.name] = pue * g_per_kwh / J_PER_KWH
+            self._grams_per_j[cluster.name] = carbon_g(1.0, g_per_kwh, pue)
             for model in cluster.routes:
                 e = self._coefficients[(cluster.name, model)] = self._probe(cluster.name, model)
                 per_j = self._grams_per_j[cluster.name]
@@ -90,11 +93,9 @@ class CarbonSnapshot:
                 )
 
     def _pue(self, cluster: str, configured: float | None) -> float:
-        # The energy service knows provider defaults; older services without ``pue`` fall back to config.
-        pue_of = getattr(self._energy, "pue", None)
-        if callable(pue_of):
+        if self._pue_of is not None:
             try:
-                value = float(pue_of(cluster))
+                value = float(self._pue_of(cluster))
                 if math.isfinite(value) and value >= 1.0:
                     return value
             except Exception:

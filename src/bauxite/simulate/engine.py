@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from ..clusters import Fleet
 from ..settings import ClusterSettings
+from ..units import carbon_g
 from .config import SimConfig
-from .model import ClusterQueue, SimIntensity, carbon_g, intensity_table
+from .model import ClusterQueue, SimIntensity, intensity_table
 from .policies import POLICY_FACTORIES, REJECTED, SimClock, SimPolicy, World
 from .workload import SimRequest, generate
 
@@ -152,7 +153,7 @@ class _Run:
         self._push(finish, _FINISHED, k, request.prompt_tokens, request.completion_tokens)
         g_per_kwh = self.table[k][request.hour]
         energy_j = queue.energy_j(request.prompt_tokens, request.completion_tokens)
-        result.carbon_g += carbon_g(queue.config, energy_j, g_per_kwh)
+        result.carbon_g += carbon_g(energy_j, g_per_kwh, queue.config.pue)
         result.requests += 1
         result.ttft_ms.append(ttft_ms)
         if ttft_ms > self.config.slo_ttft_ms:

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, time
 
 from ..intensity.base import Intensity
 from ..intensity.traces import Trace, load_trace
-from ..units import J_PER_KWH
 from .config import SimCluster, SimConfig
 
 HOUR_S = 3600.0
@@ -95,7 +94,3 @@ class SimEnergy:
 
     def pue(self, cluster: str) -> float:
         return self._clusters[cluster].pue
-
-
-def carbon_g(cluster: SimCluster, energy_j: float, g_per_kwh: float) -> float:
-    return energy_j * cluster.pue * g_per_kwh / J_PER_KWH

@@ -137,15 +137,8 @@ def router_latency_settings(config: SimConfig) -> LatencySettings:
     return latency.model_copy(update=update)
 
 
-class RoundRobin:
-    def __init__(self, world: World) -> None:
-        self._n = len(world.queues)
-        self._next = 0
-
-    def choose(self, request: SimRequest) -> tuple[int, str]:
-        chosen = self._next
-        self._next = (chosen + 1) % self._n
-        return chosen, "round_robin"
+class _NoFeedback:
+    """Policies that learn nothing from what happens after their choice."""
 
     def finished(self, cluster: int, prompt_tokens: int, completion_tokens: int) -> None:
         return None
@@ -157,7 +150,18 @@ class RoundRobin:
         return None
 
 
-class Oracle:
+class RoundRobin(_NoFeedback):
+    def __init__(self, world: World) -> None:
+        self._n = len(world.queues)
+        self._next = 0
+
+    def choose(self, request: SimRequest) -> tuple[int, str]:
+        chosen = self._next
+        self._next = (chosen + 1) % self._n
+        return chosen, "round_robin"
+
+
+class Oracle(_NoFeedback):
     """Lowest-carbon cluster that meets the SLO, knowing every queue's exact wait; else the fastest."""
 
     def __init__(self, world: World) -> None:
@@ -181,15 +185,6 @@ class Oracle:
                 if grams < best_g:
                     best, best_g = k, grams
         return (best, "oracle") if best >= 0 else (fastest, "oracle_fastest")
-
-    def finished(self, cluster: int, prompt_tokens: int, completion_tokens: int) -> None:
-        return None
-
-    def scraped(self, cluster: int, running: int, waiting: int) -> None:
-        return None
-
-    def first_token(self, cluster: int, group: int, ttft_ms: float, prompt_tokens: int) -> None:
-        return None
 
 
 POLICY_FACTORIES: dict[str, Callable[[World], SimPolicy]] = {

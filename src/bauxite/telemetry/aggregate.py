@@ -7,7 +7,7 @@ from bisect import bisect_left
 from collections.abc import Iterable
 
 from .labels import NO_REASON
-from .ring import RawRecord
+from .ring import STATUS_ERROR, RawRecord
 
 # Slots of one usage accumulator, keyed by (model id, region id, department id).
 REQ_OK, REQ_ERROR, PROMPT, COMPLETION, CACHED, ENERGY, CARBON, AVOIDED_GREEN, AVOIDED_KV = range(9)
@@ -81,7 +81,7 @@ class Totals:
             acc = usage.get((model, region, dept))
             if acc is None:
                 acc = usage[(model, region, dept)] = [0.0] * USAGE_SLOTS
-            acc[REQ_ERROR if rec[8] else REQ_OK] += 1
+            acc[REQ_ERROR if rec[8] == STATUS_ERROR else REQ_OK] += 1
             acc[PROMPT] += rec[10]
             acc[COMPLETION] += rec[11]
             acc[CACHED] += rec[12]

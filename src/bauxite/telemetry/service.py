@@ -29,7 +29,7 @@ from .exposition import TelemetryCollector
 from .http import token_middleware
 from .labels import NO_REASON, NONE, LabelTables
 from .reports import Reports
-from .ring import CAPACITY_BYTES, RingBuffer
+from .ring import CAPACITY_BYTES, FLAG_MEASURED, STATUS_ERROR, STATUS_OK, RingBuffer
 
 if TYPE_CHECKING:
     from ..clusters import Fleet
@@ -113,11 +113,6 @@ class Telemetry:
             token=token.strip() if token else None,
         )
 
-    @property
-    def buffer_locked(self) -> bool:
-        """Whether the ring buffer is locked in RAM (mlock succeeded)."""
-        return self.ring.locked
-
     def submit(self, record: RequestRecord) -> None:
         """Append one record to the ring. Never blocks, never raises; a full buffer counts a drop."""
         try:
@@ -134,8 +129,8 @@ class Telemetry:
                 t.sources.id(record.intensity_source),
                 _u(record.http_status, U16),
                 t.endpoints.id(record.endpoint),
-                0 if record.status == "ok" else 1,
-                1 if record.energy_measured else 0,
+                STATUS_OK if record.status == "ok" else STATUS_ERROR,
+                FLAG_MEASURED if record.energy_measured else 0,
                 _u(record.prompt_tokens, U32),
                 _u(record.completion_tokens, U32),
                 _u(record.cached_tokens, U32),
