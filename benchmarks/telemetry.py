@@ -2,10 +2,11 @@
 
 The soak submits records at a fixed rate on one event loop, exactly as the gateway does (the drain timer and
 periodic scrapes run alongside), for ``--seconds``; it prints the records dropped (target: zero) and resident
-memory at the start and end (target: flat). The default rate is twice 3,000 requests/s; pass the gateway's
-measured maximum (e.g. from ``benchmarks/overhead.py``) with ``--gateway-rps`` to soak at twice that.
+memory at the start and end (target: flat). The rate is twice the gateway's maximum request rate, which the
+script measures first (a real gateway in front of a zero-delay simulated cluster, non-streaming, concurrency
+8 and 32; the best is kept) unless ``--gateway-rps`` gives it.
 
-    python benchmarks/telemetry.py [--seconds 60] [--gateway-rps 3000] [--scrape-every 15]
+    python benchmarks/telemetry.py [--seconds 60] [--gateway-rps N] [--scrape-every 15]
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import argparse
 import asyncio
 import gc
 import itertools
+import shutil
+import signal
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from bauxite.records import RequestRecord, Status
@@ -148,14 +154,58 @@ async def soak(rate: float, seconds: float, scrape_every: float) -> dict[str, An
     return result
 
 
+def measure_gateway_max_rps(seconds: float = 3.0) -> float:
+    """Best request rate of a real gateway (subprocess) on a zero-delay simulated cluster, all on loopback."""
+    import overhead  # the sibling benchmark's process and load helpers
+
+    tmp = Path(tempfile.mkdtemp(prefix="bauxite-telemetry-"))
+    procs = []
+    try:
+        fleet_ports = [overhead.free_port(), overhead.free_port()]
+        config = overhead.write_configs(tmp, fleet_ports)["bauxite"]
+        port = overhead.free_port()
+        procs.append(
+            overhead.start(
+                [sys.executable, "-m", "bauxite.cli", "fleet", "--config", str(config), "--zero-delay"]
+            )
+        )
+        procs.append(
+            overhead.start(
+                [
+                    sys.executable,
+                    "-m",
+                    "bauxite.cli",
+                    "serve",
+                    "--config",
+                    str(config),
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "WARNING",
+                ]
+            )
+        )
+        asyncio.run(overhead.wait_ready(f"http://127.0.0.1:{port}/healthz", 60))
+        target = overhead.Target("bauxite", f"http://127.0.0.1:{port}/v1")
+        return max(
+            asyncio.run(overhead.measure(target, False, concurrency, seconds))["rps"]
+            for concurrency in (8, 32)
+        )
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=15)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="soak duration (default 60)")
     parser.add_argument(
         "--gateway-rps",
         type=float,
-        default=3000.0,
-        help="the gateway's measured maximum request rate; the soak runs at twice it",
+        default=None,
+        help="the gateway's maximum request rate (default: measured now); the soak runs at twice it",
     )
     parser.add_argument(
         "--scrape-every", type=float, default=15.0, help="seconds between scrapes in the soak"
@@ -171,6 +221,9 @@ def main() -> int:
     print(f"{'scrape render (after drain)':<36}{m['scrape_ms']:>13.2f} ms")
     print(f"{'sustainable (append+drain), 1 core':<36}{m['sustained_per_s']:>11,.0f} rec/s")
 
+    if args.gateway_rps is None:
+        args.gateway_rps = measure_gateway_max_rps()
+        print(f"{'gateway maximum (measured)':<36}{args.gateway_rps:>10,.0f} req/s")
     rate = 2 * args.gateway_rps
     r = asyncio.run(soak(rate, args.seconds, args.scrape_every))
     print()
