@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -83,7 +84,9 @@ class Forwarder:
         failure = ""
         while True:
             try:
-                decision = self._router.choose(route if not exclude else _excluding(route, exclude))
+                decision = self._router.choose(
+                    replace(route, exclude=frozenset(exclude)) if exclude else route
+                )
             except NoRouteError as exc:
                 if failure:  # the only candidate just failed: report that, not the empty candidate list
                     raise GatewayError(503, failure, "upstream_error") from None
@@ -196,7 +199,8 @@ class Forwarder:
         ):
             return await self._fail_stream(capture, relay, response, "upstream_stream_error")
         except ConnectionResetError:
-            return self._client_gone(capture, relay, response)
+            _client_gone(capture, relay)
+            return response
         if not relay.saw_done:
             return await self._fail_stream(capture, relay, response, "upstream_stream_truncated")
         _fill_missing_usage(capture, relay)
@@ -216,19 +220,9 @@ class Forwarder:
         event = (
             b"data: " + error_body(502, f"the upstream cluster ended the stream early ({cause})") + b"\n\n"
         )
-        try:
+        with contextlib.suppress(ConnectionResetError):
             await response.write(event)
             await response.write_eof()
-        except ConnectionResetError:
-            pass
-        return response
-
-    def _client_gone(
-        self, capture: Capture, relay: SseRelay, response: web.StreamResponse
-    ) -> web.StreamResponse:
-        capture.error_type = "client_disconnect"
-        capture.http_status = 499
-        _fill_missing_usage(capture, relay)
         return response
 
     def route_headers(self, capture: Capture) -> dict[str, str]:
@@ -241,15 +235,10 @@ class Forwarder:
         }
 
 
-def _excluding(route: RouteRequest, exclude: set[str]) -> RouteRequest:
-    return RouteRequest(
-        route.model,
-        frozenset(exclude),
-        route.max_latency_ms,
-        route.prefix_key,
-        route.prompt_tokens,
-        route.max_tokens,
-    )
+def _client_gone(capture: Capture, relay: SseRelay) -> None:
+    capture.error_type = "client_disconnect"
+    capture.http_status = 499  # the de-facto code for "client closed request"
+    _fill_missing_usage(capture, relay)
 
 
 def _upstream_body(cluster: ClusterState, capture: Capture, body: dict[str, Any], raw: bytes) -> bytes:
