@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
 from harness import Harness, fleet_config
+from intensity_fakes import FakeProviders
 
 
 @pytest.fixture(scope="module")
@@ -16,3 +13,12 @@ def gateway() -> Iterator[Harness]:
     """Two zero-delay simulated clusters behind a gateway with anonymous access (shared per module)."""
     with Harness(fleet_config()) as harness:
         yield harness
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeProviders]:
+    """Local fake servers speaking Electricity Maps', WattTime's and UK Carbon Intensity's wire formats."""
+    server = FakeProviders()
+    await server.start()
+    yield server
+    await server.close()

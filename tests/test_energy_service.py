@@ -13,6 +13,7 @@ from aiohttp import web
 from bauxite.clusters import Fleet
 from bauxite.energy.service import EnergyFigure, EnergyService
 from bauxite.records import Capture
+from bauxite.server import start_site
 from bauxite.settings import settings_from_mapping
 
 
@@ -132,11 +133,8 @@ async def exporter() -> AsyncIterator[tuple[Exporter, str]]:
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield state, f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"
+    runner, port = await start_site(app, "127.0.0.1", 0)
+    yield state, f"http://127.0.0.1:{port}/metrics"
     await runner.cleanup()
 
 

@@ -20,14 +20,6 @@ T_20240301_12 = datetime(2024, 3, 1, 12, tzinfo=UTC).timestamp()
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeProviders]:
-    server = FakeProviders()
-    await server.start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[HttpClient]:
     client = HttpClient(TIMEOUT_S)
     yield client

@@ -7,7 +7,6 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now_s
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeProviders]:
-    server = FakeProviders()
-    await server.start()
-    yield server
-    await server.close()
 
 
 def _settings(fake: FakeProviders, **overrides: Any) -> IntensitySettings:

@@ -11,6 +11,7 @@ from bauxite.power.base import EnergyMeter, PowerError, PowerReading, counter_de
 from bauxite.power.dcgm import DcgmSource, parse_dcgm
 from bauxite.power.nvml import NvmlSource
 from bauxite.power.static import StaticSource, static_power_w, utilisation_from_running
+from bauxite.server import start_site
 
 
 def exposition(energy_mj: list[float], power_w: list[float]) -> str:
@@ -44,12 +45,9 @@ async def exporter() -> AsyncIterator[tuple[Exporter, str]]:
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await start_site(app, "127.0.0.1", 0)
     yield state, f"http://127.0.0.1:{port}/metrics"
+    await runner.cleanup()
     await runner.cleanup()
 
 
