@@ -7,7 +7,6 @@ import math
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +22,7 @@ from bauxite.telemetry.config import TelemetryConfigError
 from bauxite.telemetry.labels import Interner
 from bauxite.telemetry.ring import CAPACITY_BYTES, RECORD, RECORD_SIZE, RingBuffer
 from bauxite.telemetry.service import Telemetry
+from record_factory import make_record
 
 CONFIG: dict[str, Any] = {
     "clusters": [
@@ -45,19 +45,6 @@ CONFIG: dict[str, Any] = {
 
 def make_settings(**telemetry: Any) -> Settings:
     return settings_from_mapping({**CONFIG, "telemetry": {"lock_memory": True, **telemetry}})
-
-
-def make_record(**overrides: Any) -> RequestRecord:
-    base: dict[str, Any] = dict(
-        model="llama", region="us-central1", cluster="iowa", department="research", endpoint="chat",
-        status="ok", http_status=200, prompt_tokens=100, completion_tokens=40, cached_tokens=20,
-        ttft_s=0.08, duration_s=0.7, energy_j=30.0, energy_j_min=15.0, energy_j_max=60.0,
-        energy_measured=False, intensity_g_per_kwh=420.0, intensity_source="static", pue=1.1,
-        carbon_g=0.00385, avoided_green_g=0.001, avoided_kv_g=0.0005, route_reason="least_loaded",
-        finished_at=time.time(),
-    )  # fmt: skip
-    base.update(overrides)
-    return RequestRecord(**base)
 
 
 @pytest.fixture

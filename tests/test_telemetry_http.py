@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,11 +13,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bauxite.records import RequestRecord
 from bauxite.settings import Settings, settings_from_mapping
 from bauxite.telemetry.http import token_matches
 from bauxite.telemetry.reports import REPORT_LOGGER
 from bauxite.telemetry.service import Telemetry
+from record_factory import make_record
 
 CONFIG: dict[str, Any] = {
     "clusters": [
@@ -38,19 +37,6 @@ def make_settings(reporting_interval: str = "1h", **telemetry: Any) -> Settings:
             "telemetry": telemetry,
         }
     )
-
-
-def make_record(**overrides: Any) -> RequestRecord:
-    base: dict[str, Any] = dict(
-        model="llama", region="us-central1", cluster="iowa", department="research", endpoint="chat",
-        status="ok", http_status=200, prompt_tokens=10, completion_tokens=5, cached_tokens=0,
-        ttft_s=0.05, duration_s=0.2, energy_j=3.0, energy_j_min=1.5, energy_j_max=6.0,
-        energy_measured=False, intensity_g_per_kwh=400.0, intensity_source="static", pue=1.2,
-        carbon_g=0.0004, avoided_green_g=0.0, avoided_kv_g=0.0, route_reason="least_loaded",
-        finished_at=time.time(),
-    )  # fmt: skip
-    base.update(overrides)
-    return RequestRecord(**base)
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -101,8 +87,12 @@ async def test_reports_serve_closed_windows_only(plain: tuple[Telemetry, Any]) -
     tel, client = plain
     body = await (await client.get("/v1/carbon/reports")).json()
     assert body["windows"] == [] and body["reporting_interval_s"] == 3600.0
-    tel.submit(make_record())
-    tel.submit(make_record(department="research", status="error", region="europe-west1", cluster="belgium"))
+    tel.submit(make_record(energy_j=3.0))
+    tel.submit(
+        make_record(
+            energy_j=3.0, department="research", status="error", region="europe-west1", cluster="belgium"
+        )
+    )
     tel.close_window()
     tel.submit(make_record())  # lands in the open window: not served yet
     body = await (await client.get("/v1/carbon/reports")).json()
