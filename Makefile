@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck bench venv clean
+.PHONY: run test lint typecheck bench venv clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/bauxite demo
 
-test: $(STAMP) lint typecheck
+system-deps:
+	bash scripts/system-deps.sh
+
+test: $(STAMP) system-deps lint typecheck
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
