@@ -19,8 +19,8 @@ def test_energy_failures_do_not_fail_requests() -> None:
         def broken(*args: object, **kwargs: object) -> object:
             raise RuntimeError("estimator exploded")
 
-        h.gateway.energy.estimate = broken  # type: ignore[method-assign]
-        h.gateway.energy.settle = broken  # type: ignore[method-assign]
+        h.gateway.energy.estimate = broken  # type: ignore[method-assign,assignment]
+        h.gateway.energy.settle = broken  # type: ignore[method-assign,assignment]
         client = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
         raw = client.chat.completions.with_raw_response.create(
             model="tiny-8b", messages=MESSAGES, max_tokens=3

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import openai
 
@@ -36,7 +38,7 @@ def test_dcgm_energy_is_attributed_to_records_and_conserved() -> None:
             client.chat.completions.create(
                 model="tiny-8b",
                 messages=[{"role": "user", "content": "go"}],
-                max_tokens=tokens,  # type: ignore[list-item]
+                max_tokens=tokens,
             )
         records = h.wait_records(3, timeout=5)
         assert all(r.energy_measured for r in records), [r.energy_measured for r in records]
@@ -56,5 +58,8 @@ def test_dcgm_energy_is_attributed_to_records_and_conserved() -> None:
         assert abs(sum(r.energy_j for r in records) - attributed_j * 1.25) <= 0.01 * attributed_j * 1.25
 
 
-async def _read(fn):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+async def _read(fn: Callable[[], T]) -> T:
     return fn()

@@ -6,6 +6,7 @@ import json
 import urllib.request
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import Harness, fleet_config
@@ -40,7 +41,7 @@ def test_metrics_names_and_counters_move() -> None:
             assert name in before, name
         assert len(before["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"]) == 2  # one series per GPU
         c = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
-        c.chat.completions.create(model="tiny-8b", messages=[{"role": "user", "content": "x"}], max_tokens=9)  # type: ignore[list-item]
+        c.chat.completions.create(model="tiny-8b", messages=[{"role": "user", "content": "x"}], max_tokens=9)
         after = scrape(h, "east")
         assert (
             sum(after["vllm:generation_tokens_total"].values())
@@ -55,13 +56,16 @@ def test_prefix_cache_reports_cached_tokens() -> None:
     clusters = [{"name": "east", "region": "us-east-1", "models": ["tiny-8b"]}]
     with Harness(fleet_config(clusters)) as h:
         c = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
-        system = {"role": "system", "content": "You are a careful assistant. " * 40}
+        system: ChatCompletionMessageParam = {
+            "role": "system",
+            "content": "You are a careful assistant. " * 40,
+        }
         first = c.chat.completions.create(
             model="tiny-8b", messages=[system, {"role": "user", "content": "a"}], max_tokens=1
-        )  # type: ignore[list-item]
+        )
         second = c.chat.completions.create(
             model="tiny-8b", messages=[system, {"role": "user", "content": "b"}], max_tokens=1
-        )  # type: ignore[list-item]
+        )
         assert first.usage is not None and second.usage is not None
         assert first.usage.prompt_tokens_details is None
         assert second.usage.prompt_tokens_details is not None

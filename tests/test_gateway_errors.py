@@ -10,10 +10,11 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from harness import Harness, fleet_config
 
-MESSAGES = [{"role": "user", "content": "hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
 
 def post(
@@ -91,12 +92,12 @@ def test_keys_map_to_departments_and_bad_key_is_401(monkeypatch: pytest.MonkeyPa
     with Harness(config) as h:
         for key in ("sk-research-123", "sk-finance-456"):
             c = openai.OpenAI(base_url=h.base_url + "/v1", api_key=key, max_retries=0)
-            c.chat.completions.create(model="tiny-8b", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
+            c.chat.completions.create(model="tiny-8b", messages=MESSAGES, max_tokens=1)
         records = h.wait_records(2)
         assert sorted(r.department for r in records) == ["finance", "research"]
         bad = openai.OpenAI(base_url=h.base_url + "/v1", api_key="sk-wrong", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
-            bad.chat.completions.create(model="tiny-8b", messages=MESSAGES)  # type: ignore[arg-type]
+            bad.chat.completions.create(model="tiny-8b", messages=MESSAGES)
         status, doc = post(h, "/v1/chat/completions", chat_body())
         assert status == 401 and doc["error"]["type"] == "authentication_error"
         with pytest.raises(openai.AuthenticationError):
@@ -113,7 +114,7 @@ def test_anonymous_mode_still_maps_configured_keys(monkeypatch: pytest.MonkeyPat
             openai.OpenAI(base_url=h.base_url + "/v1", api_key=key, max_retries=0).chat.completions.create(
                 model="tiny-8b",
                 messages=MESSAGES,
-                max_tokens=1,  # type: ignore[arg-type]
+                max_tokens=1,
             )
         assert post(h, "/v1/chat/completions", chat_body())[0] == 200  # no key at all
         assert [r.department for r in h.wait_records(3)] == ["ops", "anonymous", "anonymous"]
@@ -133,7 +134,7 @@ def test_client_key_is_never_forwarded_cluster_key_is(monkeypatch: pytest.Monkey
     with Harness(fleet_config(clusters)) as h:
         # The simulated cluster accepts only its own key: success proves the client's key was replaced.
         c = openai.OpenAI(base_url=h.base_url + "/v1", api_key="client-secret", max_retries=0)
-        c.chat.completions.create(model="tiny-8b", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
+        c.chat.completions.create(model="tiny-8b", messages=MESSAGES, max_tokens=1)
 
 
 def test_upstream_down_is_503_with_record() -> None:
@@ -168,7 +169,7 @@ def test_refused_request_retries_once_on_another_cluster() -> None:
                 raw = c.chat.completions.with_raw_response.create(
                     model="tiny-8b",
                     messages=MESSAGES,
-                    max_tokens=1,  # type: ignore[arg-type]
+                    max_tokens=1,
                 )
                 assert raw.headers["x-bauxite-cluster"] == "west"
 
@@ -184,14 +185,14 @@ def test_upstream_dying_mid_stream_terminates_client_stream_and_records_error() 
                 model="tiny-8b",
                 messages=MESSAGES,
                 max_tokens=50,
-                stream=True,  # type: ignore[arg-type]
+                stream=True,
             ):
                 received.append(chunk)
         assert 0 < len(received) < 50
         record = h.wait_records(1)[0]
         assert record.status == "error" and record.completion_tokens == len(received)
         # the gateway keeps serving
-        c.chat.completions.create(model="tiny-8b", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
+        c.chat.completions.create(model="tiny-8b", messages=MESSAGES, max_tokens=1)
 
 
 def test_upstream_timeout_is_504() -> None:
@@ -224,11 +225,11 @@ def test_upstream_client_errors_pass_through_and_are_recorded() -> None:
     with Harness(config) as h:
         c = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
         with pytest.raises(openai.NotFoundError):
-            c.chat.completions.create(model="ghost-model", messages=MESSAGES)  # type: ignore[arg-type]
+            c.chat.completions.create(model="ghost-model", messages=MESSAGES)
         record = h.wait_records(1)[0]
         assert (record.status, record.http_status, record.cluster) == ("error", 404, "east")
         # a 4xx is the request's fault, not the cluster's: it is not cooled down
-        c.chat.completions.create(model="tiny-8b", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
+        c.chat.completions.create(model="tiny-8b", messages=MESSAGES, max_tokens=1)
 
 
 def test_client_disconnect_mid_stream_is_still_accounted() -> None:
@@ -257,5 +258,5 @@ def test_one_failure_does_not_take_a_single_cluster_model_offline() -> None:
         assert post(h, "/v1/chat/completions", chat_body())[0] == 503
         # east is cooling down, but it is the only cluster: it is tried again rather than refused
         c = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
-        raw = c.chat.completions.with_raw_response.create(model="tiny-8b", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
+        raw = c.chat.completions.with_raw_response.create(model="tiny-8b", messages=MESSAGES, max_tokens=1)
         assert raw.headers["x-bauxite-route-reason"] == "cooldown_fallback"

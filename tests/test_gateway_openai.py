@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from harness import Harness
 
-MESSAGES = [{"role": "user", "content": "How green is this request?"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "How green is this request?"}]
 
 
 def client(h: Harness) -> openai.OpenAI:
@@ -19,7 +20,7 @@ def test_sync_chat_completion_with_headers_and_usage(gateway: Harness) -> None:
     raw = client(gateway).chat.completions.with_raw_response.create(
         model="tiny-8b",
         messages=MESSAGES,
-        max_tokens=7,  # type: ignore[arg-type]
+        max_tokens=7,
     )
     completion = raw.parse()
     assert completion.choices[0].message.content == "green " * 7
@@ -43,7 +44,7 @@ def test_sync_stream_passes_chunks_and_hides_gateway_usage_chunk(gateway: Harnes
         model="tiny-8b",
         messages=MESSAGES,
         max_tokens=5,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -59,7 +60,7 @@ def test_sync_stream_with_client_requested_usage(gateway: Harness) -> None:
         model="tiny-8b",
         messages=MESSAGES,
         max_tokens=4,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -69,13 +70,13 @@ def test_sync_stream_with_client_requested_usage(gateway: Harness) -> None:
 
 async def test_async_client_chat_stream_completions_embeddings_models(gateway: Harness) -> None:
     aclient = openai.AsyncOpenAI(base_url=gateway.base_url + "/v1", api_key="k", max_retries=0)
-    completion = await aclient.chat.completions.create(model="tiny-8b", messages=MESSAGES, max_tokens=3)  # type: ignore[arg-type]
+    completion = await aclient.chat.completions.create(model="tiny-8b", messages=MESSAGES, max_tokens=3)
     assert completion.choices[0].message.content == "green " * 3
     stream = await aclient.chat.completions.create(
         model="tiny-8b",
         messages=MESSAGES,
         max_tokens=6,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
     )
     pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
     assert "".join(pieces) == "green " * 6
@@ -90,7 +91,7 @@ async def test_async_client_chat_stream_completions_embeddings_models(gateway: H
 
 def test_unknown_model_is_404_in_openai_shape(gateway: Harness) -> None:
     with pytest.raises(openai.NotFoundError) as info:
-        client(gateway).chat.completions.create(model="no-such-model", messages=MESSAGES)  # type: ignore[arg-type]
+        client(gateway).chat.completions.create(model="no-such-model", messages=MESSAGES)
     assert "no-such-model" in str(info.value)
 
 
@@ -100,7 +101,7 @@ def test_least_loaded_spreads_across_clusters(gateway: Harness) -> None:
         raw = client(gateway).chat.completions.with_raw_response.create(
             model="tiny-8b",
             messages=MESSAGES,
-            max_tokens=1,  # type: ignore[arg-type]
+            max_tokens=1,
         )
         seen.add(raw.headers["x-bauxite-cluster"])
     assert seen == {"east", "west"}

@@ -36,7 +36,13 @@ VARIABLES = {
     "$__range": "10m",
 }
 
-pytestmark = pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="needs the prometheus server binary")
+
+
+@pytest.fixture(autouse=True)
+def _prometheus_installed() -> None:
+    # A missing tool is a failed set-up, never a skipped test: `make test` installs it.
+    if not Path(PROMETHEUS).exists():
+        pytest.fail(f"{PROMETHEUS} not found: install the Debian package prometheus (make system-deps)")
 
 
 def free_port() -> int:
@@ -248,7 +254,7 @@ def test_dashboard_covers_the_required_panels() -> None:
 def test_example_scrape_config_is_valid(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed")
+        pytest.fail("promtool not found: install the Debian package prometheus (make system-deps)")
     example = Path(__file__).resolve().parent.parent / "examples" / "prometheus" / "prometheus.yml"
     token = tmp_path / "token"
     token.write_text("example-token", encoding="utf-8")

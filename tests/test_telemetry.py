@@ -247,7 +247,7 @@ def test_every_contract_metric_with_exact_labels_and_promtool_passes() -> None:
                  kind="idle") == 400.0  # fmt: skip
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed (Debian package prometheus)")
+        pytest.fail("promtool not found: install the Debian package prometheus (make system-deps)")
     check = subprocess.run([promtool, "check", "metrics"], input=out, capture_output=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.strip() == b"" and check.stderr.strip() == b"", check.stdout + check.stderr
