@@ -115,6 +115,10 @@ class ScriptedTransport:
     def script(self, cluster: str, *exchanges: Exchange) -> None:
         self._queues[cluster].extend(exchanges)
 
+    def unused(self) -> int:
+        """Scripted exchanges not consumed yet."""
+        return sum(len(q) for q in self._queues.values())
+
     def sent_to(self, cluster: str) -> list[Sent]:
         return [s for s in self.sent if s.request.cluster == cluster]
 
