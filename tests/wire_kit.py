@@ -18,7 +18,7 @@ from bauxite.app import GATEWAY, Gateway, create_app
 from bauxite.records import Capture
 from bauxite.server import start_site
 from bauxite.settings import settings_from_mapping
-from bauxite.transport_fake import ScriptedTransport
+from bauxite.transport import UpstreamTransport
 from harness import RecordTap
 
 MODEL = "tiny-8b"
@@ -68,7 +68,9 @@ def completion_body(usage: bool = True, text: str = "hello there") -> bytes:
     return orjson.dumps(doc)
 
 
-def config(clusters: tuple[str, ...] = ("a",), **cluster_extra: Any) -> dict[str, Any]:
+def config(
+    clusters: tuple[str, ...] = ("a",), urls: Mapping[str, str] | None = None, **cluster_extra: Any
+) -> dict[str, Any]:
     return {
         "auth": {"allow_anonymous": True},
         "enterprise": {"green_routing": {"enabled": False}},
@@ -76,7 +78,7 @@ def config(clusters: tuple[str, ...] = ("a",), **cluster_extra: Any) -> dict[str
             {
                 "name": name,
                 "region": REGIONS[name],
-                "url": f"http://{name}.upstream.test:8000/v1",
+                "url": (urls or {}).get(name, f"http://{name}.upstream.test:8000/v1"),
                 "models": [MODEL],
                 **cluster_extra,
             }
@@ -88,7 +90,7 @@ def config(clusters: tuple[str, ...] = ("a",), **cluster_extra: Any) -> dict[str
 class WireGateway:
     """``async with WireGateway(transport, config()) as gw``: serve, then ``await gw.post(...)``."""
 
-    def __init__(self, transport: ScriptedTransport, cfg: dict[str, Any]) -> None:
+    def __init__(self, transport: UpstreamTransport | None, cfg: dict[str, Any]) -> None:
         self.transport = transport
         self.settings = settings_from_mapping(cfg, "<wire test>")
         self.tap = RecordTap()

@@ -343,7 +343,8 @@ class _ConfigLoader(yaml.SafeLoader):
 
 def sha256_hex(key: str) -> str:
     """The digest under which API keys are stored in configuration."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+    # surrogateescape: a header carrying undecodable bytes hashes to a digest no key has, instead of failing
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _value_problem(exc: Exception) -> str:
