@@ -248,7 +248,8 @@ def test_client_disconnect_mid_stream_is_still_accounted() -> None:
         assert b"200 OK" in sock.recv(4096)
         sock.close()
         record = h.wait_records(1, timeout=20)[0]
-        assert record.status == "error" and record.completion_tokens < 200
+        assert record.status == "cancelled" and record.http_status == 499
+        assert 0 < record.completion_tokens < 200 and record.usage_estimated
 
 
 def test_one_failure_does_not_take_a_single_cluster_model_offline() -> None:

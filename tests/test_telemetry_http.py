@@ -187,13 +187,13 @@ async def test_timers_drain_and_close_windows_with_one_log_line_each(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger=REPORT_LOGGER)
-    tel = Telemetry(make_settings(reporting_interval="300ms", drain_interval="50ms"))
+    tel = Telemetry(make_settings(reporting_interval="1s", drain_interval="50ms"))
     await tel.start()
     try:
         tel.submit(make_record())
         await asyncio.sleep(0.2)
         assert tel.ring.used == 0 and tel.totals.records == 1  # the timer drained it, no scrape needed
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.2)
     finally:
         await tel.stop()
     windows = list(tel.reports.closed)

@@ -34,10 +34,10 @@ def test_any_chunking_gives_same_output(size: int, strip: bool) -> None:
     assert relay.saw_done and relay.content_events == 2 and cap.ttft_s is not None
 
 
-def test_crlf_events_are_split() -> None:
+def test_crlf_events_are_split_and_relayed_unchanged() -> None:
     relay = SseRelay(capture(), strip_usage=True)
     out = relay.feed(STREAM.replace(b"\n", b"\r\n"))
-    assert out == CONTENT + CONTENT + DONE
+    assert out == (CONTENT + CONTENT + DONE).replace(b"\n", b"\r\n")
 
 
 def test_truncated_stream_keeps_partial_event_for_flush() -> None:

@@ -95,4 +95,5 @@ class Accountant:
             avoided_kv_g=max(kv_g, 0.0),
             route_reason=capture.route_reason,
             finished_at=time.time(),
+            usage_estimated=capture.usage_estimated,
         )

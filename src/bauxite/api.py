@@ -6,6 +6,7 @@ orjson into plain dicts: no validation models on the hot path.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -15,7 +16,16 @@ from aiohttp import web
 from .accounting import Accountant
 from .auth import Authenticator, AuthError
 from .clusters import Fleet
-from .errors import GatewayError, error_response, from_exception
+from .errors import (
+    BadRequest,
+    GatewayError,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    clip,
+    error_response,
+    from_exception,
+)
 from .proxy import Forwarder
 from .records import Capture, Endpoint
 from .routing.router import RouteRequest
@@ -31,27 +41,27 @@ class Api:
         forwarder: Forwarder,
         accountant: Accountant,
         department_header: str | None,
+        body_timeout_s: float = 60.0,
     ) -> None:
         self._auth = auth
         self._fleet = fleet
         self._forwarder = forwarder
         self._accountant = accountant
         self._department_header = department_header
-        self._models_body = orjson.dumps(
-            {
-                "object": "list",
-                "data": [
-                    {"id": name, "object": "model", "created": 0, "owned_by": "bauxite"}
-                    for name in fleet.by_model
-                ],
-            }
-        )
+        self._body_timeout_s = body_timeout_s
+        self._model_bodies = {
+            name: orjson.dumps({"id": name, "object": "model", "created": 0, "owned_by": "bauxite"})
+            for name in fleet.by_model
+        }
+        self._models_body = b'{"object":"list","data":[' + b",".join(self._model_bodies.values()) + b"]}"
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
+        # Model ids may contain "/" and ":" (e.g. "meta-llama/Llama-3.1-8B", "llama3:8b").
+        app.router.add_get("/v1/models/{model:.+}", self.model)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
 
@@ -70,6 +80,17 @@ class Api:
         except AuthError as exc:
             return error_response(401, str(exc), "invalid_api_key")
         return web.Response(body=self._models_body, content_type="application/json")
+
+    async def model(self, request: web.Request) -> web.Response:
+        try:
+            self._department(request)
+        except AuthError as exc:
+            return error_response(401, str(exc), "invalid_api_key")
+        name = request.match_info["model"]
+        body = self._model_bodies.get(name)
+        if body is None:
+            return from_exception(_unknown_model(name))
+        return web.Response(body=body, content_type="application/json")
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -91,12 +112,10 @@ class Api:
         except AuthError as exc:
             return error_response(401, str(exc), "invalid_api_key")
         try:
-            raw = await request.read()
+            raw = await self._read_body(request)
             body, route = self._parse(request, raw)
         except GatewayError as exc:
             return from_exception(exc)
-        except web.HTTPRequestEntityTooLarge as exc:
-            return error_response(413, f"request body too large ({exc.text})", "request_too_large")
         capture = Capture(
             model=route.model,
             department=department,
@@ -111,6 +130,16 @@ class Api:
         capture.client_usage = isinstance(options, dict) and options.get("include_usage") is True
         try:
             return await self._forwarder.forward(request, capture, body, raw, route)
+        except asyncio.CancelledError:
+            # The client hung up (aiohttp cancels the handler): leaving ``forward`` closed the upstream
+            # exchange, so the cluster stops generating too.
+            if capture.status != "cancelled":
+                capture.status, capture.error_type, capture.http_status = (
+                    "cancelled",
+                    "client_disconnect",
+                    499,
+                )
+            raise
         except GatewayError as exc:
             capture.http_status = exc.status
             capture.error_type = capture.error_type or exc.code or "error"
@@ -120,20 +149,30 @@ class Api:
             capture.duration_s = time.monotonic() - started_mono
             self._accountant.finish(capture)
 
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The whole body within ``body_timeout_s`` (a slow sender cannot hold a handler forever)."""
+        try:
+            async with asyncio.timeout(self._body_timeout_s):
+                return await request.read()
+        except TimeoutError:
+            raise RequestTimeout(f"request body not received within {self._body_timeout_s:g}s") from None
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise PayloadTooLarge(f"request body too large ({exc.text})") from None
+
     def _parse(self, request: web.Request, raw: bytes) -> tuple[dict[str, Any], RouteRequest]:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise GatewayError(400, f"request body is not valid JSON: {exc}", "invalid_json") from None
+            # orjson's message names the position only, never the body's text.
+            code = "json_too_deep" if "depth limit" in str(exc) else "invalid_json"
+            raise BadRequest(f"request body is not valid JSON: {exc}", code) from None
         if not isinstance(body, dict):
-            raise GatewayError(400, "request body must be a JSON object", "invalid_body")
+            raise BadRequest("request body must be a JSON object", "invalid_body")
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise GatewayError(400, "you must provide a model parameter", "missing_model", "model")
+            raise BadRequest("you must provide a model parameter", "missing_model", "model")
         if model not in self._fleet.by_model:
-            raise GatewayError(
-                404, f"the model {model!r} does not exist or is not served here", "model_not_found", "model"
-            )
+            raise _unknown_model(model)
         return body, RouteRequest(
             model=model,
             max_latency_ms=_max_latency_ms(request),
@@ -152,10 +191,12 @@ def _max_latency_ms(request: web.Request) -> float | None:
     except ValueError:
         parsed = -1.0
     if not parsed > 0:
-        raise GatewayError(
-            400, f"{MAX_LATENCY_HEADER} must be a positive number of milliseconds", "invalid_header"
-        )
+        raise BadRequest(f"{MAX_LATENCY_HEADER} must be a positive number of milliseconds", "invalid_header")
     return parsed
+
+
+def _unknown_model(name: str) -> NotFound:
+    return NotFound(f"the model {clip(name)!r} does not exist or is not served here")
 
 
 def _max_tokens(body: dict[str, Any]) -> int:
@@ -167,7 +208,15 @@ def prefix_key(body: dict[str, Any]) -> int:
     """A hash of the prompt prefix that a KV cache could reuse: the system prompt, or the conversation so far.
 
     Process-local (Python's salted hash) and one-way: it groups requests without keeping any text.
+    A prefix too deeply nested to encode gets 0 (no affinity) rather than an error.
     """
+    try:
+        return _prefix_key(body)
+    except TypeError:  # orjson: recursion limit
+        return 0
+
+
+def _prefix_key(body: dict[str, Any]) -> int:
     messages = body.get("messages")
     if isinstance(messages, list) and messages:
         first = messages[0]

@@ -14,11 +14,13 @@ from .auth import Authenticator
 from .clusters import Fleet
 from .energy.service import EnergyService
 from .errors import error_response
+from .http_server import handler_args
 from .intensity.service import IntensityService
 from .proxy import Forwarder, Upstream
 from .routing.router import Router
 from .settings import Settings
 from .telemetry.service import Telemetry
+from .transport import UpstreamTransport
 
 log = logging.getLogger("bauxite.app")
 
@@ -42,23 +44,29 @@ class Gateway:
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, transport: UpstreamTransport | None = None) -> web.Application:
+    """The gateway application. ``transport`` replaces the network client (tests pass a scripted one)."""
     fleet = Fleet(settings.clusters)
     intensity = IntensityService.from_settings(settings)
     energy = EnergyService.from_settings(settings, fleet)
     telemetry = Telemetry.from_settings(settings, fleet, intensity, energy)
     router = Router.from_settings(settings, fleet, intensity, energy)
-    upstream = Upstream(fleet.clusters)
+    upstream = Upstream(fleet.clusters, transport)
     accountant = Accountant(intensity, energy, router, telemetry)
     auth = Authenticator(settings.auth)
     api = Api(
-        auth, fleet, Forwarder(upstream, router, accountant), accountant, settings.auth.department_header
+        auth,
+        fleet,
+        Forwarder(upstream, router, accountant),
+        accountant,
+        settings.auth.department_header,
+        settings.server.body_timeout,
     )
 
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[openai_errors],
-        handler_args={"access_log": None},
+        handler_args=handler_args(settings.server.header_timeout),
     )
     gateway = Gateway(settings, fleet, intensity, energy, telemetry, router, upstream, accountant)
     app[GATEWAY] = gateway

@@ -1,4 +1,5 @@
-"""``bauxite check-config``: checks beyond the schema that need the environment (env vars, regions)."""
+"""Checks beyond the schema that need the environment (env vars). ``check-config`` and ``serve`` both run
+them, so they agree: a problem refuses to start (exit 2), a note is printed as a warning by both."""
 
 from __future__ import annotations
 
@@ -9,12 +10,27 @@ from .settings import Settings
 
 def check_settings(settings: Settings, file: str) -> tuple[list[str], list[str]]:
     """(problems, notes). Problems make the file invalid; notes are worth knowing."""
+    from .telemetry.service import MULTIPROC_ENV
+
     problems: list[str] = []
     notes: list[str] = []
+    token_env = settings.telemetry.token_env
+    if token_env and not os.environ.get(token_env, "").strip():
+        problems.append(
+            f"telemetry.token_env: environment variable {token_env} is unset or empty; "
+            "set it to the bearer token /metrics and /v1/carbon/* should require"
+        )
+    problems.extend(
+        f"environment variable {name} is set: Prometheus multiprocess mode would write metric files "
+        "to disk; unset it"
+        for name in MULTIPROC_ENV
+        if os.environ.get(name)
+    )
     for index, key in enumerate(settings.auth.keys):
         if key.key_env and not os.environ.get(key.key_env):
             notes.append(
-                f"auth.keys[{index}].key_env: environment variable {key.key_env} is not set; key disabled"
+                f"auth.keys[{index}].key_env: environment variable {key.key_env} is not set; "
+                "this key is DISABLED and its callers will get 401"
             )
     for index, cluster in enumerate(settings.clusters):
         if cluster.api_key_env and not os.environ.get(cluster.api_key_env):

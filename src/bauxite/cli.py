@@ -29,10 +29,19 @@ def _load(path: str) -> Settings | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .checks import check_settings
     from .server import serve
 
     settings = _load(args.config)
     if settings is None:
+        return 2
+    problems, notes = check_settings(settings, args.config)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    if problems:
+        print("refusing to start: configuration error:", file=sys.stderr)
+        for problem in problems:
+            print(problem, file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return _refusing_unsafe(lambda: serve(settings, host=args.host, port=args.port))
@@ -60,7 +69,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     problems, notes = check_settings(settings, args.file)
     for note in notes:
-        print(f"note: {note}")
+        print(f"warning: {note}", file=sys.stderr)
     if problems:
         print("configuration error:", file=sys.stderr)
         for problem in problems:

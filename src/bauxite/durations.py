@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -16,7 +17,10 @@ def parse_duration_s(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as '30s', '5m', '1h' or a number of seconds")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer with hundreds of digits
+            raise ValueError("a duration this large is not a usable number of seconds") from None
     else:
         match = _PATTERN.match(str(value))
         if not match:
@@ -24,6 +28,8 @@ def parse_duration_s(value: Any) -> float:
                 f"expected a duration such as '250ms', '30s', '5m', '1h' or seconds, got {value!r}"
             )
         seconds = float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds

@@ -1,72 +1,103 @@
-"""Forwarding one request to a cluster: retry-once failover, byte-for-byte pass-through, usage capture.
+"""Forwarding one request to a cluster: failover before the first byte, byte-for-byte relay, usage capture.
 
-One shared keep-alive ``aiohttp.ClientSession`` serves every cluster. Response bodies are never
-re-serialised; streaming events are relayed as they arrive and only the usage chunk the gateway itself
-asked for is dropped.
+The failure semantics (what is retried, what cools a cluster down, what the client sees and what is
+recorded) are documented in ``docs/failures.md``; in short:
+
+* Nothing reaches the client until the upstream has answered with a body (non-streaming) or its first
+  data event (streaming), so any failure before that point — refused or timed-out connection, read
+  time-out, 5xx, 429, a connection closed right after its 200, an in-band error as the first event — is
+  retried once on another cluster, and the failing cluster is cooled down (for ``Retry-After`` on a 429).
+* After the first byte a failure ends the stream with an error event and is recorded as an error.
+* The gateway's own resource exhaustion (file descriptors) is a 503 ``gateway_overloaded``; it never
+  counts against a cluster.
+* A client that hangs up cancels the upstream request; the record says ``cancelled``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import time
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 from aiohttp import web
 
 from .accounting import Accountant
+from .bodies import set_members
 from .clusters import ClusterState
-from .errors import GatewayError, error_body
+from .errors import (
+    GatewayOverloaded,
+    LocalResourceError,
+    NoCluster,
+    ReadTimeout,
+    TransportError,
+    UpstreamFailed,
+    UpstreamTimeout,
+    error_body,
+)
 from .records import Capture
+from .relay import AttemptFailed, StreamRelay
+from .retry_after import retry_after_s
 from .routing.router import NoRouteError, Router, RouteRequest
-from .usage import SseRelay, usage_from_body
+from .transport import AiohttpTransport, UpstreamRequest, UpstreamResponse, UpstreamTransport, content_type
+from .usage import CHAT, COMPLETIONS, EMBEDDINGS, ApiDialect
+
+log = logging.getLogger("bauxite.proxy")
 
 UPSTREAM_PATHS = {"chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings"}
+DIALECTS: dict[str, ApiDialect] = {"chat": CHAT, "completion": COMPLETIONS, "embedding": EMBEDDINGS}
+MAX_CLUSTERS_TRIED = 2  # per request: the first choice and one failover
+ERROR_BODY_LIMIT = 64 * 1024  # bytes of an upstream error body relayed to the client
+RESPONSE_LIMIT = 256 * 1024 * 1024  # a complete (non-streaming) upstream answer larger than this is refused
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+# Upstream headers a client needs to back off correctly; relayed with error answers.
+_PASSED_HEADERS = ("retry-after", "x-request-id")
+_PASSED_PREFIXES = ("x-ratelimit-",)
 
 
-class _Retryable(Exception):
-    """The cluster failed before any byte reached the client: another cluster may take the request."""
+class _StreamOptionsRejected(Exception):
+    """The upstream refused ``stream_options`` with a 400: it does not implement it."""
 
 
 class Upstream:
-    """Owns the shared client session and per-cluster timeouts and headers."""
+    """Per-cluster request headers, time-outs and capabilities, over one ``UpstreamTransport``."""
 
     # The client's own Authorization header is never forwarded: each cluster gets its configured key.
-    def __init__(self, clusters: list[ClusterState]) -> None:
-        self._session: aiohttp.ClientSession | None = None
-        self.timeouts = {
-            c.name: aiohttp.ClientTimeout(
-                total=c.settings.timeouts.total_s,
-                connect=c.settings.timeouts.connect_s,
-                sock_read=c.settings.timeouts.read_s,
-            )
-            for c in clusters
-        }
+    def __init__(self, clusters: list[ClusterState], transport: UpstreamTransport | None = None) -> None:
+        self.transport: UpstreamTransport = transport or AiohttpTransport()
         self.headers: dict[str, dict[str, str]] = {}
+        self.hosts: dict[str, str] = {}
+        # Clusters that reject ``stream_options``: set from config, and learned on the first rejection.
+        self.no_stream_options: set[str] = set()
         for c in clusters:
             headers = {"Content-Type": "application/json"}
             key = c.settings.api_key()
             if key:
                 headers["Authorization"] = f"Bearer {key}"
             self.headers[c.name] = headers
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("upstream session used before start()")
-        return self._session
+            self.hosts[c.name] = urlsplit(c.settings.url).netloc
+            if not c.settings.stream_options:
+                self.no_stream_options.add(c.name)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        await self.transport.start()
 
     async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.transport.stop()
+
+    def request(self, cluster: ClusterState, path: str, body: bytes) -> UpstreamRequest:
+        t = cluster.settings.timeouts
+        return UpstreamRequest(
+            cluster.name,
+            cluster.settings.url + path,
+            body,
+            self.headers[cluster.name],
+            t.connect_s,
+            t.read_s,
+            t.total_s,
+        )
 
 
 class Forwarder:
@@ -81,16 +112,14 @@ class Forwarder:
         self, request: web.Request, capture: Capture, body: dict[str, Any], raw: bytes, route: RouteRequest
     ) -> web.StreamResponse:
         exclude: set[str] = set()
-        failure = ""
+        failure: AttemptFailed | None = None
         while True:
             try:
-                decision = self._router.choose(
-                    replace(route, exclude=frozenset(exclude)) if exclude else route
-                )
+                decision = self._router.choose(replace(route, exclude=frozenset(exclude)))
             except NoRouteError as exc:
-                if failure:  # the only candidate just failed: report that, not the empty candidate list
-                    raise GatewayError(503, failure, "upstream_error") from None
-                raise GatewayError(exc.status, str(exc), "no_available_cluster") from None
+                if failure is not None:  # the only candidate just failed: report that failure
+                    return self._final(capture, failure)
+                raise NoCluster(str(exc), exc.status) from None
             cluster = decision.cluster
             capture.cluster, capture.region, capture.route_reason = (
                 cluster.name,
@@ -101,128 +130,140 @@ class Forwarder:
             capture.attempts += 1
             cluster.in_flight += 1
             try:
-                return await self._attempt(request, capture, cluster, body, raw, last=bool(exclude))
-            except _Retryable as exc:
-                cluster.record_failure()
+                return await self._attempt(request, capture, cluster, body, raw)
+            except AttemptFailed as exc:
+                self._cluster_failed(cluster, exc.cause, exc.cooldown_s)
                 exclude.add(cluster.name)
-                failure = f"upstream cluster {cluster.name!r} failed: {exc}"
-                if capture.attempts >= 2:
-                    raise GatewayError(503, failure, "upstream_error") from None
+                failure = exc
+                if not exc.retry or capture.attempts >= MAX_CLUSTERS_TRIED:
+                    return self._final(capture, failure)
             finally:
                 cluster.in_flight -= 1
 
+    def _final(self, capture: Capture, failure: AttemptFailed) -> web.Response:
+        capture.error_type = failure.error_type
+        message = f"upstream cluster {capture.cluster!r} failed: {failure.cause}"
+        if failure.answer is None:
+            raise UpstreamTimeout(message) if failure.timeout else UpstreamFailed(message)
+        capture.http_status = failure.answer.status
+        failure.answer.headers.update(self.route_headers(capture))
+        return failure.answer
+
+    def _cluster_failed(self, cluster: ClusterState, cause: str, cooldown_s: float | None = None) -> None:
+        """Count a failure against the cluster's health (cool-down), and log it once."""
+        log.warning(
+            "upstream cluster %s (%s) failed: %s", cluster.name, self._upstream.hosts[cluster.name], cause
+        )
+        cluster.record_failure()
+        if cooldown_s is not None:
+            cluster.cooldown_until = max(cluster.cooldown_until, time.monotonic() + cooldown_s)
+
     async def _attempt(
+        self, request: web.Request, capture: Capture, cluster: ClusterState, body: dict[str, Any], raw: bytes
+    ) -> web.StreamResponse:
+        want_usage = capture.stream and not capture.client_usage
+        if want_usage and cluster.name not in self._upstream.no_stream_options:
+            try:
+                return await self._exchange(request, capture, cluster, body, raw, ask_usage=True)
+            except _StreamOptionsRejected:
+                log.warning(
+                    "upstream cluster %s rejects stream_options; streams there are estimated", cluster.name
+                )
+                self._upstream.no_stream_options.add(cluster.name)
+        return await self._exchange(request, capture, cluster, body, raw, ask_usage=False)
+
+    async def _exchange(
         self,
         request: web.Request,
         capture: Capture,
         cluster: ClusterState,
         body: dict[str, Any],
         raw: bytes,
-        last: bool,
+        ask_usage: bool,
     ) -> web.StreamResponse:
-        url = cluster.settings.url + UPSTREAM_PATHS[capture.endpoint]
-        payload = _upstream_body(cluster, capture, body, raw)
-        session = self._upstream.session
+        payload = _upstream_body(cluster, capture, body, raw, ask_usage)
+        upstream_request = self._upstream.request(cluster, UPSTREAM_PATHS[capture.endpoint], payload)
         try:
-            async with session.post(
-                url,
-                data=payload,
-                headers=self._upstream.headers[cluster.name],
-                timeout=self._upstream.timeouts[cluster.name],
-            ) as resp:
-                if resp.status >= 500:
-                    detail = f"HTTP {resp.status}"
-                    if not last:
-                        raise _Retryable(detail)
-                    cluster.record_failure()
-                    raise GatewayError(
-                        503, f"upstream cluster {cluster.name!r} failed: {detail}", "upstream_error"
-                    )
-                if capture.stream and resp.status == 200:
-                    return await self._relay_stream(request, capture, cluster, resp)
+            async with self._upstream.transport.send(upstream_request) as resp:
+                status = resp.status
+                if status == 429 or status >= 500:
+                    raise await self._failed_answer(capture, cluster, resp)
+                if status == 400 and ask_usage:
+                    data = await resp.read(ERROR_BODY_LIMIT)
+                    if b"stream_options" in data:
+                        raise _StreamOptionsRejected
+                    return self._passthrough_error(capture, cluster, resp, data)
+                if capture.stream and status == 200 and content_type(resp.headers) == "text/event-stream":
+                    return await self._relay_stream(request, capture, cluster, resp, _choices(body))
                 return await self._relay_body(capture, cluster, resp)
-        except (
-            aiohttp.ClientConnectorError,
-            aiohttp.ServerDisconnectedError,
-            aiohttp.ClientOSError,
-            aiohttp.ClientPayloadError,
-        ) as exc:
-            # Nothing reached the client yet (streams catch their own errors once started).
-            raise _Retryable(type(exc).__name__) from None
-        except TimeoutError:
-            capture.error_type = "timeout"
-            raise GatewayError(
-                504, f"upstream cluster {cluster.name!r} timed out", "upstream_timeout"
-            ) from None
+        except LocalResourceError as exc:
+            raise GatewayOverloaded(f"the gateway is out of local resources: {exc.cause}") from None
+        except ReadTimeout as exc:
+            raise AttemptFailed(exc.cause, "timeout", timeout=True) from None
+        except TransportError as exc:
+            raise AttemptFailed(exc.cause, _transport_error_type(exc)) from None
+
+    async def _failed_answer(
+        self, capture: Capture, cluster: ClusterState, resp: UpstreamResponse
+    ) -> AttemptFailed:
+        data = await resp.read(ERROR_BODY_LIMIT)
+        answer = self._passthrough_error(capture, cluster, resp, data)
+        cooldown = retry_after_s(resp.headers.get("Retry-After")) if resp.status == 429 else None
+        return AttemptFailed(
+            f"HTTP {resp.status}", f"upstream_{resp.status}", cooldown_s=cooldown, answer=answer
+        )
+
+    def _passthrough_error(
+        self, capture: Capture, cluster: ClusterState, resp: UpstreamResponse, data: bytes
+    ) -> web.Response:
+        """The upstream's error answer for the client: its JSON as is, anything else (an HTML page from a
+        load balancer) as an OpenAI-shaped error; the status and back-off headers kept."""
+        capture.http_status = resp.status
+        capture.error_type = f"upstream_{resp.status}"
+        headers = {k: v for k, v in resp.headers.items() if _passed(k)}
+        if _is_json_object(data):
+            return web.Response(
+                status=resp.status, body=data, headers=headers, content_type="application/json"
+            )
+        message = f"upstream cluster {cluster.name!r} answered HTTP {resp.status} without a JSON error body"
+        body = error_body(resp.status, message, "upstream_error")
+        return web.Response(status=resp.status, body=body, headers=headers, content_type="application/json")
 
     async def _relay_body(
-        self, capture: Capture, cluster: ClusterState, resp: aiohttp.ClientResponse
-    ) -> web.Response:
-        data = await resp.read()
-        capture.http_status = resp.status
+        self, capture: Capture, cluster: ClusterState, resp: UpstreamResponse
+    ) -> web.StreamResponse:
+        if resp.status != 200:
+            return self._passthrough_error(capture, cluster, resp, await resp.read(ERROR_BODY_LIMIT))
+        data = await resp.read(RESPONSE_LIMIT + 1)
+        if len(data) > RESPONSE_LIMIT:
+            raise AttemptFailed(
+                f"answer larger than {RESPONSE_LIMIT} bytes", "upstream_too_large", retry=False
+            )
+        capture.http_status = 200
+        DIALECTS[capture.endpoint].account_body(capture, data)
+        capture.status = "ok"
+        capture.duration_s = time.monotonic() - capture.started_mono
+        cluster.record_success(None, None)
         headers = self.route_headers(capture)
-        if resp.status == 200:
-            usage_from_body(capture, data)
-            capture.status = "ok"
-            capture.duration_s = time.monotonic() - capture.started_mono
-            cluster.record_success(None, None)
-            estimate = self._accountant.response_estimate(capture)
-            if estimate is not None:
-                headers["x-bauxite-energy-wh"] = f"{estimate[0]:.6g}"
-                headers["x-bauxite-carbon-grams"] = f"{estimate[1]:.6g}"
-        else:
-            capture.error_type = f"upstream_{resp.status}"
-        return web.Response(
-            status=resp.status,
-            body=data,
-            headers=headers,
-            content_type=resp.content_type or "application/json",
-        )
+        estimate = self._accountant.response_estimate(capture)
+        if estimate is not None:
+            headers["x-bauxite-energy-wh"] = f"{estimate[0]:.6g}"
+            headers["x-bauxite-carbon-grams"] = f"{estimate[1]:.6g}"
+        ctype = resp.headers.get("Content-Type") or "application/json"
+        return web.Response(status=200, body=data, headers={**headers, "Content-Type": ctype})
 
     async def _relay_stream(
-        self, request: web.Request, capture: Capture, cluster: ClusterState, resp: aiohttp.ClientResponse
+        self,
+        request: web.Request,
+        capture: Capture,
+        cluster: ClusterState,
+        resp: UpstreamResponse,
+        choices: int,
     ) -> web.StreamResponse:
-        response = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **self.route_headers(capture)})
-        capture.http_status = 200
-        await response.prepare(request)
-        relay = SseRelay(capture, strip_usage=not capture.client_usage)
-        try:
-            async for chunk in resp.content.iter_any():
-                out = relay.feed(chunk)
-                if out:
-                    await response.write(out)
-        except (
-            aiohttp.ClientPayloadError,
-            aiohttp.ServerDisconnectedError,
-            aiohttp.ClientOSError,
-            TimeoutError,
-        ):
-            return await self._fail_stream(capture, relay, response, "upstream_stream_error")
-        except ConnectionResetError:
-            _client_gone(capture, relay)
-            return response
-        if not relay.saw_done:
-            return await self._fail_stream(capture, relay, response, "upstream_stream_truncated")
-        _fill_missing_usage(capture, relay)
-        capture.status = "ok"
-        itl = _itl_s(capture)
-        cluster.record_success(capture.ttft_s, itl)
-        with contextlib.suppress(ConnectionResetError):
-            await response.write_eof()
-        return response
-
-    async def _fail_stream(
-        self, capture: Capture, relay: SseRelay, response: web.StreamResponse, cause: str
-    ) -> web.StreamResponse:
-        capture.error_type = cause
-        capture.http_status = 502
-        _fill_missing_usage(capture, relay)
-        event = (
-            b"data: " + error_body(502, f"the upstream cluster ended the stream early ({cause})") + b"\n\n"
-        )
-        with contextlib.suppress(ConnectionResetError):
-            await response.write(event)
-            await response.write_eof()
+        stream = StreamRelay(capture, cluster, DIALECTS[capture.endpoint], self.route_headers)
+        response = await stream.run(request, resp, choices)
+        if stream.failure:
+            self._cluster_failed(cluster, stream.failure)
         return response
 
     def route_headers(self, capture: Capture) -> dict[str, str]:
@@ -235,35 +276,41 @@ class Forwarder:
         }
 
 
-def _client_gone(capture: Capture, relay: SseRelay) -> None:
-    capture.error_type = "client_disconnect"
-    capture.http_status = 499  # the de-facto code for "client closed request"
-    _fill_missing_usage(capture, relay)
+def _passed(header: str) -> bool:
+    name = header.lower()
+    return name in _PASSED_HEADERS or name.startswith(_PASSED_PREFIXES)
 
 
-def _upstream_body(cluster: ClusterState, capture: Capture, body: dict[str, Any], raw: bytes) -> bytes:
-    """The raw request bytes, unless the cluster's model name differs or usage must be requested."""
+def _is_json_object(data: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(data), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _choices(body: dict[str, Any]) -> int:
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+
+def _transport_error_type(exc: TransportError) -> str:
+    return "connect_failed" if exc.retry_safe else "upstream_closed"
+
+
+def _upstream_body(
+    cluster: ClusterState, capture: Capture, body: dict[str, Any], raw: bytes, ask_usage: bool
+) -> bytes:
+    """The client's bytes, with only the members that must change spliced in: the cluster's own model
+    name, and ``stream_options.include_usage`` when the gateway needs usage the client did not ask for."""
+    changes: dict[str, bytes] = {}
     upstream_model = cluster.routes[capture.model].upstream_name
-    if upstream_model == capture.model and not capture.stream:
-        return raw
-    patched = dict(body)
-    patched["model"] = upstream_model
-    if capture.stream:
-        options = patched.get("stream_options")
-        patched["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    return orjson.dumps(patched)
-
-
-def _fill_missing_usage(capture: Capture, relay: SseRelay) -> None:
-    """An aborted stream never sends usage: count what was relayed so accounting still sees the work."""
-    if not capture.usage_reported:
-        capture.completion_tokens = relay.content_events
-        capture.prompt_tokens = capture.prompt_tokens or capture.prompt_tokens_est
-
-
-def _itl_s(capture: Capture) -> float | None:
-    if capture.ttft_s is None or capture.completion_tokens < 2:
-        return None
-    return max(time.monotonic() - capture.started_mono - capture.ttft_s, 0.0) / (
-        capture.completion_tokens - 1
-    )
+    if upstream_model != capture.model:
+        changes["model"] = orjson.dumps(upstream_model)
+    if ask_usage:
+        options = body.get("stream_options")
+        merged = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        try:
+            changes["stream_options"] = orjson.dumps(merged)
+        except TypeError:  # an unencodable client option (nested too deep): ask with the flag alone
+            changes["stream_options"] = b'{"include_usage":true}'
+    return set_members(raw, changes) if changes else raw

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     from .energy.service import EnergyFigure
 
-Status = Literal["ok", "error"]
+Status = Literal["ok", "error", "cancelled"]  # cancelled: the client hung up before the end
 Endpoint = Literal["chat", "completion", "embedding"]
 
 
@@ -40,6 +40,7 @@ class Capture:
     error_type: str = ""  # short machine-readable cause: "upstream_5xx", "timeout", "client_disconnect"…
     attempts: int = 0
     usage_reported: bool = False  # True when the upstream's usage object was seen
+    usage_estimated: bool = False  # token counts are estimates: the upstream reported no usage
     prefix_key: int = 0  # hash of the prompt prefix, for cache affinity; not reversible to text
     counterfactual_cluster: str = ""  # the latency-first choice, for avoided-carbon accounting
     # The figure computed for the response headers; settlement reuses it instead of estimating twice.
@@ -74,6 +75,7 @@ class RequestRecord:
     avoided_kv_g: float
     route_reason: str
     finished_at: float  # unix seconds
+    usage_estimated: bool = False  # tokens (and so energy) estimated: the upstream reported no usage
 
 
 class RecordSink(Protocol):

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from .app import GATEWAY, create_app
+from .http_server import GatewayRunner, raise_fd_limit
 from .settings import Settings
 
 log = logging.getLogger("bauxite.server")
@@ -46,7 +47,14 @@ async def start_site(
     app: web.Application, host: str, port: int, shutdown_timeout_s: float = 10.0
 ) -> tuple[web.AppRunner, int]:
     """Serve ``app``; on cleanup, in-flight requests get ``shutdown_timeout_s`` to finish."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout_s)
+    # handler_cancellation: a client that hangs up cancels its handler, which aborts the upstream request.
+    runner = GatewayRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout_s,
+        handler_cancellation=True,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
@@ -70,6 +78,10 @@ async def start_gateway(app: web.Application, host: str, port: int) -> tuple[lis
 
 
 async def serve_async(settings: Settings, host: str, port: int) -> int:
+    if settings.server.raise_fd_limit:
+        before, after = raise_fd_limit()
+        if after != before:
+            log.info("open-files limit raised from %d to %d", before, after)
     app = create_app(settings)
     runners, bound = await start_gateway(app, host, port)
     log.info("bauxite gateway listening on http://%s:%d (%d clusters)", host, bound, len(settings.clusters))

@@ -7,7 +7,9 @@ Each capability owns its own section model (``intensity.config``, ``energy.confi
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import math
 import os
 import re
 from pathlib import Path
@@ -24,6 +26,8 @@ from .routing.config import GreenRoutingSettings, LatencySettings
 from .telemetry.config import TelemetrySettings
 
 MIB = 1024 * 1024
+MIN_REPORTING_INTERVAL_S = 1.0
+MAX_NESTING = 64  # deeper YAML than this is refused before validation (no config needs more than ~6)
 
 
 class Strict(BaseModel):
@@ -49,8 +53,9 @@ class CarbonTrackingSettings(Strict):
     @field_validator("reporting_interval")
     @classmethod
     def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("reporting_interval must be longer than zero")
+        # One report line is logged per window: shorter windows would flood the log.
+        if not value >= MIN_REPORTING_INTERVAL_S:
+            raise ValueError(f"reporting_interval must be at least {MIN_REPORTING_INTERVAL_S:g}s")
         return value
 
 
@@ -64,6 +69,11 @@ class ServerSettings(Strict):
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * MIB, gt=0, description="request bodies above this get 413")
     use_uvloop: bool = True
+    # A connection must deliver a complete request head this soon after it opens (or after the previous
+    # response on a keep-alive connection), else it is closed: slow-header clients cannot hold sockets.
+    header_timeout: DurationS = Field(default=15.0, gt=0)
+    body_timeout: DurationS = Field(default=60.0, gt=0)  # whole request body, else 408
+    raise_fd_limit: bool = True  # raise the soft open-files limit to the hard limit at start-up
 
 
 class KeySettings(Strict):
@@ -99,9 +109,9 @@ class AuthSettings(Strict):
 
 
 class TimeoutSettings(Strict):
-    connect_s: DurationS = 5.0  # TCP connect to the cluster
-    read_s: DurationS = 60.0  # longest silence allowed: until headers arrive, and between two chunks
-    total_s: DurationS = 600.0  # whole request, streaming included
+    connect_s: DurationS = Field(default=5.0, gt=0)  # TCP connect to the cluster
+    read_s: DurationS = Field(default=60.0, gt=0)  # longest silence: until headers, and between two chunks
+    total_s: DurationS = Field(default=600.0, gt=0)  # whole request, streaming included
 
 
 class GpuSettings(Strict):
@@ -134,6 +144,9 @@ class ClusterSettings(Strict):
     pue: float | None = Field(default=None, ge=1.0, le=3.0)
     power: PowerSettings = PowerSettings()
     rtt_ms: float | None = Field(default=None, ge=0)
+    # False for OpenAI-compatible upstreams that reject ``stream_options`` (the gateway also learns this
+    # from their first 400): their streams are then accounted from estimated tokens, flagged as such.
+    stream_options: bool = True
 
     @field_validator("models", mode="before")
     @classmethod
@@ -209,6 +222,17 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return "".join(parts)
 
 
+def _non_finite(value: Any, path: tuple[int | str, ...]) -> list[tuple[str, str]]:
+    """Every NaN or infinity in the validated settings: no setting means anything with them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(_key_path(path), f"expected a finite number, got {value}")]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _non_finite(v, (*path, str(k)))]
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, (*path, i))]
+    return []
+
+
 def settings_from_mapping(data: Any, file: str = "<config>") -> Settings:
     """Validate a parsed YAML document; raise ``ConfigError`` listing every problem with its key path."""
     if data is None:
@@ -229,6 +253,9 @@ def settings_from_mapping(data: Any, file: str = "<config>") -> Settings:
                 message = f"{message}, got {err.get('input')!r}"
             problems.append((_key_path(tuple(err["loc"])), message))
         raise ConfigError(file, problems) from None
+    problems = _non_finite(settings.model_dump(), ())
+    if problems:
+        raise ConfigError(file, problems)
     # Checks that need package data (region catalogue, traces); imported here to keep import time small.
     from .intensity.validate import intensity_problems
 
@@ -239,22 +266,88 @@ def settings_from_mapping(data: Any, file: str = "<config>") -> Settings:
 
 
 def load_settings(path: str | Path) -> Settings:
-    """Read and validate a YAML config file."""
+    """Read and validate a YAML config file. Every problem is a ``ConfigError`` naming the file."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(file, [("", f"cannot read file: {exc.strerror or exc}")]) from None
+    text = decode_config(file, raw)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ConfigLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(file, [("", f"{where}invalid YAML: {problem}")]) from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer beyond Python's digit limit
+        raise ConfigError(file, [("", f"invalid value: {_value_problem(exc)}")]) from None
+    except RecursionError:
+        raise ConfigError(file, [("", f"nested deeper than {MAX_NESTING} levels")]) from None
     return settings_from_mapping(data, file)
+
+
+def decode_config(file: str, raw: bytes) -> str:
+    """The file's text: UTF-8 (with or without BOM), or UTF-16/32 announced by a BOM."""
+    boms = (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    )
+    codec = next((name for bom, name in boms if raw.startswith(bom)), "utf-8")
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            file, [("", f"not {codec.upper()} text (bad byte at offset {exc.start}); save the file as UTF-8")]
+        ) from None
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys (a repeated section would silently replace the first) and
+    nesting deeper than ``MAX_NESTING`` (which would otherwise exhaust the stack)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nested deeper than {MAX_NESTING} levels",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key; the base class reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
 
 
 def sha256_hex(key: str) -> str:
     """The digest under which API keys are stored in configuration."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+    # surrogateescape: a header carrying undecodable bytes hashes to a digest no key has, instead of failing
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _value_problem(exc: Exception) -> str:
+    if "digits" in str(exc):
+        return "a number with thousands of digits is not a usable setting"
+    return str(exc)[:200]

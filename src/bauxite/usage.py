@@ -1,102 +1,249 @@
-"""Reading token usage out of OpenAI-format responses without re-serialising what the client receives."""
+"""Reading token usage, stream ends and in-band errors out of upstream responses, per API dialect.
+
+The SSE relay parses events once (``sse.SseParser``) and forwards each event's upstream bytes unchanged;
+an ``ApiDialect`` decides what an event means for accounting: content (a token or more), the usage-only
+chunk, the end-of-stream sentinel, an in-band error, or nothing (comments, keep-alives). Chat and
+completions are the first dialects; other APIs (Responses, Messages) add their own.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
 
 import orjson
 
 from .records import Capture
+from .sse import SseEvent, SseParser
+
+CHARS_PER_TOKEN = 4  # rough English average, used only when the upstream reports no usage
 
 
-def apply_usage(capture: Capture, usage: Any) -> None:
-    """Copy an OpenAI ``usage`` object into the capture; tolerate missing or odd fields."""
+class Kind(Enum):
+    CONTENT = "content"  # carries output: first one sets TTFT; counted when usage never arrives
+    USAGE = "usage"  # the usage-only chunk (no choices): dropped unless the client asked for it
+    DONE = "done"  # the end-of-stream sentinel
+    ERROR = "error"  # an in-band error event: the request failed
+    OTHER = "other"  # comments, keep-alives, unknown events: relayed, not counted
+
+
+@dataclass(slots=True)
+class StreamState:
+    content_events: int = 0
+    saw_done: bool = False
+    saw_usage: bool = False
+    error: str = ""  # the upstream's error type/code from an in-band error event, if any
+    finished: set[int] = field(default_factory=set)  # choice indexes that reported a finish_reason
+
+
+class ApiDialect(Protocol):
+    """What one API's events and bodies mean for accounting. Stateless; shared by all requests."""
+
+    name: str
+
+    def classify(self, event: SseEvent, capture: Capture, state: StreamState) -> Kind:
+        """The event's kind; also records usage and finished choices in ``capture``/``state``."""
+        ...
+
+    def complete(self, state: StreamState, choices: int) -> bool:
+        """Whether a stream that closed here (without an error) had delivered everything."""
+        ...
+
+    def account_body(self, capture: Capture, body: bytes) -> None:
+        """Usage from a complete JSON response body; estimated and flagged when the body has none."""
+        ...
+
+
+def apply_usage(capture: Capture, usage: Any) -> bool:
+    """Copy an OpenAI ``usage`` object into the capture; tolerate odd fields. True if it was one."""
     if not isinstance(usage, dict):
-        return
+        return False
     capture.usage_reported = True
-    capture.prompt_tokens = _int(usage.get("prompt_tokens"))
-    capture.completion_tokens = _int(usage.get("completion_tokens"))
+    capture.usage_estimated = False
+    capture.prompt_tokens = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+    capture.completion_tokens = _int(usage.get("completion_tokens", usage.get("output_tokens")))
     details = usage.get("prompt_tokens_details")
     if isinstance(details, dict):
         capture.cached_tokens = _int(details.get("cached_tokens"))
+    return True
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and value >= 0 else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def usage_from_body(capture: Capture, body: bytes) -> None:
-    """Usage from a complete (non-streaming) JSON response body."""
+def _loads(data: bytes) -> Any:
     try:
-        doc = orjson.loads(body)
+        return orjson.loads(data)
     except orjson.JSONDecodeError:
+        return None
+
+
+def error_code(doc: Any) -> str:
+    """The error's type or code from an OpenAI/vLLM-shaped error document, '' if it is not one."""
+    if not isinstance(doc, dict) or "error" not in doc or doc.get("choices"):
+        return ""
+    err = doc["error"]
+    if isinstance(err, dict):
+        label = err.get("type") or err.get("code") or "error"
+        return str(label)[:40]
+    return "error" if err else ""
+
+
+def estimate_unreported(capture: Capture, completion_tokens: int) -> None:
+    """The upstream sent no usage: fill in estimates so accounting never sees 0 tokens, and flag them."""
+    if capture.usage_reported:
         return
-    if isinstance(doc, dict):
-        apply_usage(capture, doc.get("usage"))
+    capture.usage_estimated = True
+    capture.prompt_tokens = capture.prompt_tokens or capture.prompt_tokens_est
+    capture.completion_tokens = max(capture.completion_tokens, completion_tokens)
+
+
+class _Choices:
+    """Chat and text completions: ``choices[].finish_reason`` ends a choice; ``usage`` may follow."""
+
+    name = "choices"
+
+    def classify(self, event: SseEvent, capture: Capture, state: StreamState) -> Kind:
+        data = event.data
+        if data is None:
+            return Kind.OTHER
+        if data.strip() == b"[DONE]":
+            state.saw_done = True
+            return Kind.DONE
+        # Parse only events that can matter beyond "one more token": cheap substring tests first.
+        doc = None
+        if b'"error"' in data:
+            doc = _loads(data)
+            code = error_code(doc)
+            if code:
+                state.error = code
+                return Kind.ERROR
+        if b'"usage"' in data or b'"finish_reason"' in data:
+            doc = _loads(data) if doc is None else doc
+            if isinstance(doc, dict):
+                return self._structured(doc, capture, state)
+        if event.event == "error":
+            state.error = "error"
+            return Kind.ERROR
+        state.content_events += 1
+        return Kind.CONTENT
+
+    def _structured(self, doc: dict[str, Any], capture: Capture, state: StreamState) -> Kind:
+        if apply_usage(capture, doc.get("usage")):
+            state.saw_usage = True
+        choices = doc.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict) and choice.get("finish_reason"):
+                    index = choice.get("index", 0)
+                    state.finished.add(index if isinstance(index, int) else 0)
+            if not choices and state.saw_usage:
+                return Kind.USAGE
+        state.content_events += 1
+        return Kind.CONTENT
+
+    def complete(self, state: StreamState, choices: int) -> bool:
+        return state.saw_done or state.saw_usage or len(state.finished) >= max(choices, 1)
+
+    def account_body(self, capture: Capture, body: bytes) -> None:
+        doc = _loads(body)
+        if isinstance(doc, dict) and apply_usage(capture, doc.get("usage")):
+            return
+        estimate_unreported(capture, _output_chars(doc) // CHARS_PER_TOKEN + 1 if doc else 0)
+
+
+def _output_chars(doc: Any) -> int:
+    """Characters of generated text in a chat/completions body (content, text and tool-call arguments)."""
+    total = 0
+    choices = doc.get("choices") if isinstance(doc, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        parts: list[Any] = [choice.get("text")]
+        if isinstance(message, dict):
+            parts.append(message.get("content"))
+            calls = message.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                fn = call.get("function") if isinstance(call, dict) else None
+                parts.append(fn.get("arguments") if isinstance(fn, dict) else None)
+        total += sum(len(p) for p in parts if isinstance(p, str))
+    return total
+
+
+class _Embeddings(_Choices):
+    """Embeddings never stream; they have prompt tokens only."""
+
+    name = "embeddings"
+
+    def account_body(self, capture: Capture, body: bytes) -> None:
+        doc = _loads(body)
+        if isinstance(doc, dict) and apply_usage(capture, doc.get("usage")):
+            return
+        estimate_unreported(capture, 0)
+
+
+CHAT: ApiDialect = _Choices()
+COMPLETIONS: ApiDialect = _Choices()
+EMBEDDINGS: ApiDialect = _Embeddings()
+
+
+def usage_from_body(capture: Capture, body: bytes, dialect: ApiDialect = CHAT) -> None:
+    """Usage from a complete (non-streaming) JSON response body."""
+    dialect.account_body(capture, body)
 
 
 class SseRelay:
-    """Splits an upstream SSE byte stream into events, notes usage and first-token time, and decides what
-    to forward. Events are forwarded byte-for-byte; only the usage-only chunk may be dropped, when the
-    gateway (not the client) asked for it.
+    """Relays an upstream SSE stream event by event, byte-for-byte, while the dialect accounts for it.
+
+    Only the usage-only event is ever dropped, and only when the gateway (not the client) asked for it.
     """
 
-    __slots__ = ("_buffer", "_capture", "_strip_usage", "content_events", "saw_done")
+    __slots__ = ("_capture", "_dialect", "_parser", "_strip_usage", "started", "state")
 
-    def __init__(self, capture: Capture, strip_usage: bool) -> None:
+    def __init__(self, capture: Capture, strip_usage: bool, dialect: ApiDialect = CHAT) -> None:
         self._capture = capture
+        self._dialect = dialect
         self._strip_usage = strip_usage
-        self._buffer = b""
-        self.content_events = 0  # events carrying choices; approximates tokens if usage never arrives
-        self.saw_done = False
+        self._parser = SseParser()
+        self.state = StreamState()
+        self.started = False  # an event with data (not just comments) has arrived
+
+    @property
+    def content_events(self) -> int:
+        return self.state.content_events
+
+    @property
+    def saw_done(self) -> bool:
+        return self.state.saw_done
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes to forward to the client for this upstream chunk (possibly empty)."""
-        if b"\r" in chunk:  # some servers end SSE lines with CRLF; events are then split on blank lines
-            chunk = chunk.replace(b"\r\n", b"\n")
-        data = self._buffer + chunk if self._buffer else chunk
+        events = self._parser.feed(chunk)
+        if not events:
+            return b""
         out: list[bytes] = []
-        start = 0
-        while True:
-            end = data.find(b"\n\n", start)
-            if end < 0:
-                break
-            event = data[start : end + 2]
-            start = end + 2
-            if self._keep(event):
-                out.append(event)
-        self._buffer = data[start:]
-        return b"".join(out) if len(out) != 1 else out[0]
+        for event in events:
+            kind = self._dialect.classify(event, self._capture, self.state)
+            if kind is not Kind.OTHER:
+                self.started = True
+            if kind is Kind.CONTENT and self._capture.ttft_s is None:
+                self._capture.ttft_s = time.monotonic() - self._capture.started_mono
+            if kind is Kind.USAGE and self._strip_usage:
+                continue
+            out.append(event.raw)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def flush(self) -> bytes:
-        """Whatever partial event is left when the upstream closes."""
-        rest, self._buffer = self._buffer, b""
-        return rest
+        """Whatever unterminated bytes are left when the upstream closes (relayed, never accounted)."""
+        return self._parser.flush()
 
-    def _keep(self, event: bytes) -> bool:
-        capture = self._capture
-        if capture.ttft_s is None:
-            capture.ttft_s = time.monotonic() - capture.started_mono
-        if event.startswith(b"data: [DONE]"):
-            self.saw_done = True
-            return True
-        if b'"usage":{' in event or b'"usage": {' in event:
-            payload = _sse_json(event)
-            if payload is not None:
-                apply_usage(capture, payload.get("usage"))
-                if payload.get("choices") == []:
-                    return not self._strip_usage
-        self.content_events += 1
-        return True
+    def complete(self, choices: int) -> bool:
+        return not self.state.error and self._dialect.complete(self.state, choices)
 
-
-def _sse_json(event: bytes) -> dict[str, Any] | None:
-    lines = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
-    if not lines:
-        return None
-    try:
-        doc = orjson.loads(b"\n".join(lines))
-    except orjson.JSONDecodeError:
-        return None
-    return doc if isinstance(doc, dict) else None
+    def estimate_missing_usage(self) -> None:
+        """A stream without usage (aborted, or an upstream that never sends it): count relayed events."""
+        estimate_unreported(self._capture, self.state.content_events)

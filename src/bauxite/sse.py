@@ -1,0 +1,111 @@
+"""Server-sent events as the WHATWG HTML standard parses them (§9.2 "Server-sent events"), keeping raw bytes.
+
+The parser is incremental and byte-exact: every input byte ends up in exactly one ``SseEvent.raw`` or in
+``SseParser.flush()``, so a relay can forward upstream bytes unchanged and still drop a whole event.
+
+Per the standard: lines end with CRLF, LF or CR (a CRLF split across two reads is one line end); a line
+starting with ``:`` is a comment; ``field: value`` strips one space after the colon, ``field:value`` and a
+bare ``field`` are accepted; ``data`` lines are joined with ``\\n``; a blank line dispatches the event;
+a leading UTF-8 BOM is ignored; an unterminated event at end of stream is not dispatched.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class SseEvent:
+    """One dispatched block. ``data`` is None for a block of only comments/unknown fields (no ``data``)."""
+
+    raw: bytes  # the exact upstream bytes of this block, terminator included
+    data: bytes | None
+    event: str = "message"
+    id: str | None = None
+
+
+class SseParser:
+    __slots__ = ("_buf", "_data", "_event", "_id", "_pos", "_skip_lf", "_started")
+
+    def __init__(self) -> None:
+        self._buf = b""  # bytes of the current, undispatched block (and of any line not yet ended)
+        self._pos = 0  # where the next unread line starts in ``_buf``
+        self._data: list[bytes] | None = None
+        self._event = ""
+        self._id: str | None = None
+        self._skip_lf = False  # the last read ended in CR: a leading LF completes that CRLF
+        self._started = False
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        """Events completed by ``chunk``, in order (an empty list while a block is incomplete)."""
+        buf = self._buf + chunk if self._buf else chunk
+        pos = self._pos
+        if not self._started:
+            if len(buf) < 3 and _BOM.startswith(buf):
+                self._buf = buf
+                return []
+            self._started = True
+            if buf.startswith(_BOM):
+                pos = 3
+        if self._skip_lf and len(buf) > pos:
+            self._skip_lf = False
+            if buf[pos] == 0x0A:
+                pos += 1
+        events: list[SseEvent] = []
+        start = 0
+        end = len(buf)
+        while pos < end:
+            match = _LINE_END.search(buf, pos)
+            if match is None:
+                break
+            line = buf[pos : match.start()]
+            pos = match.end()
+            if pos == end and match.group() == b"\r":
+                self._skip_lf = True
+            if line:
+                self._field(line)
+                continue
+            events.append(self._dispatch(buf[start:pos]))
+            start = pos
+        self._buf = buf[start:]
+        self._pos = pos - start
+        return events
+
+    def _field(self, line: bytes) -> None:
+        if line[0] == 0x3A:  # ":" comment
+            return
+        name, colon, value = line.partition(b":")
+        if colon and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            if self._data is None:
+                self._data = [value]
+            else:
+                self._data.append(value)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif name == b"id" and b"\0" not in value:
+            self._id = value.decode("utf-8", "replace")
+        # "retry" and unknown fields do not change what the gateway does.
+
+    def _dispatch(self, raw: bytes) -> SseEvent:
+        data = self._data
+        event = SseEvent(
+            raw,
+            None if data is None else (data[0] if len(data) == 1 else b"\n".join(data)),
+            self._event or "message",
+            self._id,
+        )
+        self._data = None
+        self._event = ""
+        return event
+
+    def flush(self) -> bytes:
+        """Bytes of an unterminated last block (never an event, per the standard)."""
+        rest = self._buf
+        self._buf, self._pos, self._data, self._event = b"", 0, None, ""
+        return rest

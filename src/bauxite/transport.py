@@ -1,0 +1,172 @@
+"""The seam between the proxy and the network: send one request to a cluster, get status, headers, bytes.
+
+``UpstreamTransport`` is the whole contract (as httpx's transports are): the proxy, SSE relay, failover and
+accounting depend only on it, so they run against ``transport_fake.ScriptedTransport`` in unit tests with
+no sockets, and against ``AiohttpTransport`` (one shared keep-alive ``aiohttp.ClientSession``) in service.
+
+Failures below HTTP surface only as ``errors.TransportError`` subclasses, never as aiohttp exceptions:
+``ConnectFailed``/``ConnectTimeout`` (nothing was sent), ``ReadTimeout``, ``UpstreamClosed`` and
+``LocalResourceError`` (the gateway itself ran out of descriptors or memory).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from .errors import (
+    ConnectFailed,
+    ConnectTimeout,
+    LocalResourceError,
+    ReadTimeout,
+    TransportError,
+    UpstreamClosed,
+)
+
+# errno values that mean "this machine is out of something", not "the upstream is broken".
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """One POST to a cluster. Times in seconds; ``read_s`` bounds each silence, ``total_s`` the whole."""
+
+    cluster: str
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+    connect_s: float = 5.0
+    read_s: float = 60.0
+    total_s: float = 600.0
+
+
+class UpstreamResponse(Protocol):
+    """An upstream answer whose body has not been read yet. Header names are case-insensitive."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (any split). Raises ``TransportError`` on failure."""
+        ...
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body, or its first ``limit`` bytes. Raises ``TransportError`` on failure."""
+        ...
+
+
+class UpstreamTransport(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def send(self, request: UpstreamRequest) -> AbstractAsyncContextManager[UpstreamResponse]:
+        """Send ``request``; the response is valid inside the context. Leaving early aborts the exchange
+        (the upstream sees the connection close and stops generating)."""
+        ...
+
+
+def content_type(headers: Mapping[str, str]) -> str:
+    """The media type without parameters, lower-case ('' when absent)."""
+    return headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+
+
+def translate(exc: BaseException) -> TransportError:
+    """An aiohttp/OS failure as a ``TransportError`` whose ``cause`` is safe to log and show."""
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ConnectTimeout("connect time-out")
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return ReadTimeout("read time-out")
+    if isinstance(exc, TimeoutError):
+        return ReadTimeout("total time-out")
+    os_error = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(os_error, OSError) and os_error.errno in LOCAL_ERRNOS:
+        return LocalResourceError(f"local resource exhausted ({errno.errorcode[os_error.errno]})")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = os_error.strerror if isinstance(os_error, OSError) and os_error.strerror else "refused"
+        return ConnectFailed(f"connect failed ({reason.lower()})")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return UpstreamClosed("connection closed by upstream")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamClosed("incomplete body from upstream")
+    return UpstreamClosed(f"connection error ({type(exc).__name__})")
+
+
+class _AiohttpResponse:
+    __slots__ = ("_resp",)
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+
+    @property
+    def status(self) -> int:
+        return self._resp.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._resp.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise translate(exc) from None
+
+    async def read(self, limit: int) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        try:
+            while size < limit:
+                chunk = await self._resp.content.read(min(limit - size, 1 << 16))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                size += len(chunk)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise translate(exc) from None
+        return b"".join(parts)
+
+
+class AiohttpTransport:
+    """The production transport: one keep-alive session (created inside the running loop by ``start``)."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @asynccontextmanager
+    async def send(self, request: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
+        if self._session is None:
+            raise RuntimeError("upstream transport used before start()")
+        timeout = aiohttp.ClientTimeout(
+            total=request.total_s, sock_connect=request.connect_s, sock_read=request.read_s
+        )
+        try:
+            resp = await self._session.post(
+                request.url, data=request.body, headers=dict(request.headers), timeout=timeout
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise translate(exc) from None
+        try:
+            yield _AiohttpResponse(resp)
+        finally:
+            resp.release() if resp.content.at_eof() else resp.close()
