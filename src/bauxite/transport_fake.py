@@ -54,7 +54,7 @@ class Sent:
     finished: bool = False  # the whole scripted body was read
 
 
-def sse(*events: bytes | str, headers: Mapping[str, str] | None = None) -> Exchange:
+def sse(*events: Step | str, headers: Mapping[str, str] | None = None) -> Exchange:
     """A 200 ``text/event-stream`` answer whose body steps are ``events`` (strings are UTF-8 encoded)."""
     steps = [e.encode() if isinstance(e, str) else e for e in events]
     return Exchange(200, headers or {"Content-Type": "text/event-stream"}, steps)
