@@ -63,3 +63,49 @@ def test_missing_model_and_unknown_region_are_clear_errors() -> None:
     assert code == 2 and "--model" in err
     code, _, err = _run("--model", "gpt-4o", "--region", "atlantis-1")
     assert code == 2 and "atlantis-1" in err
+
+
+def test_moe_architecture_options_change_the_weights_read() -> None:
+    base = ("--active-params-b", "37", "--total-params-b", "671", "--precision", "fp8", "--gpu", "H100")
+    serving = ("--num-gpus", "8", "--batch-size", "8", "--boundary", "gpu", "--json")
+    code, out, _ = _run(*base, *serving)
+    conservative = json.loads(out)
+    assert code == 0 and conservative["architecture"]["shared_params_b"] == 0.0
+    code, out, _ = _run(*base, "--num-experts", "256", "--experts-per-token", "8", *serving)
+    routed = json.loads(out)
+    assert code == 0 and routed["architecture"]["num_experts"] == 256
+    assert routed["architecture"]["shared_params_b"] > 10  # S = (active − k/E·total)/(1 − k/E) ≈ 16.5B
+    assert routed["energy_j"] < conservative["energy_j"]  # fewer distinct weights read at batch 8
+
+
+def test_kv_options_set_the_kv_cache_term() -> None:
+    common = (
+        "--active-params-b",
+        "8",
+        "--num-gpus",
+        "1",
+        "--batch-size",
+        "256",
+        "--boundary",
+        "gpu",
+        "--json",
+    )
+    small = json.loads(_run(*common, "--kv-bytes-per-token", "16384")[1])
+    large = json.loads(_run(*common, "--layers", "32", "--kv-heads", "32", "--head-dim", "128")[1])
+    assert small["architecture"]["kv_bytes_per_token"] == 16384
+    assert large["architecture"]["kv_bytes_per_token"] == 32 * 2 * 32 * 128 * 2
+    assert large["energy_j"] > small["energy_j"]
+
+
+def test_impossible_architecture_options_are_clear_errors() -> None:
+    code, _, err = _run(
+        "--active-params-b", "22", "--total-params-b", "235", "--experts-per-token", "9", "--num-experts", "8"
+    )
+    assert code == 2 and "--experts-per-token" in err
+    code, _, err = _run("--active-params-b", "8", "--layers", "0")
+    assert code == 2 and "--layers" in err
+
+
+def test_unknown_model_is_flagged_in_json() -> None:
+    code, out, _ = _run("--model", "no-such-model-anywhere", "--json")
+    assert code == 0 and json.loads(out)["sizes_default"] is True

@@ -1,86 +1,149 @@
-"""Golden values for each formula of the calibrated curves, computed by hand here."""
+"""Roofline curves, architecture physics (MoE routing, KV cache) and the scipy fit."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import replace
 
 import pytest
 
 from bauxite.energy import curves
-from bauxite.energy.curves import COEF, Coefficients, GpuSpec
+from bauxite.energy.architecture import (
+    Architecture,
+    default_architecture,
+    find_known,
+    routed_split,
+    weights_read_b,
+)
+from bauxite.energy.fit import fit, load_rows, predict
+from bauxite.energy.hardware import gpu_spec, weight_bytes_per_param
 
 H100 = curves.GPU_SPECS["H100"]
+LLAMA_70B = Architecture(80, 8, 128)
 
 
-def test_gpu_spec_accepts_vendor_spellings_and_defaults_unknown_to_h100() -> None:
+def test_gpu_names_resolve_to_datasheet_specs() -> None:
     assert curves.gpu_spec("NVIDIA H100 80GB HBM3").name == "H100"
     assert curves.gpu_spec("h200-nvl").name == "H200-NVL"
-    assert curves.gpu_spec("A100-SXM4-80GB").name == "A100"
+    assert curves.gpu_spec("A100-SXM4-80GB").generation == "ampere"
     assert curves.gpu_spec("b200").board_w == 1000.0
     assert curves.gpu_spec("mystery").name == "H100"
 
 
-def test_dense_model_reads_all_weights_moe_reads_experts_hit_by_the_batch() -> None:
-    assert curves.experts_read_b(70.0, 70.0, 64) == 70.0
-    # 1 of 10 experts per token, batch 2: P(hit) = 1 - 0.9² = 0.19 → 19B of 100B, but never below active 10B
-    assert curves.experts_read_b(10.0, 100.0, 2) == pytest.approx(19.0)
-    assert curves.experts_read_b(10.0, 100.0, 1) == pytest.approx(10.0)
+def test_weight_bytes_are_the_formats_physical_width() -> None:
+    assert [weight_bytes_per_param(p) for p in ("bf16", "fp8", "int4", "fp4")] == [2.0, 1.0, 0.5, 0.5]
+    # halving the bytes halves the weight-read time before any fitted kernel efficiency
+    cal = curves.Calibration()
+    bf16 = curves.decode_step(70, 70, H100, 4, 8, "bf16", arch=LLAMA_70B, cal=cal)
+    fp8 = curves.decode_step(70, 70, H100, 4, 8, "fp8", arch=LLAMA_70B, cal=cal)
+    assert fp8.weights_s == pytest.approx(bf16.weights_s / 2)
+    assert H100.flop_per_s("fp8") == pytest.approx(2 * H100.flop_per_s("bf16"), rel=0.01)
+    assert gpu_spec("A100").flop_per_s("fp8") == gpu_spec("A100").flop_per_s("bf16")  # no fp8 units
 
 
-def test_decode_step_components_by_hand() -> None:
-    coef = Coefficients(
-        weights_eff=1.0,
-        fixed_ms=2.0,
-        fixed_ms_per_log2_gpus=1.0,
-        seq_s=1e-4,
-        moe_seq_s_per_log2_gpus=0.0,
-        compute_eff=1.0,
+def test_moe_reads_shared_params_plus_experts_hit_by_the_batch() -> None:
+    qwen = find_known("Qwen/Qwen3-235B-A22B-Instruct-2507")
+    assert qwen is not None
+    shared, q = routed_split(22.0, 235.0, qwen.arch)
+    assert q == pytest.approx(8 / 128)
+    assert shared == pytest.approx((22.0 - q * 235.0) / (1 - q))  # total = S + E·e, active = S + k·e
+    for tokens in (1, 8, 64, 512):
+        hit = 1 - (1 - 8 / 128) ** tokens
+        expected = max(22.0, shared + (235.0 - shared) * hit)
+        assert weights_read_b(22.0, 235.0, qwen.arch, tokens) == pytest.approx(expected)
+    assert weights_read_b(70.0, 70.0, None, 64) == 70.0
+
+
+def test_moe_known_only_by_active_and_total_reads_at_least_as_much_as_any_split() -> None:
+    conservative = weights_read_b(37.0, 671.0, None, 16)
+    with_experts = weights_read_b(
+        37.0, 671.0, replace(default_architecture(37), num_experts=256, experts_per_token=8), 16
     )
-    gpu = GpuSpec("T", hbm_bytes_per_s=1e12, bf16_flop_per_s=1e15, board_w=500.0, memory_gb=80.0)
-    step = curves.decode_step(10.0, 10.0, gpu, 2, 8, "bf16", coef)
-    weights_s = 10e9 * 2 / (2 * 1e12)  # 10 ms
-    fixed_s = 1e-3 * (2.0 + 1.0 * 1)  # log2(2) = 1 → 3 ms
-    per_seq_s = 8 * 1e-4  # 0.8 ms
-    compute_s = 8 * 2 * 10e9 / (2 * 1e15)  # 0.08 ms
-    assert step.weights_s == pytest.approx(weights_s)
-    assert step.fixed_s == pytest.approx(fixed_s)
-    assert step.per_seq_s == pytest.approx(per_seq_s)
-    assert step.compute_s == pytest.approx(compute_s)
-    assert step.total_s == pytest.approx(weights_s + fixed_s + per_seq_s + compute_s)
+    with_shared = weights_read_b(37.0, 671.0, replace(default_architecture(37), shared_params_b=17.0), 16)
+    assert conservative >= with_experts and conservative >= with_shared
+    shared, q = routed_split(37.0, 671.0, None)
+    assert shared == 0.0 and q == pytest.approx(37.0 / 671.0)
 
 
-def test_step_power_is_idle_plus_activity_weighted_dynamic_capped_at_board() -> None:
-    coef = Coefficients(idle_frac=0.2, memory_frac=0.6, compute_frac=0.8, seq_frac=0.4)
-    step = curves.StepTimes(weights_s=0.010, fixed_s=0.005, per_seq_s=0.004, compute_s=0.001)
-    share = 0.2 + (0.6 * 0.010 + 0.8 * 0.001 + 0.4 * 0.004) / 0.020  # 0.2 + 0.42 = 0.62
-    assert curves.step_power_w(step, H100, coef) == pytest.approx(700.0 * share)
-    hot = Coefficients(idle_frac=0.4, compute_frac=0.9)
-    assert curves.step_power_w(curves.StepTimes(0.0, 0.0, 0.0, 1.0), H100, hot) == 700.0
+def test_kv_cache_term_grows_with_context_and_respects_sliding_windows() -> None:
+    assert LLAMA_70B.kv_bytes_per_token() == 80 * 2 * 8 * 128 * 2.0  # layers × K,V × heads × dim × bytes
+    short = curves.decode_step(70, 70, H100, 4, 64, arch=LLAMA_70B, context_tokens=500)
+    long = curves.decode_step(70, 70, H100, 4, 64, arch=LLAMA_70B, context_tokens=5000)
+    assert long.kv_s == pytest.approx(10 * short.kv_s)
+    assert long.weights_s == short.weights_s
+    gemma = Architecture(48, 8, 256, sliding_window=1024, sliding_layers=40)
+    assert gemma.kv_read_bytes(4096) == (8 * 4096 + 40 * 1024) * 2 * 8 * 256 * 2.0
+    mla = Architecture(61, 1, 576, kv_latent_dim=576)
+    assert mla.kv_bytes_per_token() == 61 * 576 * 2.0
 
 
-def test_j_per_output_token_is_cluster_power_times_step_over_batch() -> None:
-    step = curves.decode_step(8.0, 8.0, H100, 1, 64)
-    expected_j = 1 * curves.step_power_w(step, H100) * step.total_s / 64
-    assert curves.decode_j_per_token(8.0, 8.0, H100, 1, 64) == pytest.approx(expected_j)
+def test_step_is_roofline_plus_kv_plus_overheads() -> None:
+    cal = curves.Calibration(curves.Coefficients(bw_eff=1.0, flop_eff=1.0, kv_eff=1.0))
+    gpu = curves.GpuSpec("X", "hopper", 1e12, 1e15, 2e15, 2e15, 500.0, 80.0)
+    arch = Architecture(10, 1, 100)
+    step = curves.decode_step(10.0, 10.0, gpu, 2, 8, "bf16", arch=arch, context_tokens=100, cal=cal)
+    assert step.weights_s == pytest.approx(10e9 * 2 / (2 * 1e12))
+    assert step.matmul_s == pytest.approx(2 * 10e9 * 8 / (2 * 1e15))
+    assert step.kv_s == pytest.approx(8 * 10 * 200 * 100 * 2.0 / (2 * 1e12))
+    c = cal.coef
+    per_layer_us = c.layer_us + c.layer_us_per_log2_gpus * 1 + 8 * c.seq_layer_us
+    assert step.overhead_s == pytest.approx(10 * per_layer_us * 1e-6)
+    roof = math.hypot(step.weights_s, step.matmul_s)  # ROOFLINE_SHARPNESS = 2
+    assert step.total_s == pytest.approx(roof + step.kv_s + step.overhead_s)
 
 
-def test_prefill_j_per_token_by_hand() -> None:
-    # 2 × 70e9 FLOP at 50 % of 989 TFLOP/s on one GPU = 0.283 ms; × (idle + compute) share of 700 W
-    seconds = 2 * 70e9 / (989e12 * 0.5)
-    power_w = 700.0 * min(1.0, COEF.idle_frac + COEF.compute_frac)
-    assert curves.prefill_j_per_token(70.0, H100) == pytest.approx(power_w * seconds)
-    assert curves.prefill_s_per_token(70.0, H100, 4) == pytest.approx(seconds / 4)
+def test_power_is_idle_plus_activity_weighted_dynamic_capped_at_board() -> None:
+    coef = curves.Coefficients(idle_frac=0.2, memory_frac=0.6, compute_frac=0.8, overhead_frac=0.3)
+    cal = curves.Calibration(coef)
+    step = curves.StepTimes(weights_s=0.010, matmul_s=0.0, kv_s=0.004, overhead_s=0.006)
+    share = 0.2 + (0.6 * 0.014 + 0.3 * 0.006) / 0.020
+    assert curves.step_power_w(step, H100, cal) == pytest.approx(700.0 * share)
+    hot = curves.Calibration(replace(coef, compute_frac=0.95))
+    assert curves.step_power_w(curves.StepTimes(0.0, 1.0, 0.0, 0.0), H100, hot) == 700.0
+    assert curves.idle_w(H100, cal) == pytest.approx(140.0)
 
 
-def test_energy_per_token_falls_with_batch_and_rises_with_size() -> None:
-    by_batch = [curves.decode_j_per_token(70, 70, H100, 4, b) for b in (8, 32, 128, 512)]
+def test_unseen_generation_uses_its_datasheet_with_global_fractions() -> None:
+    a100 = gpu_spec("A100")
+    assert curves.CALIBRATION.scale(a100) == curves.GenerationScale()
+    h100 = curves.decode_step(8, 8, H100, 1, 1, cal=curves.Calibration())
+    slow = curves.decode_step(8, 8, a100, 1, 1, cal=curves.Calibration())
+    assert slow.weights_s / h100.weights_s == pytest.approx(H100.hbm_bytes_per_s / a100.hbm_bytes_per_s)
+
+
+def test_energy_falls_with_batch_and_rises_with_model_size() -> None:
+    by_batch = [curves.decode_j_per_token(70, 70, H100, 4, b, arch=LLAMA_70B) for b in (8, 32, 128, 512)]
     assert by_batch == sorted(by_batch, reverse=True)
-    assert by_batch[0] / by_batch[-1] > 5
     by_size = [curves.decode_j_per_token(a, a, H100, 4, 64) for a in (8, 32, 70, 140)]
     assert by_size == sorted(by_size)
-    # prefill is cheaper per token than decode at the batch sizes serving runs at
-    assert curves.prefill_j_per_token(70, H100) < curves.decode_j_per_token(70, 70, H100, 4, 64)
 
 
-def test_gpus_needed_rounds_up_to_a_power_of_two() -> None:
-    assert curves.gpus_needed(8, "bf16", H100) == 1  # 16 GB × 1.3 = 21 GB → 1
-    assert curves.gpus_needed(70, "bf16", H100) == 4  # 140 GB × 1.3 = 182 GB → 3 GPUs → 4
-    assert curves.gpus_needed(70, "fp8", H100) == 2  # 70 GB × 1.3 = 91 GB → 2
+def test_fit_twin_agrees_with_the_curves_on_every_row() -> None:
+    rows = load_rows()
+    seconds, power = predict(curves.CALIBRATION, rows)
+    for row, s, p in zip(rows, seconds, power, strict=True):
+        gpu = gpu_spec(row.gpu)
+        step = curves.decode_step(
+            row.active_b,
+            row.total_b,
+            gpu,
+            row.gpu_count,
+            row.batch,
+            row.precision,
+            arch=row.arch,
+            context_tokens=row.context_tokens,
+        )
+        decode_j = row.gpu_count * curves.step_power_w(step, gpu) * step.total_s / row.batch
+        prefill_j = 200 / row.output_tokens * curves.prefill_j_per_token(row.active_b, gpu, row.precision)
+        assert s * p == pytest.approx(decode_j + prefill_j, rel=1e-9)
+
+
+def test_fit_recovers_the_shipped_constants_and_priors_hold_unseen_groups() -> None:
+    rows = load_rows()
+    cal = fit(rows)
+    assert cal.coef.bw_eff == pytest.approx(curves.CALIBRATION.coef.bw_eff, rel=0.02)
+    assert cal.precision_eff["fp8"] == pytest.approx(curves.CALIBRATION.precision_eff["fp8"], rel=0.02)
+    hopper_only = fit([r for r in rows if r.gpu == "H100"])
+    assert "blackwell" not in hopper_only.generations  # nothing to fit: the datasheet prior stays
+    with pytest.raises(ValueError):
+        fit([])

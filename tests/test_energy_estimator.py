@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from bauxite.energy import curves
@@ -21,12 +23,64 @@ from bauxite.units import J_PER_WH
 H100 = curves.GPU_SPECS["H100"]
 
 
-def test_request_gpu_j_is_decode_plus_uncached_prefill() -> None:
+def test_request_gpu_j_is_decode_at_its_context_plus_uncached_prefill() -> None:
     shape = RequestShape(input_tokens=300, output_tokens=100, cached_tokens=100)
-    decode_j_per_token = curves.decode_j_per_token(8, 8, H100, 1, 32)
+    decode_j_per_token = curves.decode_j_per_token(8, 8, H100, 1, 32, context_tokens=350)
     prefill_j_per_token = curves.prefill_j_per_token(8, H100)
     expected_j = 100 * decode_j_per_token + 200 * prefill_j_per_token
     assert request_gpu_j(shape, 8, 8, "bf16", H100, 1, 32) == pytest.approx(expected_j)
+    longer = RequestShape(input_tokens=8000, output_tokens=100, cached_tokens=7900)
+    assert request_gpu_j(longer, 8, 8, "bf16", H100, 1, 32) > request_gpu_j(shape, 8, 8, "bf16", H100, 1, 32)
+
+
+def test_encoder_models_cost_only_their_prompt() -> None:
+    bge = resolve_params("BAAI/bge-small-en-v1.5", {}, None)
+    assert bge.encoder and bge.active_b == pytest.approx(0.0334) and not bge.sizes_default
+    est = CalibratedEstimator().estimate(RequestShape(200, 0), bge, Serving(), "gpu", Overheads())
+    assert est.energy_j == pytest.approx(200 * curves.prefill_j_per_token(0.0334, H100, "fp16"))
+    assert est.energy_j < 1.0  # not the 70B default's tens of joules
+
+
+def test_unknown_models_are_flagged_and_warned(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        unknown = resolve_params("totally-unknown-model", {}, None)
+    assert unknown.sizes_default and "totally-unknown-model" in caplog.text
+    est = CalibratedEstimator().estimate(RequestShape(10, 10), unknown, Serving(), "gpu", Overheads())
+    assert est.sizes_default
+    embedding = resolve_params("acme-embedding-v2", {}, None)
+    assert embedding.sizes_default and embedding.encoder and embedding.active_b < 1.0
+
+
+def test_older_external_models_are_sized_from_ecologits_history() -> None:
+    for name in (
+        "claude-3-5-sonnet-20241022",
+        "claude-3-haiku-20240307",
+        "gemini-2.0-flash",
+        "gemini-1.5-pro",
+    ):
+        params = resolve_params(name, {}, EcoLogitsRepository())
+        assert params.source == "ecologits" and not params.sizes_default
+        assert "model-arch-not-released" in params.warnings
+    assert resolve_params("gemini-2.0-flash", {}, None).total_b == 440.0
+
+
+def test_shipped_architectures_come_with_config_sources() -> None:
+    scout = resolve_params("meta-llama/Llama-4-Scout-17B-16E-Instruct", {}, None)
+    assert scout.source == "table" and scout.arch is not None
+    assert (scout.arch.num_experts, scout.arch.experts_per_token, scout.arch.layers) == (16, 1, 48)
+    assert scout.arch.source.startswith("https://huggingface.co/meta-llama/")
+    fp8 = resolve_params("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", {}, None)
+    assert fp8.precision == "fp8" and fp8.arch is not None and fp8.arch.kv_heads == 4
+
+
+def test_fp8_halves_weight_reads_so_a_large_fp8_model_costs_less_than_bf16() -> None:
+    llama = resolve_params("meta-llama/Llama-3.1-405B-Instruct", {}, None)
+    shape = RequestShape(200, 300)
+    bf16 = CalibratedEstimator().estimate(shape, llama, Serving("H100", 8, 8), "gpu", Overheads())
+    fp8 = CalibratedEstimator().estimate(
+        shape, replace(llama, precision="fp8"), Serving("H100", 8, 8), "gpu", Overheads()
+    )
+    assert fp8.energy_j < 0.8 * bf16.energy_j
 
 
 def test_full_boundary_adds_host_idle_capacity_and_pue() -> None:
@@ -83,6 +137,7 @@ def test_lookup_order_overrides_then_repository_then_name_then_default() -> None
     from_repo = resolve_params("gpt-4o", {}, repository)
     assert from_repo.source == "ecologits" and from_repo.moe and from_repo.active_b_min == 44.0
     assert resolve_params("acme/Foo-13B", {}, repository).source == "name"
+    assert resolve_params("meta-llama/Llama-3.1-70B-Instruct", {}, repository).source == "table"
     unknown = resolve_params("totally-unknown-model", {}, repository)
     assert unknown.source == "default" and unknown.active_b > 0
 

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from ..intensity.catalogue import Catalogue
 from ..units import J_PER_WH, carbon_g
+from .architecture import architecture_with, default_architecture, routed_split
 from .estimator import Estimate, Overheads, RequestShape, Serving, estimators
 from .params import EcoLogitsRepository, ModelParams, resolve_params
 
@@ -29,7 +30,29 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     model.add_argument(
         "--total-params-b", type=float, help="total parameters, billions (MoE; default: active)"
     )
-    model.add_argument("--precision", choices=("bf16", "fp8"), help="weight precision (default bf16)")
+    model.add_argument(
+        "--precision",
+        choices=("bf16", "fp16", "fp8", "int8", "int4", "fp4"),
+        help="weight precision: 2, 1 or 0.5 bytes per weight (default: the model's, else bf16)",
+    )
+    arch = parser.add_argument_group(
+        "architecture (from the model's config.json; defaults: shipped table, else derived from the size)"
+    )
+    arch.add_argument("--num-experts", type=int, help="MoE: routed experts per layer (num_experts)")
+    arch.add_argument("--experts-per-token", type=int, help="MoE: top-k experts per token")
+    arch.add_argument(
+        "--shared-params-b",
+        type=float,
+        help="MoE: always-run parameters, billions (attention, embeddings, shared experts)",
+    )
+    arch.add_argument("--layers", type=int, help="transformer layers (num_hidden_layers)")
+    arch.add_argument("--kv-heads", type=int, help="KV heads per layer (num_key_value_heads)")
+    arch.add_argument("--head-dim", type=int, help="width of one attention head (head_dim)")
+    arch.add_argument(
+        "--kv-bytes-per-token",
+        type=float,
+        help="KV-cache bytes per token over all layers (instead of layers × KV heads × head dim × 2 × 2 B)",
+    )
     serving = parser.add_argument_group("serving")
     serving.add_argument(
         "--gpu", default="H100", help="GPU type: H100, H200, B200, A100, L40S, … (default H100)"
@@ -50,19 +73,38 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(func=run)
 
 
+_ARCH_OPTIONS = (
+    "num_experts",
+    "experts_per_token",
+    "shared_params_b",
+    "layers",
+    "kv_heads",
+    "head_dim",
+    "kv_bytes_per_token",
+)
+
+
 def _params(args: argparse.Namespace) -> ModelParams | str:
     if args.active_params_b is not None:
         if args.active_params_b <= 0 or (args.total_params_b is not None and args.total_params_b <= 0):
             return "--active-params-b and --total-params-b must be positive"
-        return ModelParams.fixed(
+        found = ModelParams.fixed(
             args.active_params_b, args.total_params_b, args.precision or "bf16", "explicit"
         )
-    if not args.model:
+    elif args.model:
+        found = resolve_params(args.model, {}, EcoLogitsRepository())
+    else:
         return "give --model NAME or --active-params-b N"
-    found = resolve_params(args.model, {}, EcoLogitsRepository())
     if args.precision:
         found = replace(found, precision=args.precision)
-    return found
+    given = {name: getattr(args, name) for name in _ARCH_OPTIONS if getattr(args, name) is not None}
+    if not given:
+        return found
+    try:
+        arch = architecture_with(found.arch, found.active_b, found.total_b, given)
+    except ValueError as exc:
+        return str(exc)
+    return replace(found, arch=arch)
 
 
 def grid_g_per_kwh(region: str) -> tuple[float, str] | str:
@@ -118,16 +160,33 @@ def _result(est: Estimate, params: ModelParams, serving: Serving) -> dict[str, A
         "total_params_b": params.total_b,
         "precision": params.precision,
         "params_source": params.source,
+        "sizes_default": est.sizes_default,
+        "architecture": _arch_result(params),
         "gpu": serving.gpu_type,
         "num_gpus": serving.gpus_for(params),
         "batch_size": serving.batch_size,
     }
 
 
+def _arch_result(params: ModelParams) -> dict[str, Any]:
+    """Architecture facts the estimate used (the labelled size-derived default when none is known)."""
+    arch = params.arch or default_architecture(params.active_b)
+    shared_b, _ = routed_split(params.active_b, params.total_b, arch)
+    return {
+        "kind": arch.kind,
+        "layers": arch.layers,
+        "kv_bytes_per_token": arch.kv_bytes_per_token(),
+        "num_experts": arch.num_experts or None,
+        "experts_per_token": arch.experts_per_token or None,
+        "shared_params_b": shared_b if params.moe else None,
+        "source": arch.source,
+    }
+
+
 def _print_table(result: dict[str, Any], out: TextIO) -> None:
     print(
-        f"energy      {result['energy_wh']:.4f} Wh  ({result['energy_j']:.1f} J; range "
-        f"{result['energy_j_min']:.1f}–{result['energy_j_max']:.1f} J)",
+        f"energy      {result['energy_wh']:.4g} Wh  ({result['energy_j']:.4g} J; range "
+        f"{result['energy_j_min']:.4g}–{result['energy_j_max']:.4g} J)",
         file=out,
     )
     print(f"boundary    {result['boundary']}  (PUE included: {result['pue']:g})", file=out)
@@ -137,6 +196,16 @@ def _print_table(result: dict[str, Any], out: TextIO) -> None:
         f"{result['precision']} (sizes from {result['params_source']})",
         file=out,
     )
+    arch = result["architecture"]
+    experts = f", {arch['experts_per_token']} of {arch['num_experts']} experts" if arch["num_experts"] else ""
+    print(
+        f"arch        {arch['kind']}, {arch['layers']} layers, "
+        f"KV {arch['kv_bytes_per_token'] / 1024:.0f} KiB/token"
+        f"{experts} (from {arch['source']})",
+        file=out,
+    )
+    if result["sizes_default"]:
+        print("warning     model size unknown: a labelled default was used", file=out)
     print(f"serving     {result['num_gpus']}× {result['gpu']}, batch {result['batch_size']:g}", file=out)
     if "carbon_g" in result:
         print(

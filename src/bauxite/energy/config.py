@@ -7,6 +7,18 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..durations import DurationS
+from .architecture import architecture_with, find_known
+from .params import ModelParams
+
+ARCH_FIELDS = (
+    "num_experts",
+    "experts_per_token",
+    "shared_params_b",
+    "layers",
+    "kv_heads",
+    "head_dim",
+    "kv_bytes_per_token",
+)
 
 Precision = Literal["bf16", "fp16", "fp8", "int8", "int4", "fp4"]
 
@@ -46,6 +58,31 @@ class ModelSizeSettings(_Section):
     total_params_b: float | None = Field(default=None, gt=0)  # default: = active (dense)
     precision: Precision = "bf16"
     architecture: Literal["dense", "moe"] | None = None  # optional cross-check: MoE ⇔ total > active
+    # Architecture facts from the model's config.json (optional; default: shipped table, else size-derived)
+    num_experts: int | None = Field(default=None, ge=1)  # MoE: routed experts per layer
+    experts_per_token: int | None = Field(default=None, ge=1)  # MoE: top-k
+    shared_params_b: float | None = Field(default=None, ge=0)  # MoE: always-run parameters, billions
+    layers: int | None = Field(default=None, ge=1)
+    kv_heads: int | None = Field(default=None, ge=1)
+    head_dim: int | None = Field(default=None, ge=1)
+    kv_bytes_per_token: float | None = Field(default=None, gt=0)  # KV-cache bytes per token, all layers
+
+    def to_params(self, name: str) -> ModelParams:
+        """The override as model sizes; architecture facts not given come from the shipped table for
+        ``name`` when it is there, else from the size. Raises ``ValueError`` for impossible facts."""
+        known = find_known(name)
+        base = known.arch if known is not None else None
+        given = {key: value for key in ARCH_FIELDS if (value := getattr(self, key)) is not None}
+        arch = architecture_with(
+            base, self.active_params_b, self.total_params_b or self.active_params_b, given
+        )
+        return ModelParams.fixed(
+            self.active_params_b,
+            self.total_params_b,
+            self.precision,
+            "config",
+            arch if given or base else None,
+        )
 
     @model_validator(mode="after")
     def _architecture_matches_sizes(self) -> ModelSizeSettings:
@@ -54,6 +91,8 @@ class ModelSizeSettings(_Section):
             raise ValueError("architecture 'moe' needs total_params_b above active_params_b")
         if self.architecture == "dense" and moe:
             raise ValueError("architecture 'dense' cannot have total_params_b above active_params_b")
+        if self.num_experts and self.experts_per_token and self.experts_per_token > self.num_experts:
+            raise ValueError("experts_per_token cannot exceed num_experts")
         return self
 
 

@@ -11,17 +11,23 @@ Boundaries:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from . import curves
+from .architecture import Architecture, default_architecture
 from .params import ModelParams
 
 Boundary = Literal["gpu", "full"]
 HOST_FRAC = 0.43  # host CPU/DRAM energy per joule of GPU energy (Google: 0.06 / 0.14 Wh)
 IDLE_CAPACITY_FRAC = 0.14  # provisioned idle machines per joule of GPU energy (Google: 0.02 / 0.14 Wh)
-FIT_ERROR_FRAC = 0.30  # ≈ 90th-percentile leave-one-model-out error of the curves; widens the range
+FIT_ERROR_FRAC = 0.40
+"""Widening of the range for the curves' own error: ≈ the 90th-percentile absolute error on rows whose whole
+GPU × precision × architecture group was left out of the fit (``benchmarks/energy_accuracy.py``)."""
 BATCH_RANGE_FACTOR = 2.0  # the range assumes the true average batch is within ×/÷ 2 of the assumption
+TYPICAL_SHARED_FRAC = 0.5
+"""Range bound for a MoE model known only by active/total: half its active parameters always run (the shipped
+MoE configs span 0.13 (Mixtral) to 0.64 (Llama-4-Scout)). The central figure uses the conservative 0."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,12 @@ class RequestShape:
     latency_s: float | None = None
     cached_tokens: int = 0  # prompt tokens served from the prefix cache: no prefill compute
 
+    @property
+    def decode_context_tokens(self) -> float:
+        """Mean context while this request decodes (prompt + half its output); the batch is assumed to hold
+        sequences like it, so its KV reads set the per-sequence attention cost."""
+        return max(self.input_tokens, 0) + max(self.output_tokens, 0) / 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class Overheads:
@@ -63,6 +75,7 @@ class Estimate:
     boundary: Boundary
     method: str
     pue: float = 1.0  # PUE already included in the energy figures (1.0 for the gpu boundary)
+    sizes_default: bool = False  # True: the model's size was unknown and a labelled default was used
 
 
 class EnergyEstimator(Protocol):
@@ -95,21 +108,47 @@ def request_gpu_j(
     gpu: curves.GpuSpec,
     gpu_count: int,
     batch: float,
+    *,
+    arch: Architecture | None = None,
+    cal: curves.Calibration = curves.CALIBRATION,
 ) -> float:
-    """GPU energy of one request in joules: decode tokens at the batch's J/token plus uncached prompt
-    tokens at the prefill J/token."""
-    decode_j = max(shape.output_tokens, 0) * curves.decode_j_per_token(
-        active_b, total_b, gpu, gpu_count, batch, precision
-    )
+    """GPU energy of one request in joules: decode tokens at the batch's J/token (weights, KV reads at the
+    request's mean context, overheads) plus uncached prompt tokens at the prefill J/token. Encoders
+    (embedding models) only run the prompt."""
     prefill_tokens = max(shape.input_tokens - max(shape.cached_tokens, 0), 0)
-    return decode_j + prefill_tokens * curves.prefill_j_per_token(active_b, gpu)
+    prefill_j = prefill_tokens * curves.prefill_j_per_token(active_b, gpu, precision, cal)
+    if arch is not None and arch.kind == "encoder":
+        return prefill_j
+    decode_j = max(shape.output_tokens, 0) * curves.decode_j_per_token(
+        active_b,
+        total_b,
+        gpu,
+        gpu_count,
+        batch,
+        precision,
+        arch=arch,
+        context_tokens=shape.decode_context_tokens,
+        cal=cal,
+    )
+    return decode_j + prefill_j
+
+
+def _typical_moe(params: ModelParams, active_b: float) -> Architecture | None:
+    """Architecture for the low end of a MoE model's range when only active/total are known."""
+    if not params.moe or (params.arch is not None and params.arch.num_experts > 0):
+        return params.arch
+    arch = params.arch or default_architecture(active_b)
+    return replace(arch, shared_params_b=TYPICAL_SHARED_FRAC * active_b)
 
 
 class CalibratedEstimator:
-    """Bauxite's curves fitted on measured rows; range from the parameter range, the batch range and the
-    fit's cross-validated error."""
+    """Bauxite's roofline curves fitted on measured rows; range from the parameter range, the batch range,
+    the MoE split when unknown, and the fit's group-held-out error."""
 
     name = "calibrated"
+
+    def __init__(self, cal: curves.Calibration = curves.CALIBRATION) -> None:
+        self.cal = cal
 
     def estimate(
         self,
@@ -122,33 +161,27 @@ class CalibratedEstimator:
         gpu = curves.gpu_spec(serving.gpu_type)
         count = serving.gpus_for(params)
         batch = max(serving.batch_size, 1.0)
-        central_j = request_gpu_j(shape, params.active_b, params.total_b, params.precision, gpu, count, batch)
-        low_j = request_gpu_j(
-            shape,
-            params.active_b_min,
-            max(params.total_b, params.active_b_min),
-            params.precision,
-            gpu,
-            count,
-            batch * BATCH_RANGE_FACTOR,
+
+        def energy_j(active_b: float, batch_size: float, arch: Architecture | None) -> float:
+            total_b = max(params.total_b, active_b)
+            return request_gpu_j(
+                shape, active_b, total_b, params.precision, gpu, count, batch_size, arch=arch, cal=self.cal
+            )
+
+        central_j = energy_j(params.active_b, batch, params.arch)
+        low_j = energy_j(
+            params.active_b_min, batch * BATCH_RANGE_FACTOR, _typical_moe(params, params.active_b_min)
         )
-        high_j = request_gpu_j(
-            shape,
-            params.active_b_max,
-            max(params.total_b, params.active_b_max),
-            params.precision,
-            gpu,
-            count,
-            max(batch / BATCH_RANGE_FACTOR, 1.0),
-        )
+        high_j = energy_j(params.active_b_max, max(batch / BATCH_RANGE_FACTOR, 1.0), params.arch)
         factor = boundary_factor(boundary, overheads)
         return Estimate(
             energy_j=central_j * factor,
-            energy_j_min=min(low_j, central_j) * (1.0 - FIT_ERROR_FRAC) * factor,
+            energy_j_min=min(low_j, central_j) / (1.0 + FIT_ERROR_FRAC) * factor,
             energy_j_max=max(high_j, central_j) * (1.0 + FIT_ERROR_FRAC) * factor,
             boundary=boundary,
             method=self.name,
             pue=overheads.pue if boundary == "full" else 1.0,
+            sizes_default=params.sizes_default,
         )
 
 
@@ -188,6 +221,7 @@ class EcoLogitsEstimator:
             boundary=boundary,
             method=self.name,
             pue=overheads.pue if boundary == "full" else 1.0,
+            sizes_default=params.sizes_default,
         )
 
 
