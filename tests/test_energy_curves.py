@@ -65,6 +65,17 @@ def test_moe_known_only_by_active_and_total_reads_at_least_as_much_as_any_split(
     assert shared == 0.0 and q == pytest.approx(37.0 / 671.0)
 
 
+def test_moe_overhead_counts_only_layers_with_experts() -> None:
+    maverick = find_known("meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8")
+    assert maverick is not None and maverick.arch.routed_layers(True) == 24 and maverick.arch.layers == 48
+    every_layer = replace(maverick.arch, moe_layers=0)
+    assert every_layer.routed_layers(True) == 48 and every_layer.routed_layers(False) == 0
+    half = curves.decode_step(17, 400, H100, 8, 8, "fp8", arch=maverick.arch)
+    full = curves.decode_step(17, 400, H100, 8, 8, "fp8", arch=every_layer)
+    moe_us = curves.CALIBRATION.coef.moe_layer_us * curves.CALIBRATION.scale(H100).overhead
+    assert full.overhead_s - half.overhead_s == pytest.approx(24 * moe_us * 1e-6)
+
+
 def test_kv_cache_term_grows_with_context_and_respects_sliding_windows() -> None:
     assert LLAMA_70B.kv_bytes_per_token() == 80 * 2 * 8 * 128 * 2.0  # layers × K,V × heads × dim × bytes
     short = curves.decode_step(70, 70, H100, 4, 64, arch=LLAMA_70B, context_tokens=500)

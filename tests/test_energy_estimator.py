@@ -153,3 +153,22 @@ def test_model_size_architecture_must_match_the_sizes() -> None:
         ModelSizeSettings(active_params_b=70, architecture="moe")
     with pytest.raises(ValidationError, match="cannot have total_params_b above"):
         ModelSizeSettings(active_params_b=22, total_params_b=235, architecture="dense")
+
+
+def test_configured_architecture_reaches_the_model_params() -> None:
+    from pydantic import ValidationError
+
+    from bauxite.energy.config import ModelSizeSettings
+
+    moe = ModelSizeSettings(
+        active_params_b=37, total_params_b=671, precision="fp8", num_experts=256, experts_per_token=8
+    ).to_params("my-deepseek")
+    assert moe.source == "config" and moe.arch is not None
+    assert (moe.arch.num_experts, moe.arch.experts_per_token, moe.precision) == (256, 8, "fp8")
+    known = ModelSizeSettings(active_params_b=70).to_params("meta-llama/Llama-3.3-70B-Instruct")
+    assert known.arch is not None and known.arch.layers == 80  # facts not given come from the shipped table
+    assert ModelSizeSettings(active_params_b=70).to_params("my-finetune").arch is None
+    kv = ModelSizeSettings(active_params_b=8, kv_bytes_per_token=65536).to_params("x")
+    assert kv.arch is not None and kv.arch.kv_bytes_per_token() == 65536
+    with pytest.raises(ValidationError, match="experts_per_token cannot exceed"):
+        ModelSizeSettings(active_params_b=22, total_params_b=235, num_experts=4, experts_per_token=8)

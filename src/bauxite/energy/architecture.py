@@ -50,6 +50,7 @@ class Architecture:
     sliding_layers: int = 0  # how many of ``layers`` use the sliding window
     num_experts: int = 0  # routed experts per MoE layer (0: dense)
     experts_per_token: int = 0  # top-k routing
+    moe_layers: int = 0  # layers with routed experts (0: every layer of a MoE model)
     shared_params_b: float | None = None  # always-run parameters of a MoE model; None: derive (see module)
     kind: ModelKind = "decoder"
     source: str = "default"  # where the facts come from (config URL) or "default"
@@ -61,6 +62,12 @@ class Architecture:
     def kv_elements_per_token_layer(self) -> int:
         """Cached elements per token per layer: K and V of each KV head, or the MLA latent."""
         return self.kv_latent_dim or 2 * self.kv_heads * self.head_dim
+
+    def routed_layers(self, moe: bool) -> int:
+        """Layers that route tokens to experts (all of a MoE model's layers unless the config says fewer)."""
+        if not moe:
+            return 0
+        return self.moe_layers or self.layers
 
     def kv_bytes_per_token(self, kv_bytes_per_element: float = KV_BYTES_PER_ELEMENT) -> float:
         """KV-cache bytes one token adds across all layers (layers × KV heads × head dim × 2 × bytes)."""
@@ -129,7 +136,7 @@ def architecture_with(
     shared = values.get("shared_params_b")
     if shared is not None and (shared >= active_b and total_b > active_b):
         raise ValueError("--shared-params-b must be below the active parameters of a MoE model")
-    integer_fields = {"layers", "kv_heads", "head_dim", "num_experts", "experts_per_token"}
+    integer_fields = {"layers", "kv_heads", "head_dim", "num_experts", "experts_per_token", "moe_layers"}
     typed: dict[str, Any] = {k: int(v) if k in integer_fields else float(v) for k, v in values.items()}
     arch = base or default_architecture(active_b)
     return replace(arch, source="explicit", **typed)
@@ -177,6 +184,7 @@ def _row(row: dict[str, str]) -> KnownModel:
         sliding_layers=int(row["sliding_layers"]),
         num_experts=int(row["num_experts"]),
         experts_per_token=int(row["experts_per_token"]),
+        moe_layers=int(row["moe_layers"]),
         kind=kind,
         source=row["source"],
     )

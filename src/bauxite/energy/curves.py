@@ -11,9 +11,9 @@ One decode step of a batch of ``B`` sequences on ``N`` GPUs makes one token per 
 * ``roof(a, b) = (a^p + b^p)^(1/p)`` — a smooth roofline (max for large ``p``; ``ROOFLINE_SHARPNESS``);
 * ``t_kv = B · KV bytes per sequence(context) / (N · HBM B/s · bw_eff · kv_eff · gen.bw)`` — attention's
   KV-cache reads;
-* ``t_overhead = gen.overhead · layers · (layer_us + layer_us_per_log2_gpus · log2 N + moe_layer_us·[MoE]
-  + quant_layer_us[precision] + B · seq_layer_us) · 1e-6`` — kernel launches and collectives per layer,
-  per-sequence attention/sampling work per layer.
+* ``t_overhead = gen.overhead · (layers · (layer_us + layer_us_per_log2_gpus · log2 N
+  + quant_layer_us[precision] + B · seq_layer_us) + MoE layers · moe_layer_us) · 1e-6`` — kernel launches
+  and collectives per layer, per-sequence attention/sampling work per layer, expert routing per MoE layer.
 
 Power per GPU is a resident-idle floor plus dynamic power weighted by what the step spends its time on,
 capped at board power: ``P = board · min(1, gen.idle·idle_frac + gen.dynamic·(memory_frac·t_mem +
@@ -196,12 +196,13 @@ def decode_step(
     weight_bytes = weights_b * 1e9 * weight_bytes_per_param(precision)
     moe = total_params_b > active_params_b
     per_layer_us = coef.layer_us + coef.layer_us_per_log2_gpus * math.log2(n)
-    per_layer_us += (coef.moe_layer_us if moe else 0.0) + cal.quant_layer_us(precision)
+    per_layer_us += cal.quant_layer_us(precision)
+    moe_us = arch.routed_layers(moe) * coef.moe_layer_us
     return StepTimes(
         weights_s=weight_bytes / (bandwidth * cal.weight_eff(precision)),
         matmul_s=2.0 * active_params_b * 1e9 * b / (n * gpu.flop_per_s(precision) * coef.flop_eff * gen.flop),
         kv_s=b * arch.kv_read_bytes(context_tokens) / (bandwidth * coef.kv_eff),
-        overhead_s=gen.overhead * 1e-6 * arch.layers * (per_layer_us + b * coef.seq_layer_us),
+        overhead_s=gen.overhead * 1e-6 * (arch.layers * (per_layer_us + b * coef.seq_layer_us) + moe_us),
     )
 
 

@@ -125,7 +125,7 @@ class _Features:
     kv_bytes: FloatArray  # per step, whole batch
     layers: FloatArray
     log2_gpus: FloatArray
-    moe: FloatArray
+    moe_layers: FloatArray
     batch: FloatArray
     gpus: FloatArray
     hbm: FloatArray  # per GPU, B/s
@@ -154,7 +154,7 @@ def _features(rows: Sequence[Measured]) -> _Features:
         kv_bytes=arr([r.batch * r.arch.kv_read_bytes(r.context_tokens) for r in rows]),
         layers=arr([r.arch.layers for r in rows]),
         log2_gpus=arr([math.log2(r.gpu_count) for r in rows]),
-        moe=arr([1.0 if r.moe else 0.0 for r in rows]),
+        moe_layers=arr([r.arch.routed_layers(r.moe) for r in rows]),
         batch=arr([r.batch for r in rows]),
         gpus=arr([r.gpu_count for r in rows]),
         hbm=arr([s.hbm_bytes_per_s for s in specs]),
@@ -188,9 +188,9 @@ def _predict(cal: curves.Calibration, f: _Features) -> tuple[FloatArray, FloatAr
     matmul_s = f.matmul_flop / rate
     kv_s = f.kv_bytes / (bandwidth * c.kv_eff)
     quant_us = np.asarray([cal.quant_layer_us(x) for x in f.precision], dtype=np.float64)
-    per_layer_us = c.layer_us + c.moe_layer_us * f.moe + c.layer_us_per_log2_gpus * f.log2_gpus + quant_us
-    per_seq_us = f.layers * c.seq_layer_us
-    overhead_s = _gen(cal, f, "overhead") * 1e-6 * (f.layers * per_layer_us + f.batch * per_seq_us)
+    per_layer_us = c.layer_us + c.layer_us_per_log2_gpus * f.log2_gpus + quant_us + f.batch * c.seq_layer_us
+    layer_time_us = f.layers * per_layer_us + f.moe_layers * c.moe_layer_us
+    overhead_s = _gen(cal, f, "overhead") * 1e-6 * layer_time_us
     roof_s = (weights_s**p + matmul_s**p) ** (1.0 / p)
     step_s = roof_s + kv_s + overhead_s
     share_w = weights_s**p / (weights_s**p + matmul_s**p)
