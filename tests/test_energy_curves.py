@@ -158,3 +158,11 @@ def test_fit_recovers_the_shipped_constants_and_priors_hold_unseen_groups() -> N
     assert "blackwell" not in hopper_only.generations  # nothing to fit: the datasheet prior stays
     with pytest.raises(ValueError):
         fit([])
+
+
+def test_every_measured_model_has_its_config_facts_in_the_table() -> None:
+    for row in load_rows():
+        assert row.arch.source.startswith("https://huggingface.co/"), row.model
+        assert row.arch.layers > 0 and row.arch.kv_elements_per_token_layer > 0
+        if row.moe:
+            assert row.arch.num_experts > row.arch.experts_per_token > 0, row.model
