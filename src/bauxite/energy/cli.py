@@ -22,7 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         "estimate",
         help="estimate the energy and carbon of one request",
         description="Energy of one LLM request from tokens, model size and serving assumptions. Give --model "
-        "(looked up in EcoLogits' repository, or sizes in the name) or --active-params-b.",
+        "(looked up in the shipped architecture table, EcoLogits' repository, or sizes in the name) or "
+        "--active-params-b. An unknown model gets a labelled default (sizes_default).",
     )
     model = parser.add_argument_group("model")
     model.add_argument("--model", help="model name, e.g. gpt-4o or meta-llama/Llama-3.1-70B-Instruct")
