@@ -177,7 +177,7 @@ def print_fit(rows: Sequence[Measured]) -> None:
     for gen, scale in cal.generations.items():
         values = ", ".join(f"{f.name}={getattr(scale, f.name):.3f}" for f in fields(curves.GenerationScale))
         print(f"    {gen}: {values}")
-    print(f"    precision_eff = {cal.precision_eff}  precision_layer_us = {cal.precision_layer_us}")
+    print(f"    dequant = {cal.dequant}")
 
 
 def main() -> None:

@@ -5,15 +5,21 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from bauxite.energy import curves
 from bauxite.energy.architecture import (
     Architecture,
-    default_architecture,
+    busiest_gpu_experts,
+    default_shared_frac,
+    default_top_k,
+    expert_count,
     find_known,
+    known_models,
     routed_split,
     weights_read_b,
+    weights_read_split,
 )
 from bauxite.energy.fit import fit, load_rows, predict
 from bauxite.energy.hardware import gpu_spec, weight_bytes_per_param
@@ -54,15 +60,70 @@ def test_moe_reads_shared_params_plus_experts_hit_by_the_batch() -> None:
     assert weights_read_b(70.0, 70.0, None, 64) == 70.0
 
 
-def test_moe_known_only_by_active_and_total_reads_at_least_as_much_as_any_split() -> None:
-    conservative = weights_read_b(37.0, 671.0, None, 16)
-    with_experts = weights_read_b(
-        37.0, 671.0, replace(default_architecture(37), num_experts=256, experts_per_token=8), 16
-    )
-    with_shared = weights_read_b(37.0, 671.0, replace(default_architecture(37), shared_params_b=17.0), 16)
-    assert conservative >= with_experts and conservative >= with_shared
+def test_moe_known_only_by_active_and_total_uses_the_tables_typical_split() -> None:
+    fracs = []
+    for known in known_models().values():
+        if known.total_b > known.active_b:
+            fracs.append(routed_split(known.active_b, known.total_b, known.arch)[0] / known.active_b)
+    assert min(fracs) < default_shared_frac() < max(fracs)
+    assert default_shared_frac() == pytest.approx(0.35, abs=0.05)  # Qwen3-235B 0.35, Kimi-K2 0.35
+    assert default_top_k() == 8
     shared, q = routed_split(37.0, 671.0, None)
-    assert shared == 0.0 and q == pytest.approx(37.0 / 671.0)
+    assert shared == pytest.approx(default_shared_frac() * 37.0)
+    assert pytest.approx(shared + q * (671.0 - shared)) == 37.0  # active = S + k·e, total = S + E·e
+    assert expert_count(37.0, 671.0, None) == round(8 / q)
+    # DeepSeek-V3 known only by its sizes reads within 15 % of its config's split at any batch
+    deepseek = find_known("deepseek-ai/DeepSeek-V3")
+    assert deepseek is not None
+    for tokens in (1, 8, 64, 512):
+        default = weights_read_b(37.0, 671.0, None, tokens, 8)
+        config = weights_read_b(37.0, 671.0, deepseek.arch, tokens, 8)
+        assert default == pytest.approx(config, rel=0.15)
+
+
+def test_busiest_expert_parallel_gpu_matches_a_routing_simulation() -> None:
+    rng = np.random.default_rng(7)
+    experts, top_k, gpus, tokens = 128, 8, 8, 8
+    hit = 1 - (1 - top_k / experts) ** tokens
+    busiest = []
+    for _ in range(4000):
+        touched = np.zeros(experts, dtype=bool)
+        for _ in range(tokens):
+            touched[rng.choice(experts, top_k, replace=False)] = True
+        busiest.append(touched.reshape(gpus, -1).sum(axis=1).max())
+    assert busiest_gpu_experts(experts, gpus, hit) == pytest.approx(np.mean(busiest), rel=0.05)
+    assert busiest_gpu_experts(experts, 1, hit) == pytest.approx(experts * hit)
+    assert busiest_gpu_experts(experts, gpus, 1.0) == pytest.approx(experts / gpus)
+    # more GPUs: the busiest one is further above the mean
+    ratios = [busiest_gpu_experts(experts, n, hit) * n / (experts * hit) for n in (1, 2, 4, 8)]
+    assert ratios == sorted(ratios) and ratios[0] == pytest.approx(1.0) and ratios[-1] > 1.3
+
+
+def test_expert_parallel_imbalance_costs_time_at_idle_power() -> None:
+    qwen = find_known("Qwen/Qwen3-235B-A22B-Instruct-2507")
+    assert qwen is not None
+    read = weights_read_split(22.0, 235.0, qwen.arch, 8, 8)
+    assert read.routed_busiest > 1.3 * read.routed_mean
+    assert weights_read_split(22.0, 235.0, qwen.arch, 8, 1).routed_busiest == pytest.approx(read.routed_mean)
+    step = curves.decode_step(22.0, 235.0, H100, 8, 8, arch=qwen.arch)
+    assert step.wait_s > 0 and step.dequant_s == 0
+    busy = replace(step, wait_s=0.0)
+    assert curves.step_power_w(step, H100) < curves.step_power_w(busy, H100)  # waiting draws idle power
+    assert curves.decode_step(70, 70, H100, 4, 8, arch=LLAMA_70B).wait_s == 0.0  # dense TP: balanced
+
+
+def test_quantised_experts_pay_dequantisation_in_compute_dense_layers_do_not() -> None:
+    qwen = find_known("Qwen/Qwen3-235B-A22B-Instruct-2507")
+    assert qwen is not None
+    moe = curves.decode_step(22.0, 235.0, H100, 8, 32, "fp8", arch=qwen.arch)
+    routed_s = moe.weights_s - weights_read_split(22.0, 235.0, qwen.arch, 32, 8).shared * 1e9 / (
+        8 * H100.hbm_bytes_per_s * curves.COEF.bw_eff * curves.CALIBRATION.scale(H100).bw
+    )
+    assert moe.dequant_s == pytest.approx(curves.CALIBRATION.dequant_ratio("fp8") * routed_s)
+    assert moe.activity_s()[1] >= moe.dequant_s  # counted as compute
+    assert curves.CALIBRATION.dequant_ratio("int4") == curves.CALIBRATION.dequant_ratio("fp8")
+    assert curves.decode_step(70, 70, H100, 4, 8, "fp8", arch=LLAMA_70B).dequant_s == 0.0
+    assert curves.decode_step(22.0, 235.0, H100, 8, 32, "bf16", arch=qwen.arch).dequant_s == 0.0
 
 
 def test_moe_overhead_counts_only_layers_with_experts() -> None:
@@ -153,7 +214,8 @@ def test_fit_recovers_the_shipped_constants_and_priors_hold_unseen_groups() -> N
     rows = load_rows()
     cal = fit(rows)
     assert cal.coef.bw_eff == pytest.approx(curves.CALIBRATION.coef.bw_eff, rel=0.02)
-    assert cal.precision_eff["fp8"] == pytest.approx(curves.CALIBRATION.precision_eff["fp8"], rel=0.02)
+    assert cal.dequant["fp8"] == pytest.approx(curves.CALIBRATION.dequant["fp8"], rel=0.02)
+    assert cal.coef.expert_eff == pytest.approx(curves.CALIBRATION.coef.expert_eff, rel=0.02)
     hopper_only = fit([r for r in rows if r.gpu == "H100"])
     assert "blackwell" not in hopper_only.generations  # nothing to fit: the datasheet prior stays
     with pytest.raises(ValueError):

@@ -37,7 +37,6 @@ VARIABLES = {
 }
 
 
-
 @pytest.fixture(autouse=True)
 def _prometheus_installed() -> None:
     # A missing tool is a failed set-up, never a skipped test: `make test` installs it.

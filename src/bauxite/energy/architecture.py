@@ -8,21 +8,32 @@ parameter counts (``default_architecture``).
 Mixture of experts. A model with ``total`` parameters of which ``active`` run per token, ``E`` routed experts
 and top-``k`` routing splits into always-run shared parameters ``S`` (attention, embeddings, dense layers,
 shared experts) and ``E`` experts of ``e`` parameters each: ``total = S + E·e`` and ``active = S + k·e``. With
-``T`` tokens in a step and uniform routing, each expert is touched with probability ``1 − (1 − k/E)^T``, so a
-step reads ``S + E·e·(1 − (1 − k/E)^T)`` parameters. When only ``active``/``total`` are known (external APIs),
-the conservative default is ``S = 0`` with ``k/E = active/total``: every active parameter is treated as
-routed, which reads the most weights a model of those sizes can read (never an under-estimate).
+``T`` tokens in a step and uniform routing, each expert is touched with probability ``h = 1 − (1 − k/E)^T``.
+Served expert-parallel on ``N`` GPUs (each holds ``E/N`` whole experts; vLLM ``--enable-expert-parallel``,
+the layout of every measured MoE row), a step lasts as long as the GPU that touched the most of its experts
+takes, so the routed weights cost ``N · E[max over GPUs of experts touched] · e``: at small batch the busiest
+GPU reads well above the mean ``E·e·h/N`` (Qwen3-235B, 8 GPUs, 8 tokens: ×1.4), at large batch every GPU
+reads all its experts.
+
+When only ``active``/``total`` are known (external APIs), ``S`` is the median shared fraction of active
+parameters over the MoE models in the shipped table (``default_shared_frac``: 0.35, spanning Mixtral's 0.13
+to Llama-4-Maverick's 0.82), and ``k`` their most common top-k (8), so ``E = k·(total − S)/(active − S)``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import re
+import statistics
 from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
+
+import numpy as np
+from scipy.stats import binom
 
 from .hardware import KV_BYTES_PER_ELEMENT
 
@@ -93,7 +104,7 @@ def routed_split(active_b: float, total_b: float, arch: Architecture | None) -> 
     """(shared billions S, per-token routing probability q = k/E) of a model; dense models give (total, 0).
 
     Known experts and top-k: ``S = (active − q·total)/(1 − q)`` unless the shared size is given. Known shared
-    size only: ``q = (active − S)/(total − S)``. Neither: the conservative ``S = 0, q = active/total``.
+    size only: ``q = (active − S)/(total − S)``. Neither: ``S = default_shared_frac() · active``.
     """
     if total_b <= active_b:
         return total_b, 0.0
@@ -103,19 +114,70 @@ def routed_split(active_b: float, total_b: float, arch: Architecture | None) -> 
         if shared is None:
             shared = (active_b - q * total_b) / (1.0 - q) if q < 1.0 else active_b
         return min(max(shared, 0.0), active_b), q
-    if shared is not None and 0.0 <= shared < active_b:
-        return shared, (active_b - shared) / (total_b - shared)
-    return 0.0, active_b / total_b
+    if shared is None or not 0.0 <= shared < active_b:
+        shared = default_shared_frac() * active_b
+    return shared, (active_b - shared) / (total_b - shared)
 
 
-def weights_read_b(active_b: float, total_b: float, arch: Architecture | None, tokens: float) -> float:
-    """Billions of parameters one step over ``tokens`` tokens reads: ``S + (total − S)·(1 − (1 − q)^T)``,
-    never below ``active`` (a single token reads its own experts)."""
+def expert_count(active_b: float, total_b: float, arch: Architecture | None) -> int:
+    """Routed experts per MoE layer: the config's, else ``k / q`` with the table's most common top-k."""
+    if arch is not None and arch.num_experts > 0:
+        return arch.num_experts
+    _, q = routed_split(active_b, total_b, arch)
+    top_k = arch.experts_per_token if arch is not None and arch.experts_per_token > 0 else default_top_k()
+    return max(1, round(top_k / q)) if q > 0 else 1
+
+
+def busiest_gpu_experts(experts: int, gpus: int, hit: float) -> float:
+    """Expected experts touched on the busiest of ``gpus`` expert-parallel GPUs, each holding
+    ``experts/gpus`` experts touched independently with probability ``hit``: ``E[max of gpus
+    Binomial(m, hit)] = Σ_{j<m} (1 − F(j)^gpus)``. One GPU: ``experts · hit``."""
+    ranks = max(1, min(gpus, experts))
+    per_gpu = math.ceil(experts / ranks)
+    if ranks == 1:
+        return per_gpu * hit
+    below = binom.cdf(np.arange(per_gpu), per_gpu, hit)
+    return float(np.sum(1.0 - below**ranks))
+
+
+@dataclass(frozen=True, slots=True)
+class WeightsRead:
+    """Billions of parameters one decode step reads, summed over the GPUs: ``shared`` (always-run; dense
+    models: everything), ``routed_busiest`` (experts, as if every GPU read what the busiest expert-parallel
+    GPU reads: it sets the step time) and ``routed_mean`` (experts actually read: they set the power)."""
+
+    shared: float
+    routed_busiest: float
+    routed_mean: float
+
+
+def weights_read_split(
+    active_b: float, total_b: float, arch: Architecture | None, tokens: float, gpus: int = 1
+) -> WeightsRead:
+    """Weights one step over ``tokens`` tokens reads on ``gpus`` expert-parallel GPUs (module docstring).
+
+    Dense: ``(total, 0, 0)``. MoE: ``S``, ``N · E[busiest GPU's experts touched] · e`` and
+    ``(total − S) · h``; shared + routed is never below ``active`` (one token reads its own experts).
+    """
     if total_b <= active_b:
-        return total_b
+        return WeightsRead(total_b, 0.0, 0.0)
     shared, q = routed_split(active_b, total_b, arch)
+    experts = expert_count(active_b, total_b, arch)
+    expert_b = (total_b - shared) / experts
     hit = 1.0 - float((1.0 - q) ** max(tokens, 1.0))
-    return max(active_b, shared + (total_b - shared) * hit)
+    ranks = max(1, min(gpus, experts))
+    floor = active_b - shared
+    mean = max(experts * hit * expert_b, floor)
+    return WeightsRead(shared, max(ranks * busiest_gpu_experts(experts, gpus, hit) * expert_b, mean), mean)
+
+
+def weights_read_b(
+    active_b: float, total_b: float, arch: Architecture | None, tokens: float, gpus: int = 1
+) -> float:
+    """Billions of parameters one step costs: ``sum(weights_read_split(...))``; on one GPU
+    ``S + (total − S)·(1 − (1 − q)^T)``, never below ``active``."""
+    read = weights_read_split(active_b, total_b, arch, tokens, gpus)
+    return read.shared + read.routed_busiest
 
 
 def architecture_with(
@@ -204,3 +266,22 @@ def known_models() -> dict[str, KnownModel]:
 def find_known(name: str) -> KnownModel | None:
     """Row of the shipped table for a model name (any owner prefix or Instruct/FP8 suffix), or None."""
     return known_models().get(normalise_name(name))
+
+
+@cache
+def default_shared_frac() -> float:
+    """Median shared (always-run) fraction of active parameters over the MoE models in the shipped table,
+    each with its config's experts and top-k; the default split of a MoE known only by active/total."""
+    fracs = {
+        (m.active_b, m.total_b): routed_split(m.active_b, m.total_b, m.arch)[0] / m.active_b
+        for m in known_models().values()
+        if m.total_b > m.active_b and m.arch.num_experts > 0
+    }
+    return statistics.median(fracs.values())
+
+
+@cache
+def default_top_k() -> int:
+    """Most common top-k among the MoE models in the shipped table (8: Qwen3, DeepSeek-V3, Kimi-K2)."""
+    ks = [m.arch.experts_per_token for m in known_models().values() if m.arch.experts_per_token > 0]
+    return statistics.mode(ks)

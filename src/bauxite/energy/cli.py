@@ -10,7 +10,13 @@ from typing import Any, TextIO
 
 from ..intensity.catalogue import Catalogue
 from ..units import J_PER_WH, carbon_g
-from .architecture import architecture_with, default_architecture, routed_split
+from .architecture import (
+    architecture_with,
+    default_architecture,
+    default_top_k,
+    expert_count,
+    routed_split,
+)
 from .estimator import Estimate, Overheads, RequestShape, Serving, estimators
 from .params import EcoLogitsRepository, ModelParams, resolve_params
 
@@ -177,8 +183,8 @@ def _arch_result(params: ModelParams) -> dict[str, Any]:
         "kind": arch.kind,
         "layers": arch.layers,
         "kv_bytes_per_token": arch.kv_bytes_per_token(),
-        "num_experts": arch.num_experts or None,
-        "experts_per_token": arch.experts_per_token or None,
+        "num_experts": expert_count(params.active_b, params.total_b, arch) if params.moe else None,
+        "experts_per_token": (arch.experts_per_token or default_top_k()) if params.moe else None,
         "shared_params_b": shared_b if params.moe else None,
         "source": arch.source,
     }

@@ -2,22 +2,28 @@
 
 One decode step of a batch of ``B`` sequences on ``N`` GPUs makes one token per sequence. Its time is
 
-    t_step = roof(t_weights, t_matmul) + t_kv + t_overhead
+    t_step = roof(t_weights, t_matmul) + t_kv + t_overhead + t_dequant + t_wait
 
-* ``t_weights = bytes(weights touched) / (N · HBM B/s · bw_eff · gen.bw · prec_eff)`` — the weights the step
-  reads (all of a dense model; for MoE the experts hit by at least one of the ``B`` tokens, see
-  ``architecture.weights_read_b``) at their physical width (``hardware.WEIGHT_BYTES_PER_PARAM``);
+* ``t_weights = (S + R_mean / expert_eff) · bytes/param / (N · HBM B/s · bw_eff · gen.bw)`` — the shared
+  weights ``S`` (all of a dense model) and the routed expert weights the batch touches (``R``, see
+  ``architecture.weights_read_split``) at their physical width (``hardware.WEIGHT_BYTES_PER_PARAM``); grouped
+  expert GEMMs, with few tokens per expert, stream at ``expert_eff`` of the dense rate;
 * ``t_matmul = 2 · active params · B / (N · FLOP/s(precision) · flop_eff · gen.flop)``;
 * ``roof(a, b) = (a^p + b^p)^(1/p)`` — a smooth roofline (max for large ``p``; ``ROOFLINE_SHARPNESS``);
 * ``t_kv = B · KV bytes per sequence(context) / (N · HBM B/s · bw_eff · kv_eff · gen.bw)`` — attention's
   KV-cache reads;
-* ``t_overhead = gen.overhead · (layers · (layer_us + layer_us_per_log2_gpus · log2 N
-  + quant_layer_us[precision] + B · seq_layer_us) + MoE layers · moe_layer_us) · 1e-6`` — kernel launches
-  and collectives per layer, per-sequence attention/sampling work per layer, expert routing per MoE layer.
+* ``t_overhead = gen.overhead · (layers · (layer_us + layer_us_per_log2_gpus · log2 N + B · seq_layer_us)
+  + MoE layers · moe_layer_us) · 1e-6`` — kernel launches and collectives per layer, per-sequence
+  attention/sampling work per layer, expert routing per MoE layer;
+* ``t_dequant = dequant[precision] · (routed part of t_weights)`` — block-quantised (fp8) expert kernels
+  dequantise and scale every weight they read on the compute units (16-bit formats: 0; dense layers: 0);
+* ``t_wait`` — expert parallelism: the step lasts until the GPU holding the most touched experts
+  (``R_busiest``) is done; the others wait at idle power.
 
 Power per GPU is a resident-idle floor plus dynamic power weighted by what the step spends its time on,
 capped at board power: ``P = board · min(1, gen.idle·idle_frac + gen.dynamic·(memory_frac·t_mem +
-compute_frac·t_compute + overhead_frac·t_overhead)/t_step)``. Prefill runs at the matmul rate.
+compute_frac·t_compute + overhead_frac·t_overhead)/t_step)`` with ``t_compute`` including ``t_dequant`` and
+``t_wait`` in none of them. Prefill runs at the matmul rate.
 
 ``CALIBRATION`` holds every fitted constant (``benchmarks/energy_accuracy.py --fit`` reproduces them with
 ``scipy.optimize.least_squares`` over the ML.ENERGY v3 rows). Global constants are fractions of datasheet
@@ -30,7 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .architecture import Architecture, default_architecture, weights_read_b
+from .architecture import Architecture, default_architecture, weights_read_split
 from .hardware import GPU_SPECS, GpuSpec, gpu_spec, weight_bytes_per_param
 
 __all__ = [
@@ -70,6 +76,7 @@ class Coefficients:
     bw_eff: float = 0.80  # achieved / datasheet HBM bandwidth in weight reads
     flop_eff: float = 0.55  # achieved / datasheet dense matmul rate
     kv_eff: float = 0.60  # paged-attention KV reads, × bw_eff (short contexts read less efficiently)
+    expert_eff: float = 0.80  # grouped expert GEMMs' weight reads (few tokens per expert), × bw_eff
     layer_us: float = 40.0  # per-layer per-step overhead (kernel launches, norms), µs
     layer_us_per_log2_gpus: float = 15.0  # per-layer per-step collective latency per doubling of GPUs, µs
     moe_layer_us: float = 80.0  # extra per MoE layer per step (router, permute, dispatch/combine), µs
@@ -97,17 +104,17 @@ class Calibration:
 
     coef: Coefficients = Coefficients()
     generations: dict[str, GenerationScale] = field(default_factory=dict)
-    precision_eff: dict[str, float] = field(default_factory=dict)  # × bandwidth for weights in that format
-    precision_layer_us: dict[str, float] = field(default_factory=dict)  # extra per-layer µs for that format
+    dequant: dict[str, float] = field(
+        default_factory=dict
+    )  # s of dequantisation per s of expert weight reads
 
     def scale(self, gpu: GpuSpec) -> GenerationScale:
         return self.generations.get(gpu.generation, GenerationScale())
 
-    def weight_eff(self, precision: str) -> float:
-        return self.precision_eff.get(_calibrated_as(precision, self.precision_eff), 1.0)
-
-    def quant_layer_us(self, precision: str) -> float:
-        return self.precision_layer_us.get(_calibrated_as(precision, self.precision_layer_us), 0.0)
+    def dequant_ratio(self, precision: str) -> float:
+        """Compute seconds spent dequantising/scaling expert weights in ``precision`` per second of reading
+        them (0 for 16-bit formats)."""
+        return self.dequant.get(_calibrated_as(precision, self.dequant), 0.0)
 
 
 def _calibrated_as(precision: str, table: dict[str, float]) -> str:
@@ -120,29 +127,29 @@ def _calibrated_as(precision: str, table: dict[str, float]) -> str:
 
 CALIBRATION = Calibration(
     coef=Coefficients(
-        bw_eff=0.8531,
-        flop_eff=0.6890,
-        kv_eff=0.4918,
-        layer_us=74.76,
-        layer_us_per_log2_gpus=5.838,
-        moe_layer_us=101.5,
-        seq_layer_us=0.8127,
-        idle_frac=0.2025,
-        memory_frac=0.5797,
+        bw_eff=0.8545,
+        flop_eff=0.6304,
+        kv_eff=0.4736,
+        expert_eff=0.7491,
+        layer_us=73.87,
+        layer_us_per_log2_gpus=9.465,
+        moe_layer_us=36.88,
+        seq_layer_us=0.7695,
+        idle_frac=0.2024,
+        memory_frac=0.5676,
         compute_frac=1.0,
-        overhead_frac=0.3774,
+        overhead_frac=0.2911,
     ),
     generations={
-        "hopper": GenerationScale(bw=1.050, flop=0.991, overhead=1.014, idle=0.996, dynamic=1.000),
-        "blackwell": GenerationScale(bw=0.992, flop=1.009, overhead=0.986, idle=1.010, dynamic=1.120),
+        "hopper": GenerationScale(bw=1.073, flop=0.989, overhead=1.003, idle=0.997, dynamic=1.024),
+        "blackwell": GenerationScale(bw=0.998, flop=1.012, overhead=0.997, idle=1.009, dynamic=1.204),
     },
-    precision_eff={"fp8": 0.982},
-    precision_layer_us={"fp8": 60.73},
+    dequant={"fp8": 0.5625},
 )
 """Fitted by ``python benchmarks/energy_accuracy.py --fit`` on the 234 ML.ENERGY v3 rows (vLLM 0.11.1, H100
-and B200, 11 models). Generations without data (Ampere, Ada, CDNA3) use scale 1: their datasheet figures
-times the global fractions. fp8 is the only quantised format in the data; other quantised formats borrow its
-values."""
+and B200, 11 models; every MoE row served tensor-parallel attention + expert-parallel experts). Generations
+without data (Ampere, Ada, CDNA3) use scale 1: their datasheet figures times the global fractions. fp8 is the
+only quantised format in the data; other quantised formats borrow its dequantisation ratio."""
 COEF = CALIBRATION.coef
 
 
@@ -150,10 +157,12 @@ COEF = CALIBRATION.coef
 class StepTimes:
     """Seconds one decode step of the whole batch spends in each activity."""
 
-    weights_s: float
+    weights_s: float  # weight reads of the average GPU
     matmul_s: float
     kv_s: float
     overhead_s: float
+    wait_s: float = 0.0  # average GPU idle while the busiest expert-parallel GPU finishes its experts
+    dequant_s: float = 0.0  # dequantising/scaling quantised expert weights (compute units)
 
     @property
     def roof_s(self) -> float:
@@ -162,15 +171,16 @@ class StepTimes:
 
     @property
     def total_s(self) -> float:
-        return self.roof_s + self.kv_s + self.overhead_s
+        return self.roof_s + self.kv_s + self.overhead_s + self.wait_s + self.dequant_s
 
     def activity_s(self) -> tuple[float, float, float]:
-        """(memory, compute, overhead) seconds: the roofline time split in proportion to its two parts."""
+        """(memory, compute, overhead) seconds: the roofline time split in proportion to its two parts.
+        ``wait_s`` is in none of them: a GPU waiting at a collective draws its idle power."""
         p = ROOFLINE_SHARPNESS
         w, m = self.weights_s**p, self.matmul_s**p
         roof = self.roof_s
         share_w = w / (w + m) if w + m > 0 else 0.0
-        return roof * share_w + self.kv_s, roof * (1.0 - share_w), self.overhead_s
+        return roof * share_w + self.kv_s, roof * (1.0 - share_w) + self.dequant_s, self.overhead_s
 
 
 def decode_step(
@@ -192,18 +202,32 @@ def decode_step(
     arch = arch or default_architecture(active_params_b)
     coef, gen = cal.coef, cal.scale(gpu)
     bandwidth = n * gpu.hbm_bytes_per_s * coef.bw_eff * gen.bw
-    weights_b = weights_read_b(active_params_b, total_params_b, arch, b)
-    weight_bytes = weights_b * 1e9 * weight_bytes_per_param(precision)
+    read = weights_read_split(active_params_b, total_params_b, arch, b, n)
+    bytes_per_s = bandwidth / weight_bytes_per_param(precision) / 1e9  # billions of params per second
+    routed_s = read.routed_mean / coef.expert_eff / bytes_per_s
+    busiest_routed_s = read.routed_busiest / coef.expert_eff / bytes_per_s
+    weights_s = read.shared / bytes_per_s + routed_s
+    busiest_s = read.shared / bytes_per_s + busiest_routed_s
+    dequant = cal.dequant_ratio(precision)
+    matmul_s = 2.0 * active_params_b * 1e9 * b / (n * gpu.flop_per_s(precision) * coef.flop_eff * gen.flop)
     moe = total_params_b > active_params_b
     per_layer_us = coef.layer_us + coef.layer_us_per_log2_gpus * math.log2(n)
-    per_layer_us += cal.quant_layer_us(precision)
     moe_us = arch.routed_layers(moe) * coef.moe_layer_us
     return StepTimes(
-        weights_s=weight_bytes / (bandwidth * cal.weight_eff(precision)),
-        matmul_s=2.0 * active_params_b * 1e9 * b / (n * gpu.flop_per_s(precision) * coef.flop_eff * gen.flop),
+        weights_s=weights_s,
+        matmul_s=matmul_s,
         kv_s=b * arch.kv_read_bytes(context_tokens) / (bandwidth * coef.kv_eff),
         overhead_s=gen.overhead * 1e-6 * (arch.layers * (per_layer_us + b * coef.seq_layer_us) + moe_us),
+        dequant_s=dequant * routed_s,
+        wait_s=_roof(busiest_s, matmul_s)
+        - _roof(weights_s, matmul_s)
+        + dequant * (busiest_routed_s - routed_s),
     )
+
+
+def _roof(weights_s: float, matmul_s: float) -> float:
+    p = ROOFLINE_SHARPNESS
+    return float((weights_s**p + matmul_s**p) ** (1.0 / p))
 
 
 def step_power_w(step: StepTimes, gpu: GpuSpec, cal: Calibration = CALIBRATION) -> float:

@@ -21,13 +21,14 @@ from .params import ModelParams
 Boundary = Literal["gpu", "full"]
 HOST_FRAC = 0.43  # host CPU/DRAM energy per joule of GPU energy (Google: 0.06 / 0.14 Wh)
 IDLE_CAPACITY_FRAC = 0.14  # provisioned idle machines per joule of GPU energy (Google: 0.02 / 0.14 Wh)
-FIT_ERROR_FRAC = 0.40
+FIT_ERROR_FRAC = 0.30
 """Widening of the range for the curves' own error: ≈ the 90th-percentile absolute error on rows whose whole
 GPU × precision × architecture group was left out of the fit (``benchmarks/energy_accuracy.py``)."""
 BATCH_RANGE_FACTOR = 2.0  # the range assumes the true average batch is within ×/÷ 2 of the assumption
 TYPICAL_SHARED_FRAC = 0.5
 """Range bound for a MoE model known only by active/total: half its active parameters always run (the shipped
-MoE configs span 0.13 (Mixtral) to 0.64 (Llama-4-Scout)). The central figure uses the conservative 0."""
+MoE configs span 0.13 (Mixtral) to 0.82 (Llama-4-Maverick)). The central figure uses the table's median,
+``architecture.default_shared_frac()`` (0.35)."""
 
 
 @dataclass(frozen=True, slots=True)

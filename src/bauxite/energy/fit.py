@@ -29,7 +29,7 @@ import numpy.typing as npt
 from scipy.optimize import least_squares
 
 from . import curves
-from .architecture import Architecture, default_architecture, find_known, weights_read_b
+from .architecture import Architecture, WeightsRead, default_architecture, find_known, weights_read_split
 from .hardware import gpu_spec, weight_bytes_per_param
 
 DATA_FILE = "data/energy/mlenergy_v3_lm_arena_chat.csv"
@@ -37,7 +37,7 @@ PROTOCOL_INPUT_TOKENS = 200  # prompt tokens per request assumed for rows that d
 PRIOR_SIGMA = 0.25  # log-sd of a generation's or precision's deviation from the global constants
 GENERATION_FIELDS = tuple(f.name for f in fields(curves.GenerationScale))
 COEF_FIELDS = tuple(f.name for f in fields(curves.Coefficients))
-_FRACTIONS = {"bw_eff", "flop_eff", "kv_eff", "memory_frac", "compute_frac", "overhead_frac"}
+_FRACTIONS = {"bw_eff", "flop_eff", "kv_eff", "expert_eff", "memory_frac", "compute_frac", "overhead_frac"}
 COEF_PRIORS = {"idle_frac": (0.2, 0.35), "bw_eff": (0.85, 0.1)}
 """(centre, log-sd) priors on global constants the rows cannot separate well. Resident idle: 0.2 × board power
 (H100: 140 W; the A40's 110 W of 300 W with a model loaded is 0.37, within one sd)."""
@@ -120,7 +120,9 @@ def load_rows(data_file: str = DATA_FILE) -> list[Measured]:
 class _Features:
     """Per-row quantities that do not depend on the constants (arrays over rows)."""
 
-    weight_bytes: FloatArray
+    shared_bytes: FloatArray  # always-run weights read per step (dense: all)
+    routed_busiest_bytes: FloatArray  # expert weights per step, busiest expert-parallel GPU × GPUs
+    routed_mean_bytes: FloatArray  # expert weights per step, summed over GPUs
     matmul_flop: FloatArray  # per step, whole batch
     kv_bytes: FloatArray  # per step, whole batch
     layers: FloatArray
@@ -136,19 +138,22 @@ class _Features:
     precision: list[str]
 
 
+def _split(row: Measured) -> WeightsRead:
+    return weights_read_split(row.active_b, row.total_b, row.arch, row.batch, row.gpu_count)
+
+
 def _features(rows: Sequence[Measured]) -> _Features:
     def arr(values: Sequence[float]) -> FloatArray:
         return np.asarray(values, dtype=np.float64)
 
     specs = [gpu_spec(r.gpu) for r in rows]
     return _Features(
-        weight_bytes=arr(
-            [
-                weights_read_b(r.active_b, r.total_b, r.arch, r.batch)
-                * 1e9
-                * weight_bytes_per_param(r.precision)
-                for r in rows
-            ]
+        shared_bytes=arr([_split(r).shared * 1e9 * weight_bytes_per_param(r.precision) for r in rows]),
+        routed_busiest_bytes=arr(
+            [_split(r).routed_busiest * 1e9 * weight_bytes_per_param(r.precision) for r in rows]
+        ),
+        routed_mean_bytes=arr(
+            [_split(r).routed_mean * 1e9 * weight_bytes_per_param(r.precision) for r in rows]
         ),
         matmul_flop=arr([2.0 * r.active_b * 1e9 * r.batch for r in rows]),
         kv_bytes=arr([r.batch * r.arch.kv_read_bytes(r.context_tokens) for r in rows]),
@@ -182,19 +187,23 @@ def _predict(cal: curves.Calibration, f: _Features) -> tuple[FloatArray, FloatAr
     c = cal.coef
     p = curves.ROOFLINE_SHARPNESS
     bandwidth = f.gpus * f.hbm * c.bw_eff * _gen(cal, f, "bw")
-    prec = np.asarray([cal.weight_eff(x) for x in f.precision], dtype=np.float64)
-    weights_s = f.weight_bytes / (bandwidth * prec)
+    routed_s = f.routed_mean_bytes / (bandwidth * c.expert_eff)
+    busiest_routed_s = f.routed_busiest_bytes / (bandwidth * c.expert_eff)
+    weights_s = f.shared_bytes / bandwidth + routed_s
+    busiest_s = f.shared_bytes / bandwidth + busiest_routed_s
+    dequant = np.asarray([cal.dequant_ratio(x) for x in f.precision], dtype=np.float64)
     rate = f.gpus * f.flops * c.flop_eff * _gen(cal, f, "flop")
     matmul_s = f.matmul_flop / rate
     kv_s = f.kv_bytes / (bandwidth * c.kv_eff)
-    quant_us = np.asarray([cal.quant_layer_us(x) for x in f.precision], dtype=np.float64)
-    per_layer_us = c.layer_us + c.layer_us_per_log2_gpus * f.log2_gpus + quant_us + f.batch * c.seq_layer_us
+    per_layer_us = c.layer_us + c.layer_us_per_log2_gpus * f.log2_gpus + f.batch * c.seq_layer_us
     layer_time_us = f.layers * per_layer_us + f.moe_layers * c.moe_layer_us
     overhead_s = _gen(cal, f, "overhead") * 1e-6 * layer_time_us
     roof_s = (weights_s**p + matmul_s**p) ** (1.0 / p)
-    step_s = roof_s + kv_s + overhead_s
+    dequant_s = dequant * routed_s
+    wait_s = (busiest_s**p + matmul_s**p) ** (1.0 / p) - roof_s + dequant * (busiest_routed_s - routed_s)
+    step_s = roof_s + kv_s + overhead_s + wait_s + dequant_s
     share_w = weights_s**p / (weights_s**p + matmul_s**p)
-    memory_s, compute_s = roof_s * share_w + kv_s, roof_s * (1.0 - share_w)
+    memory_s, compute_s = roof_s * share_w + kv_s, roof_s * (1.0 - share_w) + dequant_s
     idle, dynamic = c.idle_frac * _gen(cal, f, "idle"), _gen(cal, f, "dynamic")
     dyn_w_s = c.memory_frac * memory_s + c.compute_frac * compute_s + c.overhead_frac * overhead_s
     decode_w = f.board_w * np.minimum(1.0, idle + dynamic * dyn_w_s / step_s)
@@ -218,7 +227,7 @@ class _Layout:
 
     @property
     def size(self) -> int:
-        return len(COEF_FIELDS) + len(self.generations) * len(GENERATION_FIELDS) + 2 * len(self.precisions)
+        return len(COEF_FIELDS) + len(self.generations) * len(GENERATION_FIELDS) + len(self.precisions)
 
 
 def _sigmoid(x: float) -> float:
@@ -245,10 +254,8 @@ def _decode(theta: Sequence[float], layout: _Layout) -> curves.Calibration:
         scales = [math.exp(x) for x in theta[i : i + len(GENERATION_FIELDS)]]
         generations[gen] = curves.GenerationScale(*scales)
         i += len(GENERATION_FIELDS)
-    n = len(layout.precisions)
-    precision_eff = {p: math.exp(x) for p, x in zip(layout.precisions, theta[i : i + n], strict=True)}
-    layer_us = {p: math.exp(min(x, 30.0)) for p, x in zip(layout.precisions, theta[i + n :], strict=True)}
-    return curves.Calibration(curves.Coefficients(**values), generations, precision_eff, layer_us)
+    dequant = {p: math.exp(min(x, 30.0)) for p, x in zip(layout.precisions, theta[i:], strict=True)}
+    return curves.Calibration(curves.Coefficients(**values), generations, dequant)
 
 
 def _encode(cal: curves.Calibration, layout: _Layout) -> list[float]:
@@ -264,8 +271,7 @@ def _encode(cal: curves.Calibration, layout: _Layout) -> list[float]:
     for gen in layout.generations:
         scale = cal.generations.get(gen, curves.GenerationScale())
         theta += [math.log(getattr(scale, n)) for n in GENERATION_FIELDS]
-    theta += [math.log(cal.weight_eff(p)) for p in layout.precisions]
-    theta += [math.log(max(cal.quant_layer_us(p), 1.0)) for p in layout.precisions]
+    theta += [math.log(max(cal.dequant_ratio(p), 0.1)) for p in layout.precisions]
     return theta
 
 
@@ -285,7 +291,7 @@ def fit(rows: Sequence[Measured], start: curves.Calibration | None = None) -> cu
     measured_s = np.asarray([1.0 / r.tokens_per_s for r in rows], dtype=np.float64)
     measured_w = np.asarray([r.power_w for r in rows], dtype=np.float64)
     n_coef = len(COEF_FIELDS)
-    n_scaled = layout.size - len(layout.precisions)  # per-precision layer µs carry no prior
+    n_scaled = layout.size - len(layout.precisions)  # per-precision dequantisation carries no prior
 
     def residuals(theta: FloatArray) -> FloatArray:
         cal = _decode(list(theta), layout)
