@@ -133,7 +133,7 @@ def test_moe_overhead_counts_only_layers_with_experts() -> None:
     assert every_layer.routed_layers(True) == 48 and every_layer.routed_layers(False) == 0
     half = curves.decode_step(17, 400, H100, 8, 8, "fp8", arch=maverick.arch)
     full = curves.decode_step(17, 400, H100, 8, 8, "fp8", arch=every_layer)
-    moe_us = curves.CALIBRATION.coef.moe_layer_us * curves.CALIBRATION.scale(H100).overhead
+    moe_us = curves.CALIBRATION.coef.moe_layer_us
     assert full.overhead_s - half.overhead_s == pytest.approx(24 * moe_us * 1e-6)
 
 

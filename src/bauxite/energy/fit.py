@@ -192,19 +192,19 @@ def _predict(cal: curves.Calibration, f: _Features) -> tuple[FloatArray, FloatAr
     weights_s = f.shared_bytes / bandwidth + routed_s
     busiest_s = f.shared_bytes / bandwidth + busiest_routed_s
     dequant = np.asarray([cal.dequant_ratio(x) for x in f.precision], dtype=np.float64)
-    rate = f.gpus * f.flops * c.flop_eff * _gen(cal, f, "flop")
+    rate = f.gpus * f.flops * c.flop_eff
     matmul_s = f.matmul_flop / rate
     kv_s = f.kv_bytes / (bandwidth * c.kv_eff)
     per_layer_us = c.layer_us + c.layer_us_per_log2_gpus * f.log2_gpus + f.batch * c.seq_layer_us
     layer_time_us = f.layers * per_layer_us + f.moe_layers * c.moe_layer_us
-    overhead_s = _gen(cal, f, "overhead") * 1e-6 * layer_time_us
+    overhead_s = 1e-6 * layer_time_us
     roof_s = (weights_s**p + matmul_s**p) ** (1.0 / p)
     dequant_s = dequant * routed_s
     wait_s = (busiest_s**p + matmul_s**p) ** (1.0 / p) - roof_s + dequant * (busiest_routed_s - routed_s)
     step_s = roof_s + kv_s + overhead_s + wait_s + dequant_s
     share_w = weights_s**p / (weights_s**p + matmul_s**p)
     memory_s, compute_s = roof_s * share_w + kv_s, roof_s * (1.0 - share_w) + dequant_s
-    idle, dynamic = c.idle_frac * _gen(cal, f, "idle"), _gen(cal, f, "dynamic")
+    idle, dynamic = c.idle_frac, _gen(cal, f, "dynamic")
     dyn_w_s = c.memory_frac * memory_s + c.compute_frac * compute_s + c.overhead_frac * overhead_s
     decode_w = f.board_w * np.minimum(1.0, idle + dynamic * dyn_w_s / step_s)
     prefill_w = f.board_w * np.minimum(1.0, idle + dynamic * c.compute_frac)
