@@ -45,12 +45,21 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     arch = parser.add_argument_group(
         "architecture (from the model's config.json; defaults: shipped table, else derived from the size)"
     )
-    arch.add_argument("--num-experts", type=int, help="MoE: routed experts per layer (num_experts)")
-    arch.add_argument("--experts-per-token", type=int, help="MoE: top-k experts per token")
+    arch.add_argument(
+        "--num-experts",
+        type=int,
+        help="MoE: routed experts per layer (num_experts; default: top-k × routed/active-routed params)",
+    )
+    arch.add_argument(
+        "--experts-per-token",
+        type=int,
+        help="MoE: top-k experts per token (default 8, the most common in the shipped table)",
+    )
     arch.add_argument(
         "--shared-params-b",
         type=float,
-        help="MoE: always-run parameters, billions (attention, embeddings, shared experts)",
+        help="MoE: always-run parameters, billions (attention, embeddings, shared experts; default: "
+        "0.35 × active, the median of the shipped MoE configs)",
     )
     arch.add_argument("--layers", type=int, help="transformer layers (num_hidden_layers)")
     arch.add_argument("--kv-heads", type=int, help="KV heads per layer (num_key_value_heads)")
