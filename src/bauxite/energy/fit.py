@@ -6,10 +6,13 @@ token (decode step shared by the batch plus the prefill of 200 prompt tokens per
 assumed prompt) and log predicted/measured average power. Energy per output token is their product, so it is
 fitted too without being counted twice.
 
-Per-generation scales and per-precision efficiencies enter with a log-normal prior centred on 1 (extra
-residuals ``log(scale) / PRIOR_SIGMA``): with no rows of a generation or precision they stay at the datasheet
-ratio, with rows they move only as far as the rows insist. Transforms keep every constant physical:
-efficiencies and power fractions in (0, 1), times positive.
+Per-generation scales (achieved bandwidth, dynamic power) enter with a log-normal prior centred on 1 (extra
+residuals ``log(scale) / PRIOR_SIGMA``): with no rows of a generation they stay at the datasheet ratio, with
+rows they move only as far as the rows insist. A quantised format's dequantisation ratio is fitted only when
+its rows are in the fit (no prior: 16-bit formats have none, and nothing says what a format costs before it is
+measured). Transforms keep every constant physical: efficiencies and power fractions in (0, 1), times and
+ratios positive. Every MoE row is expert-parallel (vLLM ``--enable-expert-parallel``, attention
+tensor-parallel), which ``architecture.weights_read_split`` models.
 
 The predictor here is the vectorised twin of ``curves``; ``predict`` and ``curves`` agree to float precision
 (tested), the twin only exists to keep the fit fast.
@@ -34,7 +37,7 @@ from .hardware import gpu_spec, weight_bytes_per_param
 
 DATA_FILE = "data/energy/mlenergy_v3_lm_arena_chat.csv"
 PROTOCOL_INPUT_TOKENS = 200  # prompt tokens per request assumed for rows that do not record them
-PRIOR_SIGMA = 0.25  # log-sd of a generation's or precision's deviation from the global constants
+PRIOR_SIGMA = 0.25  # log-sd of a generation's deviation from the global constants
 GENERATION_FIELDS = tuple(f.name for f in fields(curves.GenerationScale))
 COEF_FIELDS = tuple(f.name for f in fields(curves.Coefficients))
 _FRACTIONS = {"bw_eff", "flop_eff", "kv_eff", "expert_eff", "memory_frac", "compute_frac", "overhead_frac"}
