@@ -174,7 +174,7 @@ def weights_read_split(
 def weights_read_b(
     active_b: float, total_b: float, arch: Architecture | None, tokens: float, gpus: int = 1
 ) -> float:
-    """Billions of parameters one step costs: ``sum(weights_read_split(...))``; on one GPU
+    """Billions of parameters one step costs in time: shared plus the busiest-GPU routed weights; on one GPU
     ``S + (total − S)·(1 − (1 − q)^T)``, never below ``active``."""
     read = weights_read_split(active_b, total_b, arch, tokens, gpus)
     return read.shared + read.routed_busiest
