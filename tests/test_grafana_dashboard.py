@@ -1,4 +1,4 @@
-"""The shipped Grafana dashboard is valid for Grafana's typed schema and its units say what its queries compute.
+"""The shipped Grafana dashboard fits Grafana's typed schema and its units say what its queries compute.
 
 Every query is also run against a real Prometheus in ``test_prometheus_integration.py``.
 """
