@@ -148,8 +148,8 @@ def test_unknown_model_default_is_said_aloud(tmp_path: Path) -> None:
     assert "acme-mystery-model" in done.stderr and "70B dense model" in done.stderr
     config = tmp_path / "gateway.yaml"
     config.write_text(
-        "clusters:\n  - {name: a, region: us-east-1, url: 'http://127.0.0.1:1/v1', models: [acme-mystery-model],"
-        " gpu: {type: Z900, count: 1}}\n",
+        "clusters:\n  - {name: a, region: us-east-1, url: 'http://127.0.0.1:1/v1',"
+        " models: [acme-mystery-model], gpu: {type: Z900, count: 1}}\n",
         encoding="utf-8",
     )
     done = bauxite("check-config", str(config))
@@ -209,9 +209,12 @@ def test_init_writes_the_starter_files_and_never_overwrites(tmp_path: Path) -> N
     target = tmp_path / "starter"
     done = bauxite("init", str(target))
     assert done.returncode == 0, done.stderr
-    for name in ("enterprise.yaml", "demo.yaml", "simulate.yaml", "prometheus/prometheus-local.yml",
-                 "dashboards/bauxite-carbon.json", "grafana/provisioning/datasources/bauxite-prometheus.yaml"):
-        assert (target / name).is_file(), name  # fmt: skip
+    starter = (
+        "enterprise.yaml", "demo.yaml", "simulate.yaml", "prometheus/prometheus-local.yml",
+        "dashboards/bauxite-carbon.json", "grafana/provisioning/datasources/bauxite-prometheus.yaml",
+    )  # fmt: skip
+    for name in starter:
+        assert (target / name).is_file(), name
     assert (target / "enterprise.yaml").read_bytes() == (ROOT / "examples" / "enterprise.yaml").read_bytes()
     assert bauxite("check-config", str(target / "enterprise.yaml")).returncode == 0
     assert bauxite("check-config", str(target / "demo.yaml")).returncode == 0

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[zipfile.ZipFile, str]]:
     out = tmp_path_factory.mktemp("wheel")
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out),
+         str(ROOT)],
         capture_output=True, text=True, timeout=300, cwd=out,
     )  # fmt: skip
     assert build.returncode == 0, build.stdout + build.stderr
