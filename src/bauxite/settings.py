@@ -1,6 +1,6 @@
 """Configuration: the ``enterprise.yaml`` schema, loading, and errors naming file, key path and expectation.
 
-The brief's ``enterprise:`` snippet loads unchanged; every other section is optional with a sensible default.
+The minimal ``enterprise:`` config in the README loads on its own; every other section is optional with a default.
 Each capability owns its own section model (``intensity.config``, ``energy.config``, ``routing.config``,
 ``telemetry.config``); this module composes them.
 """
