@@ -111,7 +111,7 @@ def test_intensity_panel_has_its_unit_and_the_threshold_line() -> None:
         for prop in o.properties
         if prop.id_val == "custom.lineStyle"
     ]
-    assert dashed and dashed[0].value["fill"] == "dash"
+    assert dashed and isinstance(dashed[0].value, dict) and dashed[0].value["fill"] == "dash"
     templating = typed().templating
     variables = {v.name: v for v in templating.list_val or []}
     default = variables["threshold_gco2"]

@@ -1,4 +1,4 @@
-"""Configuration: the README's minimal enterprise: config loads as-is; errors name file, key path and expectation."""
+"""Configuration: the README's minimal config loads as-is; errors name file, key path and expectation."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Configuration: the ``enterprise.yaml`` schema, loading, and errors naming file, key path and expectation.
 
-The minimal ``enterprise:`` config in the README loads on its own; every other section is optional with a default.
+The README's minimal ``enterprise:`` config loads on its own; every other section is optional, with a default.
 Each capability owns its own section model (``intensity.config``, ``energy.config``, ``routing.config``,
 ``telemetry.config``); this module composes them.
 """

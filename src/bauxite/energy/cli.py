@@ -12,8 +12,8 @@ from ..console import table_text
 from ..intensity.catalogue import Catalogue
 from ..units import J_PER_WH, carbon_g
 from .architecture import architecture_with, default_architecture, routed_split
-from .hardware import GPU_SPECS, find_gpu_spec
 from .estimator import Estimate, Overheads, RequestShape, Serving, estimators
+from .hardware import GPU_SPECS, find_gpu_spec
 from .params import EcoLogitsRepository, ModelParams, resolve_params
 
 DEFAULT_PUE = 1.1  # full boundary without a configured cluster: a hyperscale facility
