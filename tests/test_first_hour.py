@@ -154,8 +154,8 @@ def test_unknown_model_default_is_said_aloud(tmp_path: Path) -> None:
     )
     done = bauxite("check-config", str(config))
     assert done.returncode == 0
-    assert "model 'acme-mystery-model'" in done.stdout and "70B dense model" in done.stdout
-    assert "clusters[0].gpu.type: unknown GPU 'Z900'" in done.stdout
+    assert "warning: model 'acme-mystery-model'" in done.stderr and "70B dense model" in done.stderr
+    assert "warning: clusters[0].gpu.type: unknown GPU 'Z900'" in done.stderr
 
 
 def test_simulate_config_errors_speak_like_check_config(tmp_path: Path) -> None:
