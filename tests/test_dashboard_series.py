@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from bauxite.app import GATEWAY, create_app
+from bauxite.settings import settings_from_mapping
 from bauxite.telemetry.series import Pick, Series, snapshot
+from harness import fleet_config
 
 PICKS = (
     Pick("carbon_by_dept", "carbon_grams", "department", "counter", "g"),
@@ -92,3 +96,18 @@ def test_memory_is_bounded_to_one_window() -> None:
 def test_rejects_a_window_shorter_than_a_bucket() -> None:
     with pytest.raises(ValueError, match="window_s"):
         Series(Source().collect, bucket_s=10, window_s=5, picks=PICKS)
+
+
+def paths(app: web.Application) -> set[str]:
+    return {route.resource.canonical for route in app.router.routes() if route.resource is not None}
+
+
+def test_dashboard_is_served_where_metrics_are() -> None:
+    same = create_app(settings_from_mapping(fleet_config(), "<test>"))
+    assert {"/metrics", "/dashboard", "/dashboard/series"} <= paths(same)
+    config = fleet_config(telemetry={"listen_port": 0})
+    apart = create_app(settings_from_mapping(config, "<test>"))
+    admin = apart[GATEWAY].telemetry.admin_app()
+    assert admin is not None
+    assert {"/metrics", "/dashboard", "/dashboard/series"} <= paths(admin)
+    assert "/dashboard" not in paths(apart) and "/metrics" not in paths(apart)

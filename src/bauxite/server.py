@@ -99,7 +99,11 @@ async def start_gateway(app: web.Application, host: str, port: int) -> tuple[lis
         assert telemetry.listen_port is not None
         admin_runner, admin_port = await start_site(admin, telemetry.listen_host, telemetry.listen_port)
         runners.insert(0, admin_runner)
-        log.info("metrics and carbon reports on http://%s:%d", telemetry.listen_host, admin_port)
+        log.info(
+            "metrics, carbon reports and the dashboard (/dashboard) on http://%s:%d",
+            telemetry.listen_host,
+            admin_port,
+        )
     return runners, bound
 
 
@@ -111,6 +115,8 @@ async def serve_async(settings: Settings, host: str, port: int) -> int:
     app = create_app(settings)
     runners, bound = await start_gateway(app, host, port)
     log.info("bauxite gateway listening on http://%s:%d (%d clusters)", host, bound, len(settings.clusters))
+    if settings.telemetry.listen_port is None:
+        log.info("carbon dashboard: http://%s:%d/dashboard", host, bound)
     try:
         await wait_for_signal()
     finally:
