@@ -50,10 +50,13 @@ class Pick:
     where: tuple[tuple[str, str], ...] = ()
 
 
+IDLE = (("kind", "idle"),)
 PICKS: tuple[Pick, ...] = (
     Pick("carbon_g_by_region", "bauxite_request_carbon_grams", "region", "counter", "g"),
     Pick("carbon_g_by_department", "bauxite_request_carbon_grams", "department", "counter", "g"),
     Pick("carbon_g_by_model", "bauxite_request_carbon_grams", "model", "counter", "g"),
+    # Clusters' idle (unattributed) carbon, where the exposition exports it: part of the fleet's real total.
+    Pick("idle_carbon_g_by_region", "bauxite_cluster_carbon_grams", "region", "counter", "g", IDLE),
     Pick("energy_j", "bauxite_request_energy_joules", None, "counter", "J"),
     Pick("avoided_g_by_source", "bauxite_carbon_avoided_grams", "source", "counter", "g"),
     Pick("routing_by_reason", "bauxite_routing_decisions", "reason", "counter", "decisions"),

@@ -49,14 +49,16 @@ function card(id, title, value, sub) {
 
 function renderCards(data) {
   const now = data.since_start, hour = data.last_hour;
-  const carbon = (w) => sum(w.carbon_g_by_region);
+  const idle = (w) => sum(w.idle_carbon_g_by_region);
+  const carbon = (w) => sum(w.carbon_g_by_region) + idle(w);
   const avoided = (w) => sum(w.avoided_g_by_source);
   const tokens = (w, kind) => (w.tokens_by_kind || {})[kind] || 0;
   const source = (w, name) => (w.avoided_g_by_source || {})[name] || 0;
   const used = sum(now.buffer_used_bytes), cap = sum(now.buffer_capacity_bytes);
   const cards = [
     card("total-carbon", "CO2e, all clusters and APIs", grams(carbon(now)),
-      "last hour " + grams(carbon(hour)) + " · since start"),
+      "last hour " + grams(carbon(hour)) + " · since start" +
+      (idle(now) > 0 ? " · of which clusters idle " + grams(idle(now)) : "")),
     card("energy", "Energy attributed to requests", joules(sum(now.energy_j)),
       "last hour " + joules(sum(hour.energy_j)) + " · since start"),
     card("avoided", "CO2e avoided", grams(avoided(now)),
