@@ -200,7 +200,7 @@ def test_require_one_signal_refuses_to_mix_marginal_and_average() -> None:
 # --- config -----------------------------------------------------------------------------------------------
 
 
-def test_brief_config_loads_with_intensity_defaults() -> None:
+def test_minimal_config_loads_with_intensity_defaults() -> None:
     settings = settings_from_mapping({"enterprise": {"carbon_tracking": {"provider": "google_cloud"}}})
     section = settings.intensity
     assert section == IntensitySettings()

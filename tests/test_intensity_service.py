@@ -50,7 +50,7 @@ def _cluster(name: str, region: str, zone: str | None = None) -> dict[str, Any]:
     return {**cluster, "zone": zone} if zone else cluster
 
 
-def test_brief_config_gives_offline_static_values_and_never_raises() -> None:
+def test_minimal_config_gives_offline_static_values_and_never_raises() -> None:
     settings = settings_from_mapping(
         {
             "enterprise": {"carbon_tracking": {"provider": "static"}},

@@ -1,7 +1,9 @@
 """A real Prometheus server scrapes a real gateway in front of the simulated fleet.
 
-After traffic, every query of every dashboard panel returns data through Prometheus' HTTP API, and
-Prometheus' totals equal the gateway's own accounting of the requests sent.
+Prometheus runs from the shipped local scrape config (examples/prometheus/prometheus-local.yml) with only the
+target and interval changed. After traffic, every query of every dashboard panel, read through Grafana's typed
+models, returns data through Prometheus' HTTP API the way Grafana sends it (instant or range), and Prometheus'
+totals equal the gateway's own accounting of the requests sent.
 """
 
 from __future__ import annotations
@@ -19,23 +21,16 @@ from typing import Any
 
 import openai
 import pytest
+import yaml
 
 from bauxite.records import RequestRecord
 from bauxite.settings import sha256_hex
+from grafana_dashboard import expand, panels, queries
 from harness import Harness, fleet_config
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "bauxite-carbon.json"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "prometheus"
 KEYS = {"research": "key-research-0001", "sales": "key-sales-0002"}
-# Grafana template variables as a viewer with "All" selected would send them.
-VARIABLES = {
-    "$department": ".*",
-    "$model": ".*",
-    "$region": ".*",
-    "$__rate_interval": "1m",
-    "$__range": "10m",
-}
-
 
 @pytest.fixture(autouse=True)
 def _prometheus_installed() -> None:
@@ -54,13 +49,12 @@ class Prometheus:
     def __init__(self, workdir: Path, target: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        assert Path(PROMETHEUS).exists(), "the prometheus server is required: apt-get install prometheus"
         config = workdir / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: bauxite\n    scrape_interval: 1s\n    scrape_timeout: 1s\n"
-            f"    static_configs:\n      - targets: ['{target}']\n",
-            encoding="utf-8",
-        )
+        shipped = yaml.safe_load((EXAMPLES / "prometheus-local.yml").read_text(encoding="utf-8"))
+        shipped["global"].update(scrape_interval="1s", evaluation_interval="1s", scrape_timeout="1s")
+        shipped["scrape_configs"][0]["static_configs"][0]["targets"] = [target]
+        config.write_text(yaml.safe_dump(shipped), encoding="utf-8")
         self._log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 — closed in stop()
         self._proc = subprocess.Popen(
             [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
@@ -84,6 +78,16 @@ class Prometheus:
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def query_range(self, expr: str, seconds: float = 120.0, step_s: float = 1.0) -> list[dict[str, Any]]:
+        end = time.time()
+        params = {"query": expr, "start": end - seconds, "end": end, "step": step_s}
+        url = self.url + "/api/v1/query_range?" + urllib.parse.urlencode(params)
         with urllib.request.urlopen(url, timeout=10) as response:
             body = json.load(response)
         assert body["status"] == "success", body
@@ -158,17 +162,9 @@ def wait_for(prometheus: Prometheus, expr: str, expected: float, timeout: float 
     return seen
 
 
-def panel_queries() -> list[tuple[str, str]]:
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    out = []
-    for panel in dashboard["panels"]:
-        for target in panel.get("targets", []):
-            expr = target["expr"]
-            for name, value in sorted(VARIABLES.items(), key=lambda kv: -len(kv[0])):
-                expr = expr.replace(name, value)
-            assert "$" not in expr, expr
-            out.append((panel["title"], expr))
-    return out
+def panel_queries() -> list[tuple[str, str, bool]]:
+    """(panel title, PromQL as Grafana sends it, whether it is an instant query) for every panel query."""
+    return [(p.title or "", expand(q.expr), bool(q.instant)) for p in panels() for q in queries(p)]
 
 
 @pytest.fixture(scope="module")
@@ -224,37 +220,37 @@ def test_every_dashboard_panel_query_returns_data(
     # Scrapes after the traffic, so rate() and increase() have at least two samples in their window.
     time.sleep(2.5)
     empty = []
-    for title, expr in panel_queries():
-        result = prometheus.query(expr)
+    for title, expr, instant in panel_queries():
+        result = prometheus.query(expr) if instant else prometheus.query_range(expr)
         if not result:
             empty.append((title, expr))
         elif title.startswith("Total CO2e"):
             assert float(result[0]["value"][1]) > 0
+        elif title.startswith("KV-aware") and "kind=" in expr:
+            # The cached share is a fraction of prompt tokens: never above 1.
+            assert all(0 <= float(v) <= 1 for series in result for _, v in series["values"] if v != "NaN")
     assert empty == []
 
 
 def test_dashboard_covers_the_required_panels() -> None:
-    titles = [title.lower() for title, _ in panel_queries()]
+    titles = [title.lower() for title, _, _ in panel_queries()]
     needed_titles = (
         "total co2e", "by department", "by model", "by region", "grid carbon intensity",
         "energy per 1,000 tokens per cluster", "routing decisions", "green routing and kv-cache",
+        "kv-aware routing", "telemetry buffer",
     )  # fmt: skip
     for needed in needed_titles:
         assert any(needed in title for title in titles), needed
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert (
-        variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
-    )
-    for panel in dashboard["panels"]:
-        assert panel["datasource"]["uid"] == "${datasource}"
 
 
 def test_example_scrape_config_is_valid(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool not found: install the Debian package prometheus (make system-deps)")
-    example = Path(__file__).resolve().parent.parent / "examples" / "prometheus" / "prometheus.yml"
+    assert promtool, "promtool is required: apt-get install prometheus"
+    local = subprocess.run(
+        [promtool, "check", "config", str(EXAMPLES / "prometheus-local.yml")], capture_output=True, timeout=30
+    )
+    assert local.returncode == 0, local.stdout + local.stderr
+    example = EXAMPLES / "prometheus.yml"
     token = tmp_path / "token"
     token.write_text("example-token", encoding="utf-8")
     text = example.read_text(encoding="utf-8").replace("/etc/prometheus/bauxite-metrics.token", str(token))

@@ -459,7 +459,7 @@ def test_every_reason_is_documented_and_fixed() -> None:
     }
 
 
-def test_brief_keys_load_and_extensions_default() -> None:
+def test_minimal_keys_load_and_extensions_default() -> None:
     settings = settings_from_mapping(
         {
             "enterprise": {

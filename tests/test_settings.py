@@ -1,4 +1,4 @@
-"""Configuration: the brief's snippet loads as-is; errors name file, key path and expectation."""
+"""Configuration: the README's minimal config loads as-is; errors name file, key path and expectation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from bauxite.cli import main
 from bauxite.durations import parse_duration_s
 from bauxite.settings import ConfigError, load_settings, settings_from_mapping
 
-BRIEF = """\
+MINIMAL = """\
 enterprise:
   carbon_tracking:
     enabled: true
@@ -25,9 +25,9 @@ enterprise:
 """
 
 
-def test_brief_snippet_loads_unchanged(tmp_path: Path) -> None:
+def test_minimal_snippet_loads_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "enterprise.yaml"
-    path.write_text(BRIEF)
+    path.write_text(MINIMAL)
     settings = load_settings(path)
     assert settings.enterprise.carbon_tracking.provider == "google_cloud"
     assert settings.enterprise.carbon_tracking.reporting_interval == 3600.0
@@ -97,7 +97,7 @@ def test_duplicate_cluster_names_rejected() -> None:
 
 def test_check_config_valid_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "ok.yaml"
-    path.write_text(BRIEF)
+    path.write_text(MINIMAL)
     assert main(["check-config", str(path)]) == 0
     assert "OK" in capsys.readouterr().out
 

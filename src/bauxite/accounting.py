@@ -1,7 +1,7 @@
 """Turns a finished request's capture into a record: energy × PUE × grid intensity = grams CO2e.
 
-Runs in the proxy's ``finally``; it never raises into the response path (rule 2 of the design): a failure
-here loses a record's precision, never a request.
+Runs in the proxy's ``finally``; it never raises into the response path (accounting must never break or
+delay a request): a failure here loses a record's precision, never a request.
 """
 
 from __future__ import annotations

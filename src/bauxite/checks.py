@@ -4,6 +4,9 @@ them, so they agree: a problem refuses to start (exit 2), a note is printed as a
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import yaml
 
 from .settings import Settings
 
@@ -38,8 +41,56 @@ def check_settings(settings: Settings, file: str) -> tuple[list[str], list[str]]
                 f"clusters[{index}].api_key_env: environment variable {cluster.api_key_env} is not set; "
                 "requests go upstream without a key"
             )
+    notes.extend(_unknown_hardware_and_models(settings))
     if not settings.clusters:
         notes.append("no clusters configured: every model request will get 404")
     if not settings.auth.keys and not settings.auth.allow_anonymous:
         notes.append("no API keys and auth.allow_anonymous is false: every request will get 401")
     return [f"{file}: {p}" for p in problems], notes
+
+
+def _unknown_hardware_and_models(settings: Settings) -> list[str]:
+    """Say aloud where energy figures will rest on a default rather than on the named GPU or model."""
+    from .energy.hardware import DEFAULT_GPU, GPU_SPECS, find_gpu_spec
+    from .energy.params import EcoLogitsRepository, resolve_params
+
+    notes = []
+    for index, cluster in enumerate(settings.clusters):
+        if find_gpu_spec(cluster.gpu.type) is None:
+            notes.append(
+                f"clusters[{index}].gpu.type: unknown GPU {cluster.gpu.type!r}; energy estimates use "
+                f"{DEFAULT_GPU} "
+                f"figures (known: {', '.join(GPU_SPECS)})"
+            )
+    repository = EcoLogitsRepository()
+    for model in settings.model_names():
+        if model in settings.energy.models:
+            continue
+        params = resolve_params(model, {}, repository)
+        if params.source == "default":
+            notes.append(
+                f"model {model!r}: not in EcoLogits' repository and its name gives no size, so its energy is "
+                f"estimated as a {params.active_b:g}B dense model; give its sizes under energy.models"
+            )
+    return notes
+
+
+def simulation_file_message(file: str) -> str | None:
+    """A message when ``file`` is a ``bauxite simulate`` file rather than a gateway config; else None."""
+    from .simulate.config import SimConfigError, load_sim_config, looks_like_sim_config
+
+    try:
+        data = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None  # the gateway loader reports unreadable files in its own words
+    if not looks_like_sim_config(data):
+        return None
+    try:
+        config = load_sim_config(file)
+    except SimConfigError as exc:
+        return f"{file}: this is a `bauxite simulate` file, not a gateway config, and it has problems:\n{exc}"
+    return (
+        f"{file}: this is a `bauxite simulate` file, not a gateway config. It is valid for the simulator "
+        f"({len(config.clusters)} clusters, {len(config.clients)} client groups); run it with "
+        f"`bauxite simulate --config {file}`"
+    )

@@ -11,10 +11,25 @@ from . import __version__
 from .settings import ConfigError, Settings, load_settings
 
 
+def port_number(text: str) -> int:
+    """argparse type for a TCP port: 1-65535, or 0 for any free port (the range ``server.port`` accepts)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is outside 1-65535 (0 picks any free port)")
+    return port
+
+
 def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", required=True, metavar="FILE", help="enterprise.yaml to load")
     parser.add_argument("--host", help="listen address (default: server.host, 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="listen port (default: server.port, 8080)")
+    parser.add_argument(
+        "--port",
+        type=port_number,
+        help="listen port, 1-65535 or 0 for any free one (default: server.port, 8080)",
+    )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
     )
@@ -62,8 +77,12 @@ def _refusing_unsafe(start: Callable[[], int]) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .checks import check_settings
+    from .checks import check_settings, simulation_file_message
 
+    message = simulation_file_message(args.file)
+    if message is not None:
+        print(message, file=sys.stderr)
+        return 2
     settings = _load(args.file)
     if settings is None:
         return 2
@@ -101,7 +120,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _load(args.config) if args.config else None
     if args.config and settings is None:
         return 2
+    if settings is not None and (settings.fleet is None or not settings.fleet.clusters):
+        # The demo is offline by promise: without simulated clusters it would call the file's real hosts.
+        print(
+            f"{args.config}: the demo needs a 'fleet:' section with simulated clusters (`bauxite init` "
+            "writes demo.yaml, which has one); to run this file against its real clusters use "
+            f"`bauxite serve --config {args.config}`",
+            file=sys.stderr,
+        )
+        return 2
     return _refusing_unsafe(lambda: run_demo(port=args.port, settings=settings))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .starter import write_starter
+
+    directory = Path(args.directory)
+    try:
+        written = write_starter(directory, force=args.force)
+    except OSError as exc:  # FileExistsError included: nothing was written
+        print(f"bauxite init: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    config = directory / "enterprise.yaml"
+    print(
+        f"\nNext: edit {config} (clusters, keys, regions), then\n"
+        f"  bauxite check-config {config}\n  bauxite serve --config {config}\n"
+        f"or try everything offline first:  bauxite demo --config {directory / 'demo.yaml'}"
+    )
+    return 0
 
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -152,9 +202,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start a simulated three-region fleet and the gateway in front of it on 127.0.0.1. "
         "No keys and no network needed. Ctrl-C stops everything.",
     )
-    demo.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
-    demo.add_argument("--config", metavar="FILE", help="use this config instead of the embedded demo")
+    demo.add_argument(
+        "--port", type=port_number, default=8080, help="gateway port, 0 for any free one (default 8080)"
+    )
+    demo.add_argument(
+        "--config",
+        metavar="FILE",
+        help="use this config (it must have a 'fleet:' section) instead of the embedded demo",
+    )
     demo.set_defaults(func=cmd_demo)
+
+    init = sub.add_parser(
+        "init",
+        help="write starter config, examples and the Grafana dashboard into a folder",
+        description="Copy the examples shipped in the package (enterprise.yaml, demo.yaml, simulate.yaml, "
+        "Prometheus and Grafana files, the Grafana dashboard) into DIRECTORY. Refuses to overwrite.",
+    )
+    init.add_argument(
+        "directory", nargs="?", default=".", metavar="DIRECTORY", help="default: current folder"
+    )
+    init.add_argument("--force", action="store_true", help="overwrite files that already exist")
+    init.set_defaults(func=cmd_init)
 
     for register in _plugin_commands():
         register(sub)
@@ -162,11 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .console import silence_broken_pipe
+
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here at the latest, while we can still end quietly
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `bauxite … --json | head`: the reader left; not an error worth a traceback
+        return silence_broken_pipe()
     return result
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import shlex
+import sys
 from importlib import resources
+from pathlib import Path
 
 import yaml
 
@@ -33,10 +37,26 @@ def point_at_fleet(settings: Settings, fleet: FleetRunner) -> Settings:
     return settings.model_copy(update={"clusters": tuple(clusters)})
 
 
+def interpreter() -> str:
+    """This Python, as a command to type: relative when under the current folder (``.venv/bin/python``)."""
+    exe = Path(sys.executable)
+    if exe.is_relative_to(Path.cwd()):
+        exe = exe.relative_to(Path.cwd())
+    return shlex.quote(str(exe))
+
+
 def _banner(base: str) -> str:
+    python = interpreter()
+    client = (
+        f"""  {python} -c 'from openai import OpenAI; c = OpenAI(base_url="{base}/v1", api_key="demo"); \\
+print(c.chat.completions.create(model="llama-3.1-8b", messages=[{{"role": "user", "content": "Hi"}}]))'"""
+        if importlib.util.find_spec("openai") is not None
+        else f"  (for the official client: {python} -m pip install openai)"
+    )
     return f"""
 Bauxite demo is running: a simulated three-region fleet behind the gateway (offline, no keys).
 
+  dashboard       : {base}/dashboard
   OpenAI base URL : {base}/v1
   metrics         : {base}/metrics
   grid intensity  : {base}/v1/carbon/intensity
@@ -45,8 +65,7 @@ Bauxite demo is running: a simulated three-region fleet behind the gateway (offl
   curl {base}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "llama-3.1-8b", "messages": [{{"role": "user", "content": "Hello"}}]}}' -i
 
-  python -c 'from openai import OpenAI; c = OpenAI(base_url="{base}/v1", api_key="demo"); \\
-print(c.chat.completions.create(model="llama-3.1-8b", messages=[{{"role": "user", "content": "Hi"}}]))'
+{client}
 
 Press Ctrl-C to stop.
 """

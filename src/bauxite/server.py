@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -43,10 +44,30 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
+def bind_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port); raises ``OSError`` when it cannot."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 async def start_site(
     app: web.Application, host: str, port: int, shutdown_timeout_s: float = 10.0
 ) -> tuple[web.AppRunner, int]:
     """Serve ``app``; on cleanup, in-flight requests get ``shutdown_timeout_s`` to finish."""
+    # Bind first: a taken port or a bad address fails here, before any service (meters, intensity feeds,
+    # telemetry windows) has started, so a failed start leaves nothing behind and reports nothing.
+    sock = bind_socket(host, port)
     # handler_cancellation: a client that hangs up cancels its handler, which aborts the upstream request.
     runner = GatewayRunner(
         app,
@@ -55,9 +76,14 @@ async def start_site(
         shutdown_timeout=shutdown_timeout_s,
         handler_cancellation=True,
     )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
+    try:
+        await runner.setup()
+        site = web.SockSite(runner, sock)
+        await site.start()
+    except BaseException:
+        sock.close()
+        await runner.cleanup()
+        raise
     bound = next((a[1] for a in runner.addresses if isinstance(a, tuple)), port)
     return runner, int(bound)
 
@@ -73,7 +99,11 @@ async def start_gateway(app: web.Application, host: str, port: int) -> tuple[lis
         assert telemetry.listen_port is not None
         admin_runner, admin_port = await start_site(admin, telemetry.listen_host, telemetry.listen_port)
         runners.insert(0, admin_runner)
-        log.info("metrics and carbon reports on http://%s:%d", telemetry.listen_host, admin_port)
+        log.info(
+            "metrics, carbon reports and the dashboard (/dashboard) on http://%s:%d",
+            telemetry.listen_host,
+            admin_port,
+        )
     return runners, bound
 
 
@@ -85,6 +115,8 @@ async def serve_async(settings: Settings, host: str, port: int) -> int:
     app = create_app(settings)
     runners, bound = await start_gateway(app, host, port)
     log.info("bauxite gateway listening on http://%s:%d (%d clusters)", host, bound, len(settings.clusters))
+    if settings.telemetry.listen_port is None:
+        log.info("carbon dashboard: http://%s:%d/dashboard", host, bound)
     try:
         await wait_for_signal()
     finally:

@@ -1,6 +1,6 @@
 """Configuration: the ``enterprise.yaml`` schema, loading, and errors naming file, key path and expectation.
 
-The brief's ``enterprise:`` snippet loads unchanged; every other section is optional with a sensible default.
+The README's minimal ``enterprise:`` config loads on its own; every other section is optional, with a default.
 Each capability owns its own section model (``intensity.config``, ``energy.config``, ``routing.config``,
 ``telemetry.config``); this module composes them.
 """
@@ -233,6 +233,19 @@ def _non_finite(value: Any, path: tuple[int | str, ...]) -> list[tuple[str, str]
     return []
 
 
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(key path like ``clusters[0].pue``, plain message) for each error pydantic found in a config file."""
+    problems = []
+    for err in exc.errors():
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check spelling; see the README for the accepted keys)"
+        elif err["type"] == "literal_error":
+            message = f"{message}, got {err.get('input')!r}"
+        problems.append((_key_path(tuple(err["loc"])), message))
+    return problems
+
+
 def settings_from_mapping(data: Any, file: str = "<config>") -> Settings:
     """Validate a parsed YAML document; raise ``ConfigError`` listing every problem with its key path."""
     if data is None:
@@ -244,15 +257,7 @@ def settings_from_mapping(data: Any, file: str = "<config>") -> Settings:
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = "unknown key (check spelling; see the README for the accepted keys)"
-            elif err["type"] == "literal_error":
-                message = f"{message}, got {err.get('input')!r}"
-            problems.append((_key_path(tuple(err["loc"])), message))
-        raise ConfigError(file, problems) from None
+        raise ConfigError(file, validation_problems(exc)) from None
     problems = _non_finite(settings.model_dump(), ())
     if problems:
         raise ConfigError(file, problems)

@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from typing import Any, TextIO
 
+from ..console import table_text
 from ..intensity.catalogue import Catalogue
 from ..units import J_PER_WH, carbon_g
 from .architecture import (
@@ -18,6 +19,7 @@ from .architecture import (
     routed_split,
 )
 from .estimator import Estimate, Overheads, RequestShape, Serving, estimators
+from .hardware import GPU_SPECS, find_gpu_spec
 from .params import EcoLogitsRepository, ModelParams, resolve_params
 
 DEFAULT_PUE = 1.1  # full boundary without a configured cluster: a hyperscale facility
@@ -82,7 +84,9 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     request.add_argument("--output-tokens", type=int, default=300)
     request.add_argument("--latency-s", type=float, help="measured latency (used by the ecologits method)")
     parser.add_argument("--boundary", choices=("gpu", "full"), default="full")
-    parser.add_argument("--pue", type=float, default=DEFAULT_PUE, help="PUE for the full boundary (1.1)")
+    parser.add_argument(
+        "--pue", type=float, default=DEFAULT_PUE, help="PUE for the full boundary, 1.0-3.0 (default 1.1)"
+    )
     parser.add_argument("--region", help="cloud region for grams CO2e (embedded static intensity table)")
     parser.add_argument("--method", choices=("calibrated", "ecologits"), default="calibrated")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -131,17 +135,40 @@ def grid_g_per_kwh(region: str) -> tuple[float, str] | str:
     return entry.g_per_kwh, entry.reference
 
 
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """The first option out of the range the gateway's config accepts for the same figure, or None."""
+    if args.batch_size <= 0 or (args.num_gpus is not None and args.num_gpus < 1):
+        return "--batch-size must be > 0 and --num-gpus ≥ 1"
+    if args.input_tokens < 0 or args.output_tokens < 0:
+        return "--input-tokens and --output-tokens cannot be negative"
+    if args.latency_s is not None and args.latency_s < 0:
+        return "--latency-s cannot be negative"
+    if not 1.0 <= args.pue <= 3.0:
+        return f"--pue must be between 1.0 and 3.0 (facility energy / IT energy), got {args.pue:g}"
+    if find_gpu_spec(args.gpu) is None:
+        return f"unknown GPU type {args.gpu!r}; known: {', '.join(GPU_SPECS)}"
+    return None
+
+
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
+    problem = argument_problem(args)
+    if problem:
+        print(f"bauxite estimate: {problem}", file=err)
+        return 2
     params = _params(args)
     if isinstance(params, str):
         print(f"bauxite estimate: {params}", file=err)
         return 2
-    if args.batch_size <= 0 or (args.num_gpus is not None and args.num_gpus < 1):
-        print("bauxite estimate: --batch-size must be > 0 and --num-gpus ≥ 1", file=err)
-        return 2
+    if params.source == "default":
+        print(
+            f"note: model {args.model!r} is not in EcoLogits' repository and its name gives no size: "
+            f"assuming a {params.active_b:g}B dense model. Give --active-params-b (and --total-params-b) "
+            "for a real figure.",
+            file=err,
+        )
     serving = Serving(args.gpu, args.num_gpus, args.batch_size)
-    shape = RequestShape(max(args.input_tokens, 0), max(args.output_tokens, 0), args.latency_s)
+    shape = RequestShape(args.input_tokens, args.output_tokens, args.latency_s)
     est = estimators()[args.method].estimate(shape, params, serving, args.boundary, Overheads(pue=args.pue))
     result = _result(est, params, serving)
     if args.region:
@@ -200,32 +227,24 @@ def _arch_result(params: ModelParams) -> dict[str, Any]:
 
 
 def _print_table(result: dict[str, Any], out: TextIO) -> None:
-    print(
-        f"energy      {result['energy_wh']:.4g} Wh  ({result['energy_j']:.4g} J; range "
-        f"{result['energy_j_min']:.4g}–{result['energy_j_max']:.4g} J)",
-        file=out,
-    )
-    print(f"boundary    {result['boundary']}  (PUE included: {result['pue']:g})", file=out)
-    print(f"method      {result['method']}", file=out)
-    print(
-        f"model       {result['active_params_b']:g}B active / {result['total_params_b']:g}B total, "
-        f"{result['precision']} (sizes from {result['params_source']})",
-        file=out,
-    )
     arch = result["architecture"]
     experts = f", {arch['experts_per_token']} of {arch['num_experts']} experts" if arch["num_experts"] else ""
-    print(
-        f"arch        {arch['kind']}, {arch['layers']} layers, "
-        f"KV {arch['kv_bytes_per_token'] / 1024:.0f} KiB/token"
-        f"{experts} (from {arch['source']})",
-        file=out,
-    )
+    rows = [
+        ("energy", f"{result['energy_wh']:.4g} Wh",
+         f"{result['energy_j']:.4g} J; range {result['energy_j_min']:.4g}–{result['energy_j_max']:.4g} J"),
+        ("boundary", result["boundary"], f"PUE included: {result['pue']:g}"),
+        ("method", result["method"], ""),
+        ("model", f"{result['active_params_b']:g}B active / {result['total_params_b']:g}B total",
+         f"{result['precision']}, sizes from {result['params_source']}"),
+        ("arch", f"{arch['kind']}, {arch['layers']} layers",
+         f"KV {arch['kv_bytes_per_token'] / 1024:.0f} KiB/token{experts} (from {arch['source']})"),
+        ("serving", f"{result['num_gpus']}× {result['gpu']}", f"batch {result['batch_size']:g}"),
+    ]  # fmt: skip
     if result["sizes_default"]:
-        print("warning     model size unknown: a labelled default was used", file=out)
-    print(f"serving     {result['num_gpus']}× {result['gpu']}, batch {result['batch_size']:g}", file=out)
+        rows.append(("warning", "model size unknown", "a labelled default was used"))
     if "carbon_g" in result:
-        print(
-            f"carbon      {result['carbon_g']:.4f} g CO2e  ({result['region']}, {result['g_per_kwh']:g} "
-            f"g/kWh, {result['intensity_source']})",
-            file=out,
-        )
+        rows.append(
+            ("carbon", f"{result['carbon_g']:.4f} g CO2e",
+             f"{result['region']}, {result['g_per_kwh']:g} g/kWh, {result['intensity_source']}")
+        )  # fmt: skip
+    out.write(table_text(("", "value", "detail"), rows, numeric_from=3))

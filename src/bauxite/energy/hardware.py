@@ -74,8 +74,8 @@ GPU_SPECS: dict[str, GpuSpec] = {
 DEFAULT_GPU = "H100"
 
 
-def gpu_spec(gpu_type: str) -> GpuSpec:
-    """Spec for a GPU name such as ``H100``, ``h100-sxm``, ``NVIDIA H200``; unknown names get an H100."""
+def find_gpu_spec(gpu_type: str) -> GpuSpec | None:
+    """Spec for a GPU name such as ``H100``, ``h100-sxm``, ``NVIDIA H200``; None for one not in the table."""
     key = gpu_type.upper().replace("NVIDIA", "").replace("_", "-").strip()
     key = key.removesuffix("-SXM").removesuffix(" SXM").replace(" ", "-")
     if key in GPU_SPECS:
@@ -83,7 +83,12 @@ def gpu_spec(gpu_type: str) -> GpuSpec:
     for name in sorted(GPU_SPECS, key=len, reverse=True):
         if key.startswith(name):
             return GPU_SPECS[name]
-    return GPU_SPECS[DEFAULT_GPU]
+    return None
+
+
+def gpu_spec(gpu_type: str) -> GpuSpec:
+    """Spec for a GPU name (see ``find_gpu_spec``); unknown names get an H100."""
+    return find_gpu_spec(gpu_type) or GPU_SPECS[DEFAULT_GPU]
 
 
 def weight_bytes_per_param(precision: str) -> float:

@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from ..console import table_text
 from ..settings import ConfigError, Settings, load_settings, settings_from_mapping
 from .api import row_json
 from .catalogue import Catalogue, UnknownRegionError
@@ -79,23 +80,17 @@ async def _collect(service: IntensityService) -> list[dict[str, Any]]:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = [list(_COLUMNS)]
-    for row in rows:
-        source = row["provider"] + (" (fallback)" if row["stale"] else "")
-        lines.append(
-            [
-                row["region"],
-                row["zone"],
-                f"{row['gco2_per_kwh']:.1f}",
-                source,
-                row["signal"],
-                row["basis"],
-                f"{row['age_s']:.0f}s",
-            ]
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(_COLUMNS))]
-    text = "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )
+    cells = [
+        [
+            row["region"],
+            row["zone"],
+            f"{row['gco2_per_kwh']:.1f}",
+            row["provider"] + (" (fallback)" if row["stale"] else ""),
+            row["signal"],
+            row["basis"],
+            f"{row['age_s']:.0f}s",
+        ]
+        for row in rows
+    ]
     errors = [f"note: {row['region']}: {row['error']}" for row in rows if row.get("error")]
-    return text + "\n" + "".join(e + "\n" for e in errors)
+    return table_text(_COLUMNS, cells, numeric_from=len(_COLUMNS)) + "".join(e + "\n" for e in errors)

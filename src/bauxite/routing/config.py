@@ -1,7 +1,7 @@
-"""``enterprise.green_routing`` (the brief's keys plus optional extensions) and the ``latency:`` section.
+"""``enterprise.green_routing`` (four core keys plus optional extensions) and the ``latency:`` section.
 
-The brief's four keys (``enabled``, ``priority``, ``threshold_gco2``, ``strict``) load unchanged; every
-other key is optional with a default, documented in docs/routing.md.
+The four core keys (``enabled``, ``priority``, ``threshold_gco2``, ``strict``) are the minimal ``enterprise:``
+config shown in the README; every other key is optional with a default, documented in docs/routing.md.
 """
 
 from __future__ import annotations

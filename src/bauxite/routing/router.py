@@ -1,6 +1,6 @@
 """Cluster choice for each request: a pure function of in-memory snapshots, cheap enough for the hot path.
 
-Order of work (DESIGN §7): candidates (serving the model, not excluded, not cooling down) → latency filter
+Order of work: candidates (serving the model, not excluded, not cooling down) → latency filter
 (absolute SLO and/or slack over the fastest) → threshold filter → priority score → spread among near-equal
 scores, or keep a warm prefix cache within tolerance. Route reasons are a fixed set (``REASONS``) because they
 become Prometheus label values.

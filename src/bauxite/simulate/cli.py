@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..console import interactive, progress
 from ..intensity.traces import TraceError
 from .config import SimConfigError, load_sim_config
 from .engine import simulate
@@ -22,32 +23,59 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="Compare routing policies (latency, round_robin, low_carbon, balanced, oracle) on a "
         "simulated fleet over hourly grid-intensity traces. Config format: docs/routing.md.",
     )
-    parser.add_argument("--config", required=True, type=Path, help="simulation YAML file")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.add_argument("--plot", type=Path, metavar="DIR", help="write PNG charts into DIR")
+    parser.add_argument(
+        "--config", required=True, type=Path, help="simulation YAML file (example: examples/simulate.yaml)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of a table (no progress bar)"
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="DIR",
+        help="write PNG charts into DIR (created if missing; needs matplotlib)",
+    )
     parser.set_defaults(func=run)
 
 
+def plot_problem(directory: Path | None) -> str | None:
+    """Why ``--plot DIR`` cannot work, found before a long simulation runs; None when it can."""
+    if directory is None:
+        return None
+    if directory.exists() and not directory.is_dir():
+        return f"--plot takes a directory, and {directory} is an existing file"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "--plot needs matplotlib: .venv/bin/pip install 'bauxite[plot]' (or pip install matplotlib)"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    problem = plot_problem(args.plot)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         config = load_sim_config(args.config)
-        result = simulate(config)
-    except (SimConfigError, TraceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except SimConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    steps = (*config.policies, "oracle")
+    try:
+        with progress(steps, enabled=interactive() and not args.json) as advance:
+            result = simulate(config, advance)
+    except TraceError as exc:
+        print(f"configuration error:\n{args.config}: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
     else:
         print(table(result))
     if args.plot is not None:
-        try:
-            from .plot import write_plots
+        from .plot import write_plots
 
-            paths = write_plots(result, args.plot)
-        except ImportError:
-            print("error: --plot needs matplotlib (pip install 'bauxite[plot]')", file=sys.stderr)
-            return 2
-        for path in paths:
+        for path in write_plots(result, args.plot):
             print(f"wrote {path}", file=sys.stderr)
     return 0
 

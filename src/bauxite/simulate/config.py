@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..routing.config import GreenRoutingSettings, LatencySettings
+from ..settings import ConfigError, validation_problems
 
 PolicyName = Literal["latency", "round_robin", "low_carbon", "balanced"]
 ALL_POLICIES: tuple[PolicyName, ...] = ("latency", "round_robin", "low_carbon", "balanced")
@@ -103,8 +104,13 @@ class SimConfig(_Strict):
         return self
 
 
-class SimConfigError(Exception):
-    """A simulator configuration problem, phrased for the person who wrote the file."""
+class SimConfigError(ConfigError):
+    """A simulator configuration problem: file, key path (``clusters[0].pue``) and plain words, like
+    ``bauxite check-config``."""
+
+
+# Keys only a gateway config has at the top level: a file with them was given to the wrong command.
+GATEWAY_KEYS = ("enterprise", "server", "auth", "telemetry", "energy", "intensity", "fleet", "latency")
 
 
 def load_sim_config(path: str | Path) -> SimConfig:
@@ -112,15 +118,31 @@ def load_sim_config(path: str | Path) -> SimConfig:
     try:
         data: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise SimConfigError(f"{file}: cannot read file: {exc.strerror or exc}") from None
+        raise SimConfigError(file, [("", f"cannot read file: {exc.strerror or exc}")]) from None
     except yaml.YAMLError as exc:
-        raise SimConfigError(f"{file}: invalid YAML: {exc}") from None
+        raise SimConfigError(file, [("", f"invalid YAML: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise SimConfigError(
+            file, [("", "expected a mapping (slo_ttft_ms:, clusters:, clients:, …) at the top")]
+        )
+    gateway = [key for key in GATEWAY_KEYS if key in data]
+    if gateway:
+        raise SimConfigError(
+            file,
+            [("", f"this looks like a gateway config (it has {', '.join(gateway)}), not a simulation; check "
+                  "it with `bauxite check-config`; examples/simulate.yaml shows the simulator's format")],
+        )  # fmt: skip
     try:
         return SimConfig.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            message = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{file}: {where}: {message}" if where else f"{file}: {message}")
-        raise SimConfigError("\n".join(lines)) from None
+        raise SimConfigError(file, validation_problems(exc)) from None
+
+
+def looks_like_sim_config(data: Any) -> bool:
+    """True for a parsed YAML document that is a simulator file (has its required keys, no gateway keys)."""
+    return (
+        isinstance(data, dict)
+        and "slo_ttft_ms" in data
+        and "clients" in data
+        and not any(key in data for key in GATEWAY_KEYS)
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..console import table_text
 from .engine import PolicyResult, SimulationResult
 
 _HEADER = ("policy", "carbon_kg", "vs_oracle", "requests", "slo_violations", "p95_ttft_ms", "under_threshold")
@@ -11,18 +12,7 @@ def table(result: SimulationResult) -> str:
     oracle_kg = result.oracle.carbon_g / 1000.0
     rows = [_row(name, r, oracle_kg) for name, r in result.policies.items()]
     rows.append(_row("oracle", result.oracle, oracle_kg))
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(_HEADER)]
-    lines = [_line(list(_HEADER), widths), *(_line(row, widths) for row in rows)]
-    lines.extend(savings(result))
-    return "\n".join(lines)
-
-
-def _line(cells: list[str], widths: list[int]) -> str:
-    """First column left-aligned (names), the rest right-aligned (numbers)."""
-    padded = [
-        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-    ]
-    return "  ".join(padded)
+    return table_text(_HEADER, rows) + "\n".join(savings(result))
 
 
 def _row(name: str, r: PolicyResult, oracle_kg: float) -> list[str]:

@@ -1,4 +1,4 @@
-"""Optional bearer-token protection for ``/metrics`` and everything under ``/v1/carbon/``."""
+"""Optional bearer-token protection for ``/metrics``, the dashboard's data and all of ``/v1/carbon/``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-PROTECTED_EXACT = ("/metrics",)
+PROTECTED_EXACT = ("/metrics", "/dashboard/series")
 PROTECTED_PREFIX = "/v1/carbon/"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -25,11 +25,13 @@ from ..intensity.base import RegionIntensity
 from ..records import RequestRecord
 from .aggregate import Totals
 from .config import TelemetryConfigError
+from .dashboard import Dashboard
 from .exposition import TelemetryCollector
 from .http import token_middleware
 from .labels import NO_REASON, NONE, LabelTables
 from .reports import Reports
 from .ring import CAPACITY_BYTES, FLAG_MEASURED, STATUS_ERROR, STATUS_OK, RingBuffer
+from .series import Series
 
 if TYPE_CHECKING:
     from ..clusters import Fleet
@@ -80,6 +82,9 @@ class Telemetry:
                 cluster_regions,
             )
         )
+        green = settings.enterprise.green_routing
+        threshold = green.threshold_gco2 if green.enabled else None
+        self.dashboard = Dashboard(Series(self.registry.collect, threshold_g_per_kwh=threshold), self.drain)
         self._token = token
         self._thread = threading.get_ident()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -185,6 +190,7 @@ class Telemetry:
     def _register(self, app: web.Application) -> None:
         app.router.add_get("/metrics", self._metrics_handler)
         app.router.add_get("/v1/carbon/reports", self._reports_handler)
+        self.dashboard.add_routes(app)
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
         return web.Response(body=self.render_metrics(), headers={"Content-Type": CONTENT_TYPE})
@@ -212,6 +218,7 @@ class Telemetry:
         self._tasks = [
             asyncio.create_task(self._drain_every(self.settings.drain_interval), name="telemetry-drain"),
             asyncio.create_task(self._close_windows(), name="telemetry-reports"),
+            asyncio.create_task(self.dashboard.series.sample_every(), name="telemetry-dashboard"),
         ]
         if not self.ring.locked and self.settings.lock_memory:
             _log.info("telemetry buffer not locked in RAM (mlock refused; raise RLIMIT_MEMLOCK to allow it)")
