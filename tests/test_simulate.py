@@ -48,7 +48,7 @@ def test_policies_compare_on_identical_traffic() -> None:
     kg = {name: r.carbon_g for name, r in result.policies.items()}
     low, oracle = kg["low_carbon"], result.oracle.carbon_g
     assert low < kg["round_robin"] < kg["latency"]
-    assert oracle <= low * 1.0001
+    assert result.bound.carbon_g <= min(low, oracle)
     assert low <= oracle * 1.05
     assert result.policies["low_carbon"].slo_violations == 0
     assert result.oracle.slo_violations == 0
@@ -113,11 +113,13 @@ def test_cli_json_table_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[
     for row in out["policies"].values():
         assert {"carbon_kg", "requests", "slo_violations", "p95_ttft_ms", "share_under_threshold"} <= set(row)
     assert out["oracle"]["carbon_kg"] > 0
+    assert 0 < out["bound"]["carbon_kg"] <= min(r["carbon_kg"] for r in out["policies"].values())
     assert {p.name for p in (tmp_path / "png").iterdir()} == {"week.png", "carbon.png"}
 
     assert cli.main(["--config", str(path)]) == 0
     table = capsys.readouterr().out
-    assert "low_carbon" in table and "oracle" in table and "less than latency" in table
+    assert "low_carbon" in table and "greedy_hindsight" in table and "less than latency" in table
+    assert "vs_bound" in table and "\nbound " in table
 
 
 def test_cli_reports_bad_config_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..console import interactive, progress
 from ..intensity.traces import TraceError
+from .bound import BoundError
 from .config import SimConfigError, load_sim_config
 from .engine import simulate
 from .report import table
@@ -20,8 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "simulate",
         help="replay a workload over hourly grid-intensity traces and compare routing policies",
-        description="Compare routing policies (latency, round_robin, low_carbon, balanced, oracle) on a "
-        "simulated fleet over hourly grid-intensity traces. Config format: docs/routing.md.",
+        description="Compare routing policies (latency, round_robin, low_carbon, balanced, and the greedy "
+        "hindsight baseline) against a provable LP lower bound on carbon, on a simulated fleet over hourly "
+        "grid-intensity traces. Config format: docs/routing.md.",
     )
     parser.add_argument(
         "--config", required=True, type=Path, help="simulation YAML file (example: examples/simulate.yaml)"
@@ -61,12 +63,15 @@ def run(args: argparse.Namespace) -> int:
     except SimConfigError as exc:
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return 2
-    steps = (*config.policies, "oracle")
+    steps = (*config.policies, "oracle", "bound")
     try:
         with progress(steps, enabled=interactive() and not args.json) as advance:
             result = simulate(config, advance)
     except TraceError as exc:
         print(f"configuration error:\n{args.config}: {exc}", file=sys.stderr)
+        return 2
+    except BoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result.as_json(), indent=2))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ..clusters import Fleet
 from ..settings import ClusterSettings
 from ..units import carbon_g
+from .bound import Bound, lower_bound
 from .config import SimConfig
 from .model import ClusterQueue, SimIntensity, intensity_table
 from .policies import POLICY_FACTORIES, REJECTED, SimClock, SimPolicy, World
@@ -168,17 +169,19 @@ class SimulationResult:
     config: SimConfig
     table: list[list[float]]
     policies: dict[str, PolicyResult]
-    oracle: PolicyResult
+    oracle: PolicyResult  # the greedy hindsight baseline (JSON key "oracle" kept for compatibility)
+    bound: Bound
 
     def as_json(self) -> dict[str, object]:
         return {
             "policies": {name: r.summary() for name, r in self.policies.items()},
             "oracle": self.oracle.summary(),
+            "bound": self.bound.summary(),
         }
 
 
 def simulate(config: SimConfig, progress: Callable[[str], None] | None = None) -> SimulationResult:
-    """Run every configured policy and the oracle over the same request stream."""
+    """Run every configured policy and the greedy hindsight baseline over the same stream; solve the bound."""
     table = intensity_table(config)
     results: dict[str, PolicyResult] = {}
     for name in (*config.policies, "oracle"):
@@ -186,4 +189,6 @@ def simulate(config: SimConfig, progress: Callable[[str], None] | None = None) -
             progress(name)
         results[name] = _Run(config, table, name).run()
     oracle = results.pop("oracle")
-    return SimulationResult(config, table, results, oracle)
+    if progress is not None:
+        progress("bound")
+    return SimulationResult(config, table, results, oracle, lower_bound(config, table))

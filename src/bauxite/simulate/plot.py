@@ -47,9 +47,12 @@ def write_plots(result: SimulationResult, directory: Path) -> list[Path]:
     plt.close(fig)
 
     fig, axis = plt.subplots(figsize=(8, 4))
-    labels = [*result.policies, "oracle"]
-    kilograms = [r.carbon_g / 1000.0 for r in result.policies.values()] + [result.oracle.carbon_g / 1000.0]
-    axis.bar(labels, kilograms, color=["#888888"] * len(result.policies) + ["#2a7d2a"])
+    labels = [*result.policies, "greedy_hindsight", "bound"]
+    kilograms = [r.carbon_g / 1000.0 for r in result.policies.values()] + [
+        result.oracle.carbon_g / 1000.0,
+        result.bound.carbon_g / 1000.0,
+    ]
+    axis.bar(labels, kilograms, color=["#888888"] * (len(result.policies) + 1) + ["#2a7d2a"])
     axis.set_ylabel("kg CO2e")
     axis.set_title("Carbon per policy")
     carbon = directory / "carbon.png"
