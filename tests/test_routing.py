@@ -12,7 +12,7 @@ from bauxite.clusters import Fleet
 from bauxite.intensity.base import Intensity
 from bauxite.records import Capture
 from bauxite.routing.config import GreenRoutingSettings, LatencySettings
-from bauxite.routing.router import REASONS, NoRouteError, Router, RouteRequest
+from bauxite.routing.router import REASONS, NoRouteError, Outcome, Router, RouteRequest
 from bauxite.settings import ClusterSettings, settings_from_mapping
 from bauxite.units import J_PER_KWH
 
@@ -137,8 +137,9 @@ def test_all_cooling_tries_the_soonest_to_recover(green: bool) -> None:
 
 
 def test_disabled_is_least_loaded_rotating_ties() -> None:
-    router, fleet = make_router(green={"enabled": False})
-    fleet.by_name["mid"].in_flight = 5
+    router, _fleet = make_router(green={"enabled": False})
+    for _ in range(5):
+        router.dispatched("mid")
     picks = [router.choose(req()) for _ in range(4)]
     assert [d.cluster.name for d in picks] == ["east", "west", "east", "west"]
     assert {d.reason for d in picks} == {"least_loaded"}
@@ -185,18 +186,56 @@ def test_rising_queue_pushes_predicted_latency_up() -> None:
     )
     west = fleet.by_name["west"]
     before = router.latency.predict_ttft_ms(west, 100)
-    west.in_flight = 3  # a free slot left: no wait
-    assert router.latency.predict_ttft_ms(west, 100) == before
+    for _ in range(3):  # a free slot left: no wait
+        router.dispatched("west")
+    assert router.latency.predict_ttft_ms(west, 100, router.depth("west")) == before
     assert router.choose(req()).cluster.name == "west"
-    west.in_flight = 4  # full: the next request waits for a slot, beyond the SLO
-    assert router.latency.predict_ttft_ms(west, 100) > 300
+    router.dispatched("west")  # full: the next request waits for a slot, beyond the SLO
+    assert router.latency.predict_ttft_ms(west, 100, router.depth("west")) > 300
     assert router.choose(req()).cluster.name == "east"
+    router.finished("west", Outcome(True, 100, 10))  # a slot freed: back to the green cluster at once
+    assert router.choose(req()).cluster.name == "west"
+
+
+def test_a_slot_freed_since_the_scrape_is_not_counted_busy() -> None:
+    """The scrape counted this replica's own request; its completion since must free the slot, and its
+    dispatches since must add to the scraped depth (no double counting either way)."""
+    router, _ = make_router(latency={"slo_ttft_ms": 300, "clusters": {"west": {"max_concurrency": 4}}})
+    router.dispatched("west")
+    router.scraped("west", running=4, waiting=0, elapsed_ms=None)  # full: 3 of others + ours
+    assert router.depth("west") == 4
+    assert router.choose(req()).cluster.name == "east"
+    router.finished("west", Outcome(True, 100, 10))
+    assert router.depth("west") == 3
+    assert router.choose(req()).cluster.name == "west"
+    router.dispatched("west")
+    router.dispatched("west")
+    assert router.depth("west") == 5
+    router.scraped("west", running=2, waiting=0, elapsed_ms=None)  # fresh truth replaces the estimate
+    assert router.depth("west") == 2
+
+
+def test_failures_cool_a_cluster_down_and_a_success_ends_it() -> None:
+    clock = Clock()
+    router, fleet = make_router(clock=clock)
+    router.dispatched("west")
+    router.failed("west")
+    router.finished("west", Outcome(False))
+    assert not fleet.by_name["west"].available(clock.now)
+    assert router.choose(req()).cluster.name != "west"
+    clock.now += 10.0  # the first back-off is over
+    assert router.choose(req()).cluster.name == "west"
+    router.failed("west")
+    router.failed("west")  # third failure in a row, no success between: 10 s × 4
+    assert fleet.by_name["west"].cooldown_until == pytest.approx(clock.now + 40.0)
+    router.dispatched("west")
+    router.finished("west", Outcome(True, 10, 10))
+    assert fleet.by_name["west"].available(clock.now)
 
 
 def test_scraped_waiting_counts_when_capacity_unknown() -> None:
-    router, fleet = make_router(latency={"slo_ttft_ms": 300})
-    west = fleet.by_name["west"]
-    west.queue_running, west.queue_waiting = 2, 3
+    router, _fleet = make_router(latency={"slo_ttft_ms": 300})
+    router.scraped("west", running=2, waiting=3, elapsed_ms=None)
     assert router.choose(req()).cluster.name == "east"
 
 
@@ -306,22 +345,24 @@ def test_pue_scales_expected_grams() -> None:
 
 def test_near_equal_candidates_share_the_load() -> None:
     twins = (("a", "us-west", 10.0), ("b", "us-west", 10.0), EAST)
-    router, fleet = make_router(clusters=twins)
+    router, _fleet = make_router(clusters=twins)
     chosen = []
     for _ in range(6):
         decision = router.choose(req())
-        decision.cluster.in_flight += 1  # what the proxy does while the request runs
+        router.dispatched(decision.cluster.name)  # what the proxy does while the request runs
         chosen.append(decision.cluster.name)
     assert sorted(chosen) == ["a", "a", "a", "b", "b", "b"]
-    fleet.by_name["a"].in_flight = 10
+    for _ in range(7):
+        router.dispatched("a")
     assert router.choose(req()).cluster.name == "b"
 
 
 def test_outside_tolerance_is_not_spread() -> None:
     twins = (("a", "us-west", 10.0), ("b", "us-west-2", 10.0), EAST)
     grid = {"us-west": 50, "us-west-2": 60, "us-east": 400}
-    router, fleet = make_router(clusters=twins, intensity=grid)
-    fleet.by_name["a"].in_flight = 3
+    router, _fleet = make_router(clusters=twins, intensity=grid)
+    for _ in range(3):
+        router.dispatched("a")
     assert router.choose(req()).cluster.name == "a"
 
 
@@ -334,6 +375,7 @@ def test_outside_tolerance_is_not_spread() -> None:
         (55.0, 0.2, "west", "kv_cache_affinity"),  # warm and within 20% of the best
         (70.0, 0.2, "mid", "low_carbon"),  # warm but 40% dirtier: carbon wins
         (55.0, 0.0, "mid", "low_carbon"),  # affinity tolerance 0
+        (40.0, 0.2, "west", "low_carbon"),  # warm and the best anyway: affinity changed nothing, no label
     ],
 )
 def test_kv_affinity(west_g: float, tolerance: float, expected: str, reason: str) -> None:
@@ -347,7 +389,8 @@ def test_kv_affinity(west_g: float, tolerance: float, expected: str, reason: str
     clock.now += 2
     decision = router.choose(req(prefix_key=42))
     assert (decision.cluster.name, decision.reason) == (expected, reason)
-    assert router.choose(req(prefix_key=7)).cluster.name == "mid"  # an unseen prefix: plain ranking
+    plain = expected if reason == "low_carbon" else "mid"
+    assert router.choose(req(prefix_key=7)).cluster.name == plain  # an unseen prefix: plain ranking
 
 
 def test_affinity_lru_is_bounded() -> None:
@@ -393,55 +436,6 @@ def test_failing_services_do_not_break_choice() -> None:
     assert router.choose(req()).cluster.name == "a"
 
 
-# ---------------------------------------------------------------- avoided carbon
-
-
-def capture(**kwargs: Any) -> Capture:
-    base: dict[str, Any] = {
-        "model": "m",
-        "department": "d",
-        "endpoint": "chat",
-        "started_at": 0.0,
-        "started_mono": 0.0,
-        "cluster": "west",
-        "counterfactual_cluster": "east",
-        "prompt_tokens": 400,
-        "completion_tokens": 100,
-        "status": "ok",
-    }
-    return Capture(**{**base, **kwargs})
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "energy_j", "green_g", "kv_g"),
-    [
-        # expected 200 J either way; measured 360 J on west (50 g/kWh) vs the same on east (400 g/kWh)
-        ({}, 360.0, 360 * 350 / J_PER_KWH, 0.0),
-        ({}, 0.0, 200 * 350 / J_PER_KWH, 0.0),  # no measurement: expected energy on both
-        ({"cluster": "east", "counterfactual_cluster": "east"}, 360.0, 0.0, 0.0),  # chose the fastest
-        ({"cluster": "mid"}, 360.0, 0.0, 0.0),  # dirtier than the counterfactual: clamped at 0
-        ({"counterfactual_cluster": ""}, 360.0, 0.0, 0.0),
-        # 300 cached prompt tokens × 0.25 J/token on west at 50 g/kWh
-        ({"cached_tokens": 300}, 360.0, 360 * 350 / J_PER_KWH, 300 * 0.25 * 50 / J_PER_KWH),
-        ({"cluster": "nowhere"}, 360.0, 0.0, 0.0),
-    ],
-)
-def test_avoided_carbon(kwargs: dict[str, Any], energy_j: float, green_g: float, kv_g: float) -> None:
-    router, _ = make_router()
-    router.choose(req())  # takes the first snapshot
-    green, kv = router.avoided_carbon_g(capture(**kwargs), energy_j)
-    assert green == pytest.approx(green_g)
-    assert kv == pytest.approx(kv_g)
-
-
-def test_avoided_carbon_never_raises() -> None:
-    router, _ = make_router()
-    broken = capture()
-    broken.prompt_tokens = "x"  # type: ignore[assignment]
-    router.choose(req())
-    assert router.avoided_carbon_g(broken, 1.0) == (0.0, 0.0)
-
-
 # ---------------------------------------------------------------- reasons and config
 
 
@@ -485,7 +479,7 @@ def test_observed_ttft_replaces_the_prior() -> None:
     router, fleet = make_router(latency={"prefill_ms_per_1k_tokens": 0})
     east = fleet.by_name["east"]
     assert router.latency.predict_ttft_ms(east, 0) == pytest.approx(110.0)
-    east.record_success(0.5, 0.02)
+    router.first_token("east", 500.0, 0)
     # the observation already includes the network round trip
     assert router.latency.predict_ttft_ms(east, 0) == pytest.approx(500.0)
 

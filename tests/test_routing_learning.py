@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from bauxite.proxy import Forwarder, Upstream
 from bauxite.records import Capture
 from bauxite.routing.config import LatencySettings
 from bauxite.simulate.engine import _Run
@@ -51,7 +52,8 @@ def test_expected_grams_use_the_learned_completion_length(
         ([130.0], 0, 120.0),  # minus the 10 ms round trip
         ([130.0], 1000, 70.0),  # minus the prefill of *that* prompt (50 ms per 1k tokens)
         ([5.0], 0, 0.0),  # never negative
-        ([130.0, 230.0], 0, 140.0),  # decaying average (alpha 0.2)
+        ([130.0, 230.0], 0, 125.0),  # a slower sample (queueing?) raises it slowly: 5% of the excess
+        ([230.0, 130.0], 0, 120.0),  # a faster one lowers it at once: queueing only ever adds
     ],
 )
 def test_base_ttft_is_learned_from_own_observations(
@@ -59,7 +61,6 @@ def test_base_ttft_is_learned_from_own_observations(
 ) -> None:
     router, fleet = make_router((EAST,))
     east = fleet.by_name["east"]
-    east.ttft_ewma_s = 5.0  # a shared average (other gateways, other round trips) must not win
     router.choose(req())
     for sample in samples_ms:
         router.latency.observe_ttft("east", sample, prompt_tokens)
@@ -71,13 +72,16 @@ def test_base_ttft_is_learned_from_own_observations(
     ("attempts", "status", "learns"),
     [(1, "ok", True), (2, "ok", False), (1, "error", False)],
 )
-def test_observe_feeds_ttft_only_from_clean_first_attempts(attempts: int, status: str, learns: bool) -> None:
+def test_proxy_feeds_ttft_only_from_clean_first_attempts(attempts: int, status: str, learns: bool) -> None:
     router, fleet = make_router((EAST,))
     router.choose(req())
+    forwarder = Forwarder(Upstream([]), router, None)  # type: ignore[arg-type]  # no accounting here
     capture = Capture(model="m", department="d", endpoint="chat", started_at=0.0, started_mono=0.0)
     capture.cluster, capture.status, capture.attempts = "east", status, attempts  # type: ignore[assignment]
     capture.ttft_s, capture.prompt_tokens, capture.completion_tokens = 0.5, 0, 10
-    router.observe(capture)
+    router.dispatched("east")
+    forwarder._feedback(capture)
+    assert router.depth("east") == 0 and fleet.by_name["east"].in_flight == 0
     predicted = router.latency.predict_ttft_ms(fleet.by_name["east"], 0)
     assert (predicted == pytest.approx(500.0)) is learns
 
@@ -93,7 +97,7 @@ def test_simulated_first_token_reaches_only_the_sending_gateway() -> None:
     assert isinstance(policy, RouterPolicy)
     policy.first_token(0, 1, 500.0, 0)  # cluster 0, client group 1, 500 ms, empty prompt
     routers = policy._routers
-    state = run.states[0]
+    state = routers[0]._fleet.clusters[0]
     rtt_ms = [group.rtt_ms[state.name] for group in config.clients]
     # the sender learned a base TTFT of 500 ms − its round trip; the other gateway still has its prior
     assert routers[1].latency.predict_ttft_ms(state, 0) == pytest.approx(500.0)

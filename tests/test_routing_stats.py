@@ -6,7 +6,7 @@ from aiohttp import web
 
 from bauxite.clusters import Fleet
 from bauxite.routing.config import LatencySettings
-from bauxite.routing.latency import LatencyModel
+from bauxite.routing.router import Router
 from bauxite.routing.stats import StatsScraper, parse_vllm_metrics
 from bauxite.settings import ClusterSettings
 
@@ -62,8 +62,9 @@ async def test_scrape_fills_cluster_state_and_teaches_the_model(unused_tcp_port:
         )
         fleet = Fleet([up, down])
         settings = LatencySettings(stats_timeout=1.0)
-        model = LatencyModel(settings)
-        scraper = StatsScraper(fleet, model, settings)
+        router = Router(fleet, latency=settings)
+        model = router.latency
+        scraper = StatsScraper(fleet, router.scraped, settings)
         await scraper.start()
         await scraper.scrape_once()
         await scraper.stop()
@@ -75,3 +76,4 @@ async def test_scrape_fills_cluster_state_and_teaches_the_model(unused_tcp_port:
     assert 0 < model.rtt_ms(state) < 1000  # measured, as no rtt_ms is configured
     assert fleet.by_name["down"].queue_running == 0  # a failed scrape leaves values alone
     assert scraper.last["up"].prefix_cache_hits == 400.0
+    assert router.depth("up") == 13 and router.depth("down") == 0

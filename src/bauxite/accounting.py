@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
+from .avoided import avoided_carbon
 from .energy.service import EnergyFigure, EnergyService
 from .intensity.base import Intensity
 from .intensity.service import IntensityService
@@ -53,7 +54,6 @@ class Accountant:
         try:
             if not capture.cluster:
                 return  # refused before any cluster was chosen: nothing ran, nothing to account
-            self._router.observe(capture)
             intensity = self._intensity.current(capture.region)
             self._energy.settle(capture, lambda figure: self._emit(capture, intensity, figure))
         except Exception:
@@ -69,7 +69,7 @@ class Accountant:
 
     def _record(self, capture: Capture, intensity: Intensity, figure: EnergyFigure) -> RequestRecord:
         pue = self._energy.pue(capture.cluster)
-        green_g, kv_g = self._router.avoided_carbon_g(capture, figure.energy_j)
+        avoided = avoided_carbon(self._router.carbon, capture, figure.energy_j)
         return RequestRecord(
             model=capture.model,
             region=capture.region,
@@ -91,9 +91,10 @@ class Accountant:
             intensity_source=intensity.source,
             pue=pue,
             carbon_g=carbon_g(figure.energy_j, intensity.g_per_kwh, pue),
-            avoided_green_g=max(green_g, 0.0),
-            avoided_kv_g=max(kv_g, 0.0),
+            avoided_green_g=avoided.green_gross_g,
+            avoided_kv_g=avoided.kv_g,
             route_reason=capture.route_reason,
             finished_at=time.time(),
             usage_estimated=capture.usage_estimated,
+            avoided_green_net_g=avoided.green_net_g,
         )

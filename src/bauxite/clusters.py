@@ -13,12 +13,14 @@ EWMA_ALPHA = 0.2
 
 @dataclass(slots=True, eq=False)
 class ClusterState:
+    """Shared figures about one cluster. The router is their only writer (its feedback API: ``dispatched``,
+    ``first_token``, ``finished``, ``failed``, ``scraped``); everything else only reads them."""
+
     settings: ClusterSettings
-    in_flight: int = 0
-    cooldown_until: float = 0.0  # monotonic seconds; skipped by routing until then
+    in_flight: int = 0  # this gateway's requests running there now
+    cooldown_until: float = 0.0  # router clock seconds; skipped by routing until then
     consecutive_failures: int = 0
-    ttft_ewma_s: float | None = None
-    itl_ewma_s: float | None = None
+    itl_ewma_s: float | None = None  # observed time between output tokens (read by energy attribution)
     queue_waiting: int = 0  # from the cluster's own metrics, when scraped
     queue_running: int = 0
     routes: dict[str, ModelRoute] = field(default_factory=dict)
@@ -37,23 +39,14 @@ class ClusterState:
     def available(self, now_mono: float | None = None) -> bool:
         return (now_mono if now_mono is not None else time.monotonic()) >= self.cooldown_until
 
-    def record_failure(self) -> None:
-        """Connection refused or 5xx: keep traffic away for a while, longer after repeated failures."""
-        self.consecutive_failures += 1
-        backoff = FAILURE_COOLDOWN_S * min(2 ** (self.consecutive_failures - 1), 6)
-        self.cooldown_until = time.monotonic() + backoff
 
-    def record_success(self, ttft_s: float | None, itl_s: float | None) -> None:
-        self.consecutive_failures = 0
-        self.cooldown_until = 0.0
-        if ttft_s is not None:
-            self.ttft_ewma_s = ttft_s if self.ttft_ewma_s is None else _ewma(self.ttft_ewma_s, ttft_s)
-        if itl_s is not None:
-            self.itl_ewma_s = itl_s if self.itl_ewma_s is None else _ewma(self.itl_ewma_s, itl_s)
+def cooldown_s(consecutive_failures: int) -> float:
+    """Back-off after a failure (connection refused, 5xx): longer after repeated failures, capped."""
+    return FAILURE_COOLDOWN_S * min(1 << (max(consecutive_failures, 1) - 1), 6)
 
 
-def _ewma(old: float, new: float) -> float:
-    return old + EWMA_ALPHA * (new - old)
+def ewma(old: float | None, new: float) -> float:
+    return new if old is None else old + EWMA_ALPHA * (new - old)
 
 
 class Fleet:

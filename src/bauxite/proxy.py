@@ -38,9 +38,9 @@ from .errors import (
     error_body,
 )
 from .records import Capture
-from .relay import AttemptFailed, StreamRelay
+from .relay import AttemptFailed, StreamRelay, itl_s
 from .retry_after import retry_after_s
-from .routing.router import NoRouteError, Router, RouteRequest
+from .routing.router import NoRouteError, Outcome, Router, RouteRequest
 from .transport import AiohttpTransport, UpstreamRequest, UpstreamResponse, UpstreamTransport, content_type
 from .usage import CHAT, COMPLETIONS, EMBEDDINGS, ApiDialect
 
@@ -128,7 +128,7 @@ class Forwarder:
             )
             capture.counterfactual_cluster = decision.counterfactual.name if decision.counterfactual else ""
             capture.attempts += 1
-            cluster.in_flight += 1
+            self._router.dispatched(cluster.name)
             try:
                 return await self._attempt(request, capture, cluster, body, raw)
             except AttemptFailed as exc:
@@ -138,7 +138,13 @@ class Forwarder:
                 if not exc.retry or capture.attempts >= MAX_CLUSTERS_TRIED:
                     return self._final(capture, failure)
             finally:
-                cluster.in_flight -= 1
+                self._feedback(capture)
+
+    def _feedback(self, capture: Capture) -> None:
+        """Tell the router how the attempt ended (its in-flight count, cool-down and latency learning)."""
+        if capture.status == "ok" and capture.ttft_s is not None and capture.attempts <= 1:
+            self._router.first_token(capture.cluster, capture.ttft_s * 1000.0, capture.prompt_tokens)
+        self._router.finished(capture.cluster, Outcome.from_capture(capture, itl_s(capture)))
 
     def _final(self, capture: Capture, failure: AttemptFailed) -> web.Response:
         capture.error_type = failure.error_type
@@ -154,9 +160,7 @@ class Forwarder:
         log.warning(
             "upstream cluster %s (%s) failed: %s", cluster.name, self._upstream.hosts[cluster.name], cause
         )
-        cluster.record_failure()
-        if cooldown_s is not None:
-            cluster.cooldown_until = max(cluster.cooldown_until, time.monotonic() + cooldown_s)
+        self._router.failed(cluster.name, cooldown_s)
 
     async def _attempt(
         self, request: web.Request, capture: Capture, cluster: ClusterState, body: dict[str, Any], raw: bytes
@@ -243,7 +247,6 @@ class Forwarder:
         DIALECTS[capture.endpoint].account_body(capture, data)
         capture.status = "ok"
         capture.duration_s = time.monotonic() - capture.started_mono
-        cluster.record_success(None, None)
         headers = self.route_headers(capture)
         estimate = self._accountant.response_estimate(capture)
         if estimate is not None:

@@ -76,6 +76,9 @@ class RequestRecord:
     route_reason: str
     finished_at: float  # unix seconds
     usage_estimated: bool = False  # tokens (and so energy) estimated: the upstream reported no usage
+    # Green routing's net avoided grams (negative when the choice emitted more than the latency-first
+    # counterfactual); ``avoided_green_g`` is its positive part (gross).
+    avoided_green_net_g: float = 0.0
 
 
 class RecordSink(Protocol):

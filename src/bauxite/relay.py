@@ -114,7 +114,6 @@ class StreamRelay:
             return await self._fail("the upstream closed the stream early", "upstream_stream_truncated")
         relay.estimate_missing_usage()
         capture.status = "ok"
-        self._cluster.record_success(capture.ttft_s, _itl_s(capture))
         await _close(response)
         return response
 
@@ -146,7 +145,8 @@ async def _close(response: web.StreamResponse) -> None:
         await response.write_eof()
 
 
-def _itl_s(capture: Capture) -> float | None:
+def itl_s(capture: Capture) -> float | None:
+    """Mean time between output tokens of a finished stream, seconds; None with fewer than two tokens."""
     if capture.ttft_s is None or capture.completion_tokens < 2:
         return None
     return max(time.monotonic() - capture.started_mono - capture.ttft_s, 0.0) / (

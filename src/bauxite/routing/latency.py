@@ -28,7 +28,8 @@ from .config import ClusterLatencySettings, LatencySettings
 
 TOKEN_EWMA_ALPHA = 0.05  # token means move slowly: they describe the workload, not the moment
 RTT_EWMA_ALPHA = 0.3
-TTFT_EWMA_ALPHA = 0.2  # as the proxy's own TTFT average (clusters.EWMA_ALPHA)
+TTFT_EWMA_ALPHA = 0.2  # ITL samples: recent behaviour, smoothed
+TTFT_RISE = 0.3  # how fast the learned TTFT follows samples above it (queueing now: tell the next request)
 _NO_OVERRIDES = ClusterLatencySettings()
 
 
@@ -46,6 +47,8 @@ class _Profile:
     mean_prompt_tokens: float = 0.0
     mean_completion_tokens: float = 0.0
     learned_ttft_ms: float | None = None  # base TTFT learned from this gateway's own observations
+    learned_itl_ms: float | None = None
+    fastest_ttft_ms: float | None = None  # lowest base TTFT sample: the idle figure, queueing aside
     saw_cluster_settings: bool = False  # False when created by an observation before any decision
 
 
@@ -56,6 +59,7 @@ class LatencyModel:
         self._rtt_override = dict(rtt_ms or {})
         self._profiles: dict[str, _Profile] = {}
         self._quantile = ErlangQuantile(settings.queue_wait_quantile)
+        self._z = NormalDist().inv_cdf(settings.queue_wait_quantile)
         # Mean completion length over every cluster: what a request without max_tokens is expected to
         # generate. Expected grams scale with it (decode energy per token differs by cluster), so the
         # configured prior must give way to the workload's real mean, not stay at it.
@@ -103,14 +107,21 @@ class LatencyModel:
     def slots(self, state: ClusterState) -> int | None:
         return _slots(self._profile(state))
 
-    def predict_ttft_ms(self, state: ClusterState, prompt_tokens: int) -> float:
-        return self.estimate(state, prompt_tokens)[0]
+    def predict_ttft_ms(self, state: ClusterState, prompt_tokens: int, depth: int = 0) -> float:
+        return self.estimate(state, prompt_tokens, depth)[0]
 
-    def estimate(self, state: ClusterState, prompt_tokens: int) -> tuple[float, float]:
+    def estimate(
+        self, state: ClusterState, prompt_tokens: int, depth: int = 0, others: int = 0, age_s: float = 0.0
+    ) -> tuple[float, float]:
         """(predicted TTFT in ms, load) in one pass: the router calls this for every candidate.
 
-        Load is occupancy (a fraction of slots when known), used to spread near-equal choices. Depth is the
-        larger of our live in-flight count and the scraped running + waiting (which includes other clients).
+        ``depth`` is the requests at the cluster as the router's replica knows them (its last scrape plus its
+        own dispatches and completions since). ``others`` of them were other clients' at that scrape,
+        ``age_s`` ago: their arrivals and completions since are unseen, roughly two Poisson streams at the
+        rate those requests finish, so the depth can be off by about √(2 · others · age / service) either
+        way; the prediction takes the same quantile of that spread as of the wait, so queueing is counted
+        before every slot looks full. Load is occupancy (a fraction of slots when known), used to spread
+        near-equal choices.
         """
         p = self._profile(state)
         rtt = self._rtt(p)
@@ -118,31 +129,42 @@ class LatencyModel:
             base = p.ttft_ms
         elif p.learned_ttft_ms is not None:
             base = p.learned_ttft_ms
-        elif state.ttft_ewma_s is None:
-            base = self._settings.default_ttft_ms
         else:
-            observed = state.ttft_ewma_s * 1000.0 - rtt - p.per_token_ms * p.mean_prompt_tokens
-            base = observed if observed > 0.0 else 0.0
+            base = self._settings.default_ttft_ms
         ttft = rtt + base + p.per_token_ms * prompt_tokens
-        depth = max(state.in_flight, state.queue_running + state.queue_waiting)
         slots = _slots(p)
         if slots:
-            if depth >= slots:
-                ttft += self._queue_wait_ms(state, p, base, depth - slots + 1, slots)
+            service_ms = self._service_ms(p, base)
+            if others and age_s > 0.0 and service_ms > 0.0:
+                variance = 2.0 * min(others, slots) * age_s * 1000.0 / service_ms
+                ttft += self._uncertain_wait_ms(depth, slots, variance, service_ms)
+            elif depth >= slots:
+                ttft += self._quantile.gaps(depth - slots + 1) * service_ms / slots
             return ttft, depth / slots
         if state.queue_waiting > 0:
-            ttft += self._queue_wait_ms(state, p, base, state.queue_waiting, max(state.queue_running, 1))
+            ttft += self._queue_wait_ms(p, base, state.queue_waiting, max(state.queue_running, 1))
         return ttft, float(depth)
 
-    def _queue_wait_ms(self, state: ClusterState, p: _Profile, base: float, ahead: int, slots: int) -> float:
+    def _service_ms(self, p: _Profile, base: float) -> float:
+        """Mean time a request holds a slot: prefill of the mean prompt, then the mean completion."""
         if p.itl_ms is not None:
             itl = p.itl_ms
-        elif state.itl_ewma_s is not None:
-            itl = state.itl_ewma_s * 1000.0
+        elif p.learned_itl_ms is not None:
+            itl = p.learned_itl_ms
         else:
             itl = self._settings.default_itl_ms
-        service = base + p.per_token_ms * p.mean_prompt_tokens + itl * p.mean_completion_tokens
-        return self._quantile.gaps(ahead) * service / slots
+        return base + p.per_token_ms * p.mean_prompt_tokens + itl * p.mean_completion_tokens
+
+    def _queue_wait_ms(self, p: _Profile, base: float, ahead: int, slots: int) -> float:
+        return self._quantile.gaps(ahead) * self._service_ms(p, base) / slots
+
+    def _uncertain_wait_ms(self, depth: int, slots: int, depth_var: float, service_ms: float) -> float:
+        """Quantile of the wait when the depth itself is uncertain (variance ``depth_var``): the wait is a
+        sum of K gaps of mean service/slots, K = depth − slots + 1 when positive; a normal approximation of
+        that compound sum (mean K, variance K + var K, in gaps) at the configured quantile, 0 if negative."""
+        ahead = depth - slots + 1
+        gaps = ahead + self._z * math.sqrt(max(ahead, 0) + depth_var)
+        return gaps * service_ms / slots if gaps > 0.0 else 0.0
 
     # Observations (background scrape and finished requests); never on the decision path.
 
@@ -154,19 +176,37 @@ class LatencyModel:
         self.typical_completion_tokens = typical + TOKEN_EWMA_ALPHA * (completion_tokens - typical)
 
     def observe_ttft(self, cluster: str, ttft_ms: float, prompt_tokens: int) -> None:
-        """Learn the base TTFT from one of this gateway's own requests: observed minus its round trip and
-        the prefill of *its* prompt (not the mean prompt). Queueing at the time stays in, so it errs slow.
+        """Learn the idle base TTFT from one of this gateway's own requests: observed minus its round trip and
+        the prefill of *its* prompt (not the mean prompt).
+
+        A sample is the idle figure plus whatever queueing that request met (never less), and queueing is
+        predicted separately from the depth, so the estimate follows the samples' lower edge: down at once,
+        up slowly (``TTFT_RISE``), so a cluster that really became slower is noticed within tens of
+        requests, while one burst of queueing does not mark a cluster unusable (after which it would never
+        be tried again and never be re-learned). For the same reason each scrape halves the distance back
+        to the fastest sample seen: a cluster that stopped getting traffic is retried, and re-learned.
 
         Per gateway, not per cluster: gateways at different sites see the same cluster at different round
-        trips, so a TTFT average shared between them would be wrong for every one of them.
+        trips, so a TTFT figure shared between them would be wrong for every one of them.
         """
         p = self._observed(cluster)
         sample = max(ttft_ms - self._rtt(p) - p.per_token_ms * prompt_tokens, 0.0)
         old = p.learned_ttft_ms
-        p.learned_ttft_ms = sample if old is None else old + TTFT_EWMA_ALPHA * (sample - old)
+        if old is None or sample <= old:
+            p.learned_ttft_ms = sample
+        else:
+            p.learned_ttft_ms = old + TTFT_RISE * (sample - old)
+        p.fastest_ttft_ms = sample if p.fastest_ttft_ms is None else min(p.fastest_ttft_ms, sample)
+
+    def observe_itl(self, cluster: str, itl_ms: float) -> None:
+        p = self._observed(cluster)
+        old = p.learned_itl_ms
+        p.learned_itl_ms = itl_ms if old is None else old + TTFT_EWMA_ALPHA * (itl_ms - old)
 
     def observe_scrape(self, cluster: str, running: int, waiting: int, elapsed_ms: float | None) -> None:
         p = self._observed(cluster)
+        if p.learned_ttft_ms is not None and p.fastest_ttft_ms is not None:
+            p.learned_ttft_ms = p.fastest_ttft_ms + 0.5 * (p.learned_ttft_ms - p.fastest_ttft_ms)
         if waiting > 0 and running > 0:
             # vLLM queues only when every slot (or the KV cache) is taken: running is the real capacity.
             p.learned_slots = running

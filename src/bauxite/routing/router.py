@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..clusters import ClusterState, Fleet
+from ..clusters import ClusterState, Fleet, cooldown_s, ewma
 from ..intensity.base import Intensity
 from ..records import Capture
 from .affinity import PrefixAffinity
@@ -67,6 +67,23 @@ class RouteRequest:
     max_tokens: int = 0  # 0 = not given: the cluster's typical completion length is assumed
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt on a cluster ended, as the router learns from it (``Router.finished``)."""
+
+    ok: bool
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    itl_s: float | None = None  # mean time between output tokens, when streamed
+
+    @classmethod
+    def from_capture(cls, capture: Capture, itl_s: float | None = None) -> Outcome:
+        return cls(capture.status == "ok", capture.prompt_tokens, capture.completion_tokens, itl_s)
+
+
+_NO_OTHERS = (0, 0.0)
+
+
 class _NoIntensity:
     def for_ranking(self, regions: list[str]) -> Mapping[str, Intensity]:
         return {}
@@ -99,7 +116,17 @@ class Router:
         self._affinity = PrefixAffinity(self._green.kv_affinity_entries)
         self._counter = itertools.count()
         self._next_refresh = -math.inf
-        self._scraper = StatsScraper(fleet, self.latency, self._latency_settings)
+        self._now = 0.0  # the clock at the current decision
+        # This replica's own view of each cluster since its last scrape (by cluster name): requests it has
+        # running there, and its dispatches minus completions since that scrape. Kept behind the feedback
+        # methods below so a shared store could replace them.
+        self._in_flight: dict[str, int] = {c.name: 0 for c in fleet.clusters}
+        self._since_scrape: dict[str, int] = {c.name: 0 for c in fleet.clusters}
+        self._scraped_depth: dict[str, int] = {c.name: 0 for c in fleet.clusters}
+        # Other replicas' requests in that scrape, and when it was taken (router clock): they keep arriving
+        # and finishing unseen until the next one, so the wait prediction widens with the scrape's age.
+        self._others: dict[str, tuple[int, float]] = {}
+        self._scraper = StatsScraper(fleet, self.scraped, self._latency_settings)
 
     @classmethod
     def from_settings(
@@ -123,7 +150,7 @@ class Router:
     # The decision path.
 
     def choose(self, request: RouteRequest) -> Decision:
-        now = self._clock()
+        now = self._now = self._clock()
         if now >= self._next_refresh:
             self.refresh()
         candidates = [
@@ -157,7 +184,11 @@ class Router:
         fixed_g, prompt_g, completion_g, g_per_kwh = self.carbon.grams_model(
             cluster.settings.name, request.model
         )
-        ttft_ms, load = self.latency.estimate(cluster, request.prompt_tokens)
+        name = cluster.settings.name
+        others, scraped_at = self._others.get(name, _NO_OTHERS)
+        ttft_ms, load = self.latency.estimate(
+            cluster, request.prompt_tokens, self.depth(name), others, self._now - scraped_at
+        )
         grams = fixed_g + prompt_g * request.prompt_tokens + completion_g * completion
         return Option(cluster, ttft_ms, grams, g_per_kwh, load)
 
@@ -175,15 +206,22 @@ class Router:
             return pool[0], reason
         scores = self._policy.scores(pool)
         best = min(scores)
+        limit = best + abs(best) * self._green.near_equal_tolerance
+        chosen = self._least_loaded_option([o for o, s in zip(pool, scores, strict=True) if s <= limit])
         if self._green.kv_affinity and request.prefix_key:
             warm = self._affinity.get(request.prefix_key)
-            limit = best + abs(best) * self._green.kv_affinity_tolerance
-            for option, score in zip(pool, scores, strict=True):
-                if option.cluster.name == warm and score <= limit:
-                    return option, "kv_cache_affinity"
-        limit = best + abs(best) * self._green.near_equal_tolerance
-        near = [o for o, s in zip(pool, scores, strict=True) if s <= limit]
-        return self._least_loaded_option(near), reason
+            if warm is not None and warm != chosen.cluster.name:
+                # Move to the warm cache only while that costs at most the tolerance, in carbon against the
+                # choice made without it and in the policy's own score; labelled only when it moved.
+                tolerance = self._green.kv_affinity_tolerance
+                for option, score in zip(pool, scores, strict=True):
+                    if (
+                        option.cluster.name == warm
+                        and option.grams <= chosen.grams * (1.0 + tolerance)
+                        and score <= best + abs(best) * tolerance
+                    ):
+                        return option, "kv_cache_affinity"
+        return chosen, reason
 
     def _least_loaded_option(self, near: Sequence[Option]) -> Option:
         if len(near) == 1:
@@ -209,57 +247,62 @@ class Router:
         return Decision(chosen, "failover" if request.exclude else "cooldown_fallback")
 
     def _least_loaded(self, candidates: list[ClusterState], request: RouteRequest) -> Decision:
-        least = min(c.in_flight for c in candidates)
-        tied = [c for c in candidates if c.in_flight == least]
+        own = self._in_flight
+        least = min(own.get(c.name, 0) for c in candidates)
+        tied = [c for c in candidates if own.get(c.name, 0) == least]
         chosen = tied[next(self._counter) % len(tied)]
         return Decision(chosen, "failover" if request.exclude else "least_loaded")
 
-    # After the request.
+    # Feedback: the proxy and the simulator call these, and nothing else writes the router's view.
 
-    def observe(self, capture: Capture) -> None:
-        """Feed a finished request's token counts and TTFT to the latency model (typical sizes, base TTFT)."""
-        if capture.cluster and capture.status == "ok":
-            self.latency.observe_tokens(capture.cluster, capture.prompt_tokens, capture.completion_tokens)
-            if capture.ttft_s is not None and capture.attempts <= 1:  # a failover's TTFT includes the retry
-                self.latency.observe_ttft(capture.cluster, capture.ttft_s * 1000.0, capture.prompt_tokens)
+    def dispatched(self, cluster: str) -> None:
+        """An attempt was sent to ``cluster``."""
+        self._in_flight[cluster] = self._in_flight.get(cluster, 0) + 1
+        self._since_scrape[cluster] = self._since_scrape.get(cluster, 0) + 1
+        self._fleet.by_name[cluster].in_flight += 1
 
-    def avoided_carbon_g(self, capture: Capture, energy_j: float) -> tuple[float, float]:
-        """(green_routing, kv_cache) grams avoided by this request's placement; never raises, never negative.
+    def first_token(self, cluster: str, ttft_ms: float, prompt_tokens: int) -> None:
+        """The first token of a clean (not retried) attempt arrived after ``ttft_ms``, client side."""
+        self.latency.observe_ttft(cluster, ttft_ms, prompt_tokens)
 
-        green_routing: what the latency-first choice would have emitted for the same tokens minus what the
-        chosen cluster emitted (the measured ``energy_j`` scaled by the two clusters' expected-energy ratio);
-        clamped at 0, because Prometheus counters never go down and a slower-and-dirtier choice (a fallback
-        or cache hit) is not "negative avoidance" of green routing. kv_cache: cached prompt tokens × prefill
-        energy per token on the chosen cluster × PUE × intensity.
-        """
-        try:
-            green = self._green_avoided_g(capture, energy_j)
-            return _non_negative(green), _non_negative(self._kv_avoided_g(capture))
-        except Exception:
-            return (0.0, 0.0)
+    def finished(self, cluster: str, outcome: Outcome) -> None:
+        """An attempt ended (any way). Frees its slot in this replica's view; a success ends a cool-down."""
+        self._in_flight[cluster] = max(self._in_flight.get(cluster, 0) - 1, 0)
+        self._since_scrape[cluster] = self._since_scrape.get(cluster, 0) - 1
+        state = self._fleet.by_name[cluster]
+        state.in_flight = max(state.in_flight - 1, 0)
+        if not outcome.ok:
+            return
+        state.consecutive_failures = 0
+        state.cooldown_until = 0.0
+        if outcome.itl_s is not None:
+            state.itl_ewma_s = ewma(state.itl_ewma_s, outcome.itl_s)
+            self.latency.observe_itl(cluster, outcome.itl_s * 1000.0)
+        self.latency.observe_tokens(cluster, outcome.prompt_tokens, outcome.completion_tokens)
 
-    def _green_avoided_g(self, capture: Capture, energy_j: float) -> float:
-        other = capture.counterfactual_cluster
-        if not other or other == capture.cluster or not self.carbon.knows(capture.cluster):
-            return 0.0
-        tokens = (capture.model, capture.prompt_tokens, capture.completion_tokens)
-        chosen_expected = self.carbon.expected_g(capture.cluster, *tokens)
-        other_expected = self.carbon.expected_g(other, *tokens)
-        if energy_j > 0 and chosen_expected > 0:
-            actual = energy_j * self.carbon.grams_per_j(capture.cluster)
-            return actual * other_expected / chosen_expected - actual
-        return other_expected - chosen_expected
+    def failed(self, cluster: str, at_least_s: float | None = None) -> None:
+        """``cluster`` refused or failed an attempt: keep traffic away for a while, longer after repeated
+        failures, and at least ``at_least_s`` (an upstream's Retry-After). Call ``finished`` too."""
+        state = self._fleet.by_name[cluster]
+        state.consecutive_failures += 1
+        backoff_s = max(cooldown_s(state.consecutive_failures), at_least_s or 0.0)
+        state.cooldown_until = max(state.cooldown_until, self._clock() + backoff_s)
 
-    def _kv_avoided_g(self, capture: Capture) -> float:
-        if capture.cached_tokens <= 0 or not capture.cluster:
-            return 0.0
-        per_token = self.carbon.coefficients(capture.cluster, capture.model).prompt_j_per_token
-        return capture.cached_tokens * per_token * self.carbon.grams_per_j(capture.cluster)
+    def scraped(self, cluster: str, running: int, waiting: int, elapsed_ms: float | None) -> None:
+        """A fresh ``/metrics`` reading: it already counts this replica's requests, so restart the delta."""
+        state = self._fleet.by_name[cluster]
+        state.queue_running, state.queue_waiting = running, waiting
+        self._scraped_depth[cluster] = running + waiting
+        self._since_scrape[cluster] = 0
+        self._others[cluster] = (max(running + waiting - self._in_flight.get(cluster, 0), 0), self._clock())
+        self.latency.observe_scrape(cluster, running, waiting, elapsed_ms)
+
+    def depth(self, cluster: str) -> int:
+        """Requests at ``cluster`` as this replica knows: the last scrape plus its own dispatches minus its
+        own completions since, never fewer than its own running requests."""
+        own = self._in_flight.get(cluster, 0)
+        return max(own, self._scraped_depth.get(cluster, 0) + self._since_scrape.get(cluster, 0))
 
 
 def _by_ttft(option: Option) -> float:
     return option.ttft_ms
-
-
-def _non_negative(grams: float) -> float:
-    return grams if math.isfinite(grams) and grams > 0 else 0.0

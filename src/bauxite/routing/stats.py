@@ -1,7 +1,7 @@
 """Background scrape of each vLLM cluster's ``/metrics``: queue depth, prefix-cache counters, round trip.
 
-Runs on its own timer; the request path only ever reads the numbers it leaves in ``ClusterState`` and the
-latency model. A failed scrape leaves the previous values in place (and is retried next interval).
+Runs on its own timer and hands each reading to the router's ``scraped`` feedback method; the request path
+only reads what the router keeps. A failed scrape leaves the previous values in place (retried next interval).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -16,7 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ..clusters import ClusterState, Fleet
 from .config import LatencySettings
-from .latency import LatencyModel
+
+# (cluster, running, waiting, round trip ms): the router's ``scraped`` feedback method.
+ScrapeSink = Callable[[str, int, int, float | None], None]
 
 # Sample names as vLLM (v0 and v1) exposes them; counters carry the _total suffix in samples.
 _RUNNING = "vllm:num_requests_running"
@@ -48,9 +51,9 @@ def parse_vllm_metrics(text: str) -> VllmStats:
 
 
 class StatsScraper:
-    def __init__(self, fleet: Fleet, latency: LatencyModel, settings: LatencySettings) -> None:
+    def __init__(self, fleet: Fleet, sink: ScrapeSink, settings: LatencySettings) -> None:
         self._targets = [c for c in fleet.clusters if c.settings.kind == "vllm"]
-        self._latency = latency
+        self._sink = sink
         self._interval_s = settings.stats_interval
         self._timeout_s = settings.stats_timeout
         self._task: asyncio.Task[None] | None = None
@@ -96,7 +99,5 @@ class StatsScraper:
         except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError):
             return
         elapsed_ms = (time.monotonic() - started) * 1000.0
-        cluster.queue_running = stats.running
-        cluster.queue_waiting = stats.waiting
         self.last[cluster.name] = stats
-        self._latency.observe_scrape(cluster.name, stats.running, stats.waiting, elapsed_ms)
+        self._sink(cluster.name, stats.running, stats.waiting, elapsed_ms)

@@ -70,9 +70,9 @@ class RoutingSection(_Strict):
 
     green_routing: GreenRoutingSettings = GreenRoutingSettings(enabled=True)
     latency: LatencySettings = LatencySettings()
-    # Tell the router each cluster's latency profile (what an operator would configure); when false it
-    # learns from observations and the defaults, as a gateway without latency config does.
-    configure_profiles: bool = True
+    # Tell the router each cluster's latency profile (what an operator would configure); when false (the
+    # default) it learns from observations and the defaults, as a gateway without latency config does.
+    configure_profiles: bool = False
 
 
 class SimConfig(_Strict):
@@ -85,7 +85,10 @@ class SimConfig(_Strict):
     workload: WorkloadConfig = WorkloadConfig()
     routing: RoutingSection = RoutingSection()
     policies: tuple[PolicyName, ...] = ALL_POLICIES
-    scrape_interval_s: float = Field(default=1.0, gt=0)  # simulated /metrics scrape period
+    # Each site's gateway scrapes every cluster's /metrics this often (the gateway's own default period).
+    scrape_interval_s: float = Field(default=5.0, gt=0)
+    # Log-normal sigma of each site's steady error in a cluster's energy per token (0 = exact figures).
+    energy_estimate_error: float = Field(default=0.1, ge=0, le=2)
     plot_week_start_day: int = Field(default=0, ge=0)  # day offset of the week drawn by --plot
 
     @model_validator(mode="after")

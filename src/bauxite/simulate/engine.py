@@ -1,8 +1,9 @@
 """The event loop: feed each request to a policy, queue it on the chosen cluster, keep score.
 
-Between arrivals the loop replays what a gateway would observe: slots freeing (``in_flight`` drops), first
-tokens arriving (``ClusterState.record_success``, as the proxy does), finished requests (token means), and a
-periodic ``/metrics`` scrape (running and waiting counts). Routers read only that, never the future.
+Between arrivals the loop replays what each client site's gateway would observe, through the router's own
+feedback API (as the proxy calls it): its dispatches, first tokens of its requests, its finished requests,
+and its own periodic ``/metrics`` scrape of every cluster (running and waiting counts, seconds old by the
+time they are used). Routers read only that, never the future, and never another site's in-flight requests.
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..clusters import Fleet
-from ..settings import ClusterSettings
 from ..units import carbon_g
 from .bound import Bound, lower_bound
 from .config import SimConfig
 from .model import ClusterQueue, SimIntensity, intensity_table
-from .policies import POLICY_FACTORIES, REJECTED, SimClock, SimPolicy, World
+from .policies import POLICY_FACTORIES, REJECTED, SimClock, SimPolicy, World, build_fleet
 from .workload import SimRequest, generate
 
 _STARTED, _FIRST_TOKEN, _FINISHED = 0, 1, 2
@@ -60,22 +59,6 @@ class PolicyResult:
         }
 
 
-def build_fleet(config: SimConfig) -> Fleet:
-    return Fleet(
-        [
-            ClusterSettings.model_validate(
-                {
-                    "name": c.name,
-                    "region": c.region,
-                    "url": f"http://{c.name}.sim/v1",
-                    "models": [config.model],
-                }
-            )
-            for c in config.clusters
-        ]
-    )
-
-
 class _Run:
     """One policy over the whole period."""
 
@@ -93,14 +76,17 @@ class _Run:
             [[g.rtt_ms[c.name] for c in config.clusters] for g in config.clients],
         )
         self.policy: SimPolicy = POLICY_FACTORIES[name](self.world)
-        self.states = self.world.fleet.clusters
-        self.waiting = [0] * len(config.clusters)
-        self.itl_s = [c.itl_ms / 1000.0 for c in config.clusters]
+        n = len(config.clusters)
+        self.waiting = [0] * n  # the truth, as each cluster's /metrics would report it
+        self.in_system = [0] * n
         self.events: list[tuple[float, int, int, int, int, int, int]] = []
         self.seq = 0
-        self.next_scrape = 0.0
+        # Each client site's gateway scrapes on its own phase, so their views are stale by different amounts.
+        interval = config.scrape_interval_s
+        groups = len(config.clients)
+        self.next_scrape = [interval * g / groups for g in range(groups)]
         self.threshold = config.routing.green_routing.threshold_gco2
-        self.result = PolicyResult(name, len(config.clusters), config.period.days * 24)
+        self.result = PolicyResult(name, n, config.period.days * 24)
 
     def run(self) -> PolicyResult:
         for request in generate(self.config):
@@ -115,17 +101,16 @@ class _Run:
                 self.waiting[k] -= 1
             elif kind == _FIRST_TOKEN:
                 # a = ttft in µs (ints keep the event tuples homogeneous), b = prompt tokens, c = client group
-                self.states[k].record_success(a / 1e6, self.itl_s[k])
                 self.policy.first_token(k, c, a / 1000.0, b)
             else:
-                self.states[k].in_flight -= 1
-                self.policy.finished(k, a, b)
-        if now >= self.next_scrape:
-            for k, state in enumerate(self.states):
-                state.queue_waiting = self.waiting[k]
-                state.queue_running = state.in_flight - self.waiting[k]
-                self.policy.scraped(k, state.queue_running, state.queue_waiting)
-            self.next_scrape = now + self.config.scrape_interval_s
+                self.in_system[k] -= 1
+                self.policy.finished(k, c, a, b)
+        for group, due in enumerate(self.next_scrape):
+            if now >= due:
+                for k, total in enumerate(self.in_system):
+                    self.policy.scraped(k, group, total - self.waiting[k], self.waiting[k])
+                interval = self.config.scrape_interval_s
+                self.next_scrape[group] = due + interval * ((now - due) // interval + 1.0)
 
     def _push(self, at: float, kind: int, k: int, a: int, b: int, c: int = 0) -> None:
         self.seq += 1
@@ -145,13 +130,14 @@ class _Run:
         queue = self.world.queues[k]
         start, prefill_ms, finish = queue.admit(now, request.prompt_tokens, request.completion_tokens)
         ttft_ms = self.world.rtt_ms[request.group][k] + (start - now) * 1000.0 + prefill_ms
-        self.states[k].in_flight += 1
+        self.in_system[k] += 1
+        self.policy.dispatched(k, request.group)
         if start > now:
             self.waiting[k] += 1
             self._push(start, _STARTED, k, 0, 0)
         ttft_us = int(ttft_ms * 1000)
         self._push(now + ttft_ms / 1000.0, _FIRST_TOKEN, k, ttft_us, request.prompt_tokens, request.group)
-        self._push(finish, _FINISHED, k, request.prompt_tokens, request.completion_tokens)
+        self._push(finish, _FINISHED, k, request.prompt_tokens, request.completion_tokens, request.group)
         g_per_kwh = self.table[k][request.hour]
         energy_j = queue.energy_j(request.prompt_tokens, request.completion_tokens)
         result.carbon_g += carbon_g(energy_j, g_per_kwh, queue.config.pue)

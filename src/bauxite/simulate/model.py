@@ -9,6 +9,8 @@ Queueing follows decision order (the one-way network delay is added to the laten
 from __future__ import annotations
 
 import heapq
+import math
+import random
 from collections.abc import Mapping
 from datetime import UTC, datetime, time
 
@@ -83,14 +85,20 @@ class SimIntensity:
 
 
 class SimEnergy:
-    """The energy service as the router sees it: the simulated clusters' own energy model and PUE."""
+    """The energy service as one site's gateway sees it: the simulated clusters' energy per token, each off
+    by a fixed factor drawn once per (site, cluster) from a log-normal with ``energy_estimate_error`` as sigma
+    (an estimator or a meter calibration is wrong by a steady few percent, not by fresh noise per request)."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, site: int = 0) -> None:
         self._clusters = {c.name: c for c in config.clusters}
+        rng = random.Random(f"{config.seed}:energy:{site}")
+        sigma = config.energy_estimate_error
+        self._bias = {c.name: math.exp(rng.gauss(0.0, sigma)) if sigma > 0 else 1.0 for c in config.clusters}
 
     def expected_j(self, cluster: str, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         c = self._clusters[cluster]
-        return c.j_per_prompt_token * prompt_tokens + c.j_per_output_token * completion_tokens
+        exact = c.j_per_prompt_token * prompt_tokens + c.j_per_output_token * completion_tokens
+        return exact * self._bias[cluster]
 
     def pue(self, cluster: str) -> float:
         return self._clusters[cluster].pue

@@ -9,7 +9,8 @@ from typing import Protocol
 
 from ..clusters import Fleet
 from ..routing.config import ClusterLatencySettings, LatencySettings
-from ..routing.router import NoRouteError, Router, RouteRequest
+from ..routing.router import NoRouteError, Outcome, Router, RouteRequest
+from ..settings import ClusterSettings
 from .config import SimConfig
 from .model import ClusterQueue, SimEnergy, SimIntensity
 from .workload import SimRequest
@@ -41,17 +42,22 @@ class World:
 
 
 class SimPolicy(Protocol):
+    """The router's feedback API, indexed by cluster and client site (each site is one gateway replica)."""
+
     def choose(self, request: SimRequest) -> tuple[int, str]: ...
 
-    def finished(self, cluster: int, prompt_tokens: int, completion_tokens: int) -> None: ...
-
-    def scraped(self, cluster: int, running: int, waiting: int) -> None: ...
+    def dispatched(self, cluster: int, group: int) -> None: ...
 
     def first_token(self, cluster: int, group: int, ttft_ms: float, prompt_tokens: int) -> None: ...
 
+    def finished(self, cluster: int, group: int, prompt_tokens: int, completion_tokens: int) -> None: ...
+
+    def scraped(self, cluster: int, group: int, running: int, waiting: int) -> None: ...
+
 
 class RouterPolicy:
-    """One gateway ``Router`` per client group (each with its own round trips), sharing the cluster state."""
+    """One gateway ``Router`` per client site, each with its own view of the fleet: its own in-flight
+    requests, its own scrapes, its own learned profiles. Nothing is shared between sites but the clusters."""
 
     def __init__(self, world: World, priority: str) -> None:
         config = world.config
@@ -70,18 +76,19 @@ class RouterPolicy:
         latency = router_latency_settings(config)
         self._routers = [
             Router(
-                world.fleet,
+                build_fleet(config),
                 world.intensity,
-                SimEnergy(config),
+                SimEnergy(config, site=g),
                 green,
                 latency,
                 clock=world.clock,
                 rtt_ms={c.name: rtts[k] for k, c in enumerate(config.clusters)},
             )
-            for rtts in world.rtt_ms
+            for g, rtts in enumerate(world.rtt_ms)
         ]
-        self._names = [c.name for c in world.fleet.clusters]
+        self._names = [c.name for c in config.clusters]
         self._index = {name: k for k, name in enumerate(self._names)}
+        self._itl_s = [c.itl_ms / 1000.0 for c in config.clusters]
         self._model = config.model
         self._send_max_tokens = config.workload.send_max_tokens
         self._hour = -1
@@ -102,19 +109,32 @@ class RouterPolicy:
             return REJECTED, "rejected"
         return self._index[decision.cluster.name], decision.reason
 
-    def finished(self, cluster: int, prompt_tokens: int, completion_tokens: int) -> None:
-        name = self._names[cluster]
-        for router in self._routers:
-            router.latency.observe_tokens(name, prompt_tokens, completion_tokens)
-
-    def scraped(self, cluster: int, running: int, waiting: int) -> None:
-        name = self._names[cluster]
-        for router in self._routers:
-            router.latency.observe_scrape(name, running, waiting, None)
+    def dispatched(self, cluster: int, group: int) -> None:
+        self._routers[group].dispatched(self._names[cluster])
 
     def first_token(self, cluster: int, group: int, ttft_ms: float, prompt_tokens: int) -> None:
         # Only the gateway that sent the request sees its TTFT (at its own round trip to the cluster).
-        self._routers[group].latency.observe_ttft(self._names[cluster], ttft_ms, prompt_tokens)
+        self._routers[group].first_token(self._names[cluster], ttft_ms, prompt_tokens)
+
+    def finished(self, cluster: int, group: int, prompt_tokens: int, completion_tokens: int) -> None:
+        outcome = Outcome(True, prompt_tokens, completion_tokens, self._itl_s[cluster])
+        self._routers[group].finished(self._names[cluster], outcome)
+
+    def scraped(self, cluster: int, group: int, running: int, waiting: int) -> None:
+        self._routers[group].scraped(self._names[cluster], running, waiting, None)
+
+
+def build_fleet(config: SimConfig) -> Fleet:
+    """The simulated clusters as the gateway's configuration would list them."""
+    m = config.model
+    return Fleet(
+        [
+            ClusterSettings.model_validate(
+                {"name": c.name, "region": c.region, "url": f"http://{c.name}.sim/v1", "models": [m]}
+            )
+            for c in config.clusters
+        ]
+    )
 
 
 def router_latency_settings(config: SimConfig) -> LatencySettings:
@@ -140,13 +160,16 @@ def router_latency_settings(config: SimConfig) -> LatencySettings:
 class _NoFeedback:
     """Policies that learn nothing from what happens after their choice."""
 
-    def finished(self, cluster: int, prompt_tokens: int, completion_tokens: int) -> None:
-        return None
-
-    def scraped(self, cluster: int, running: int, waiting: int) -> None:
+    def dispatched(self, cluster: int, group: int) -> None:
         return None
 
     def first_token(self, cluster: int, group: int, ttft_ms: float, prompt_tokens: int) -> None:
+        return None
+
+    def finished(self, cluster: int, group: int, prompt_tokens: int, completion_tokens: int) -> None:
+        return None
+
+    def scraped(self, cluster: int, group: int, running: int, waiting: int) -> None:
         return None
 
 
