@@ -10,11 +10,9 @@ import pytest
 
 from bauxite.clusters import Fleet
 from bauxite.intensity.base import Intensity
-from bauxite.records import Capture
 from bauxite.routing.config import GreenRoutingSettings, LatencySettings
 from bauxite.routing.router import REASONS, NoRouteError, Outcome, Router, RouteRequest
 from bauxite.settings import ClusterSettings, settings_from_mapping
-from bauxite.units import J_PER_KWH
 
 # name, region, rtt_ms, models
 EAST = ("east", "us-east", 10.0)

@@ -52,7 +52,7 @@ def test_expected_grams_use_the_learned_completion_length(
         ([130.0], 0, 120.0),  # minus the 10 ms round trip
         ([130.0], 1000, 70.0),  # minus the prefill of *that* prompt (50 ms per 1k tokens)
         ([5.0], 0, 0.0),  # never negative
-        ([130.0, 230.0], 0, 125.0),  # a slower sample (queueing?) raises it slowly: 5% of the excess
+        ([130.0, 230.0], 0, 150.0),  # a slower sample (queueing?) raises it by 30% of the excess
         ([230.0, 130.0], 0, 120.0),  # a faster one lowers it at once: queueing only ever adds
     ],
 )

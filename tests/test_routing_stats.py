@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from aiohttp import web
 
 from bauxite.clusters import Fleet
 from bauxite.routing.config import LatencySettings
 from bauxite.routing.router import Router
+from bauxite.routing.server_times import ServerCounters, ServerTimes
 from bauxite.routing.stats import StatsScraper, parse_vllm_metrics
 from bauxite.settings import ClusterSettings
 
@@ -77,3 +79,42 @@ async def test_scrape_fills_cluster_state_and_teaches_the_model(unused_tcp_port:
     assert fleet.by_name["down"].queue_running == 0  # a failed scrape leaves values alone
     assert scraper.last["up"].prefix_cache_hits == 400.0
     assert router.depth("up") == 13 and router.depth("down") == 0
+
+
+HISTOGRAMS = """\
+# TYPE vllm:request_prefill_time_seconds histogram
+vllm:request_prefill_time_seconds_sum{model_name="llama"} 12.5
+vllm:request_prefill_time_seconds_count{model_name="llama"} 100.0
+# TYPE vllm:request_prompt_tokens histogram
+vllm:request_prompt_tokens_sum{model_name="llama"} 50000.0
+vllm:request_prompt_tokens_count{model_name="llama"} 100.0
+# TYPE vllm:inter_token_latency_seconds histogram
+vllm:inter_token_latency_seconds_sum{model_name="llama"} 40.0
+vllm:inter_token_latency_seconds_count{model_name="llama"} 2000.0
+"""
+
+
+def test_parse_reads_the_timing_histograms() -> None:
+    server = parse_vllm_metrics(VLLM_METRICS + HISTOGRAMS).server
+    assert server == ServerCounters(12.5, 100.0, 50000.0, 100.0, 40.0, 2000.0)
+    assert parse_vllm_metrics(VLLM_METRICS).server is None
+
+
+def test_cluster_metrics_teach_prefill_line_and_itl() -> None:
+    """Interval means on the line prefill = 60 ms + 0.08 ms/token are fitted back from the counter deltas."""
+    times = ServerTimes()
+    totals = [0.0, 0.0, 0.0, 0.0, 0.0]
+    times.observe(ServerCounters())
+    for mean_prompt in (200.0, 900.0, 400.0, 1500.0, 700.0, 300.0):
+        n = 50.0
+        totals[0] += n * (60.0 + 0.08 * mean_prompt) / 1000.0
+        totals[1] += n
+        totals[2] += n * mean_prompt
+        totals[3] += 0.02 * 1000 * n
+        totals[4] += 1000 * n
+        times.observe(ServerCounters(totals[0], totals[1], totals[2], totals[1], totals[3], totals[4]))
+    assert times.ms_per_token == pytest.approx(0.08)
+    assert times.base_ms == pytest.approx(60.0)
+    assert times.itl_ms == pytest.approx(20.0)
+    times.observe(ServerCounters())  # a restarted cluster: counters reset, nothing learned from the drop
+    assert times.base_ms == pytest.approx(60.0)

@@ -123,7 +123,7 @@ def test_buffer_lock_state_is_reported_truthfully() -> None:
 
 
 def _fields(n: int) -> tuple[Any, ...]:
-    return (n % 7, 1, 1, 1, 0, 0, 200, 0, 0, 0, n, 2 * n, 0, *([float(n)] * 11))
+    return (n % 7, 1, 1, 1, 0, 0, 200, 0, 0, 0, n, 2 * n, 0, *([float(n)] * 12))
 
 
 def test_ring_is_fifo_across_wraparound_and_counts_overflow() -> None:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
 
 from ..clusters import ClusterState
 from .config import ClusterLatencySettings, LatencySettings
+from .server_times import ServerCounters, ServerTimes
 
 TOKEN_EWMA_ALPHA = 0.05  # token means move slowly: they describe the workload, not the moment
 RTT_EWMA_ALPHA = 0.3
@@ -49,6 +50,8 @@ class _Profile:
     learned_ttft_ms: float | None = None  # base TTFT learned from this gateway's own observations
     learned_itl_ms: float | None = None
     fastest_ttft_ms: float | None = None  # lowest base TTFT sample: the idle figure, queueing aside
+    fixed_per_token: bool = False  # prefill ms per token configured (else learned from the cluster's metrics)
+    server: ServerTimes = field(default_factory=ServerTimes)
     saw_cluster_settings: bool = False  # False when created by an observation before any decision
 
 
@@ -60,6 +63,10 @@ class LatencyModel:
         self._profiles: dict[str, _Profile] = {}
         self._quantile = ErlangQuantile(settings.queue_wait_quantile)
         self._z = NormalDist().inv_cdf(settings.queue_wait_quantile)
+        # A cluster never observed gets the mean idle TTFT of those that were (same fleet, likely similar
+        # hardware), not the configured prior: otherwise an untried cluster looks slower than a tried one
+        # only because it was not tried, and a latency-first counterfactual would never pick it.
+        self._fleet_base_ms = settings.default_ttft_ms
         # Mean completion length over every cluster: what a request without max_tokens is expected to
         # generate. Expected grams scale with it (decode energy per token differs by cluster), so the
         # configured prior must give way to the workload's real mean, not stay at it.
@@ -87,6 +94,7 @@ class LatencyModel:
             per_token_ms=(per_1k if per_1k is not None else self._settings.prefill_ms_per_1k_tokens) / 1000.0,
             itl_ms=over.itl_ms,
             max_concurrency=over.max_concurrency,
+            fixed_per_token=per_1k is not None,
             mean_completion_tokens=float(self._settings.typical_completion_tokens),
         )
         self._profiles[name] = profile
@@ -129,8 +137,10 @@ class LatencyModel:
             base = p.ttft_ms
         elif p.learned_ttft_ms is not None:
             base = p.learned_ttft_ms
+        elif p.server.base_ms is not None:
+            base = p.server.base_ms
         else:
-            base = self._settings.default_ttft_ms
+            base = self._fleet_base_ms
         ttft = rtt + base + p.per_token_ms * prompt_tokens
         slots = _slots(p)
         if slots:
@@ -151,6 +161,8 @@ class LatencyModel:
             itl = p.itl_ms
         elif p.learned_itl_ms is not None:
             itl = p.learned_itl_ms
+        elif p.server.itl_ms is not None:
+            itl = p.server.itl_ms
         else:
             itl = self._settings.default_itl_ms
         return base + p.per_token_ms * p.mean_prompt_tokens + itl * p.mean_completion_tokens
@@ -197,14 +209,31 @@ class LatencyModel:
         else:
             p.learned_ttft_ms = old + TTFT_RISE * (sample - old)
         p.fastest_ttft_ms = sample if p.fastest_ttft_ms is None else min(p.fastest_ttft_ms, sample)
+        self._update_fleet_base()
+
+    def _update_fleet_base(self) -> None:
+        learned = [q.fastest_ttft_ms for q in self._profiles.values() if q.fastest_ttft_ms is not None]
+        if learned:
+            self._fleet_base_ms = sum(learned) / len(learned)
 
     def observe_itl(self, cluster: str, itl_ms: float) -> None:
         p = self._observed(cluster)
         old = p.learned_itl_ms
         p.learned_itl_ms = itl_ms if old is None else old + TTFT_EWMA_ALPHA * (itl_ms - old)
 
-    def observe_scrape(self, cluster: str, running: int, waiting: int, elapsed_ms: float | None) -> None:
+    def observe_scrape(
+        self,
+        cluster: str,
+        running: int,
+        waiting: int,
+        elapsed_ms: float | None,
+        server: ServerCounters | None = None,
+    ) -> None:
         p = self._observed(cluster)
+        if server is not None:
+            p.server.observe(server)
+            if p.server.ms_per_token is not None and not p.fixed_per_token:
+                p.per_token_ms = p.server.ms_per_token
         if p.learned_ttft_ms is not None and p.fastest_ttft_ms is not None:
             p.learned_ttft_ms = p.fastest_ttft_ms + 0.5 * (p.learned_ttft_ms - p.fastest_ttft_ms)
         if waiting > 0 and running > 0:

@@ -22,6 +22,7 @@ from .affinity import PrefixAffinity
 from .config import GreenRoutingSettings, LatencySettings
 from .latency import LatencyModel
 from .policies import POLICIES, Option, RoutingPolicy
+from .server_times import ServerCounters
 from .snapshot import CarbonSnapshot, EnergyModel, IntensitySnapshots
 from .stats import StatsScraper
 
@@ -115,6 +116,8 @@ class Router:
         self._policy: RoutingPolicy = POLICIES[self._green.priority](self._green)
         self._affinity = PrefixAffinity(self._green.kv_affinity_entries)
         self._counter = itertools.count()
+        self._counterfactual_turn = itertools.count()
+        self._options: list[Option] = []  # the current decision's candidates
         self._next_refresh = -math.inf
         self._now = 0.0  # the clock at the current decision
         # This replica's own view of each cluster since its last scrape (by cluster name): requests it has
@@ -162,7 +165,7 @@ class Router:
             return self._cooling_fallback(request, now)
         if not self._green.enabled:
             return self._least_loaded(candidates, request)
-        options = [self._option(c, request) for c in candidates]
+        options = self._options = [self._option(c, request) for c in candidates]
         fastest = min(options, key=_by_ttft)
         feasible = self._meets_latency(options, request, fastest.ttft_ms)
         if not feasible:
@@ -235,7 +238,18 @@ class Router:
             self._affinity.remember(request.prefix_key, chosen.cluster.name)
         if request.exclude:
             reason = "failover"
-        return Decision(chosen.cluster, reason, fastest.cluster)
+        return Decision(chosen.cluster, reason, self._latency_first(fastest).cluster)
+
+    def _latency_first(self, fastest: Option) -> Option:
+        """What a carbon-blind gateway would pick with the same predictions: the fastest, spread among
+        near-equal ones by load like any choice (so equally fast clusters share the counterfactual)."""
+        limit = fastest.ttft_ms * (1.0 + self._green.near_equal_tolerance)
+        near = [o for o in self._options if o.ttft_ms <= limit]
+        if len(near) == 1:
+            return fastest
+        lowest = min(o.load for o in near)
+        tied = [o for o in near if o.load == lowest]
+        return tied[next(self._counterfactual_turn) % len(tied)]
 
     def _cooling_fallback(self, request: RouteRequest, now: float) -> Decision:
         """Every cluster serving the model is cooling down after failures: rather than refuse, try the one
@@ -288,14 +302,21 @@ class Router:
         backoff_s = max(cooldown_s(state.consecutive_failures), at_least_s or 0.0)
         state.cooldown_until = max(state.cooldown_until, self._clock() + backoff_s)
 
-    def scraped(self, cluster: str, running: int, waiting: int, elapsed_ms: float | None) -> None:
+    def scraped(
+        self,
+        cluster: str,
+        running: int,
+        waiting: int,
+        elapsed_ms: float | None,
+        server: ServerCounters | None = None,
+    ) -> None:
         """A fresh ``/metrics`` reading: it already counts this replica's requests, so restart the delta."""
         state = self._fleet.by_name[cluster]
         state.queue_running, state.queue_waiting = running, waiting
         self._scraped_depth[cluster] = running + waiting
         self._since_scrape[cluster] = 0
         self._others[cluster] = (max(running + waiting - self._in_flight.get(cluster, 0), 0), self._clock())
-        self.latency.observe_scrape(cluster, running, waiting, elapsed_ms)
+        self.latency.observe_scrape(cluster, running, waiting, elapsed_ms, server)
 
     def depth(self, cluster: str) -> int:
         """Requests at ``cluster`` as this replica knows: the last scrape plus its own dispatches minus its

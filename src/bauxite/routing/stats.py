@@ -17,15 +17,27 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ..clusters import ClusterState, Fleet
 from .config import LatencySettings
+from .server_times import ServerCounters
 
-# (cluster, running, waiting, round trip ms): the router's ``scraped`` feedback method.
-ScrapeSink = Callable[[str, int, int, float | None], None]
+# (cluster, running, waiting, round trip ms, server counters): the router's ``scraped`` feedback method.
+ScrapeSink = Callable[[str, int, int, float | None, ServerCounters | None], None]
 
 # Sample names as vLLM (v0 and v1) exposes them; counters carry the _total suffix in samples.
 _RUNNING = "vllm:num_requests_running"
 _WAITING = "vllm:num_requests_waiting"
 _PREFIX_QUERIES = ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total")
 _PREFIX_HITS = ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total")
+# Histogram samples (sum and count) feeding ServerCounters, by field name.
+_HISTOGRAMS = {
+    "vllm:request_prefill_time_seconds_sum": "prefill_s_sum",
+    "vllm:request_prefill_time_seconds_count": "prefill_count",
+    "vllm:request_prompt_tokens_sum": "prompt_tokens_sum",
+    "vllm:request_prompt_tokens_count": "prompt_count",
+    "vllm:time_per_output_token_seconds_sum": "itl_s_sum",
+    "vllm:time_per_output_token_seconds_count": "itl_count",
+    "vllm:inter_token_latency_seconds_sum": "itl_s_sum",
+    "vllm:inter_token_latency_seconds_count": "itl_count",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,20 +46,27 @@ class VllmStats:
     waiting: int
     prefix_cache_queries: float  # tokens looked up in the prefix cache (counter)
     prefix_cache_hits: float  # tokens found there (counter)
+    server: ServerCounters | None = None  # None when the cluster exports no prefill histogram
 
 
 def parse_vllm_metrics(text: str) -> VllmStats:
-    """Sum queue gauges and prefix-cache counters over all served models; ValueError on bad text."""
+    """Sum queue gauges, prefix-cache counters and timing histograms over all served models; ValueError on
+    bad text."""
     sums = {_RUNNING: 0.0, _WAITING: 0.0, "queries": 0.0, "hits": 0.0}
+    histograms: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name in (_RUNNING, _WAITING):
+            field = _HISTOGRAMS.get(sample.name)
+            if field is not None:
+                histograms[field] = histograms.get(field, 0.0) + sample.value
+            elif sample.name in (_RUNNING, _WAITING):
                 sums[sample.name] += sample.value
             elif sample.name in _PREFIX_QUERIES:
                 sums["queries"] += sample.value
             elif sample.name in _PREFIX_HITS:
                 sums["hits"] += sample.value
-    return VllmStats(int(sums[_RUNNING]), int(sums[_WAITING]), sums["queries"], sums["hits"])
+    server = ServerCounters(**histograms) if "prefill_count" in histograms else None
+    return VllmStats(int(sums[_RUNNING]), int(sums[_WAITING]), sums["queries"], sums["hits"], server)
 
 
 class StatsScraper:
@@ -100,4 +119,4 @@ class StatsScraper:
             return
         elapsed_ms = (time.monotonic() - started) * 1000.0
         self.last[cluster.name] = stats
-        self._sink(cluster.name, stats.running, stats.waiting, elapsed_ms)
+        self._sink(cluster.name, stats.running, stats.waiting, elapsed_ms, stats.server)

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..routing.server_times import ServerCounters
 from ..units import carbon_g
 from .bound import Bound, lower_bound
 from .config import SimConfig
@@ -79,6 +80,9 @@ class _Run:
         n = len(config.clusters)
         self.waiting = [0] * n  # the truth, as each cluster's /metrics would report it
         self.in_system = [0] * n
+        # Each cluster's /metrics histogram counters (prefill s, prompt tokens, ITL s, and their counts),
+        # recorded when a request finishes, as vLLM does.
+        self.counters = [[0.0] * 4 for _ in range(n)]
         self.events: list[tuple[float, int, int, int, int, int, int]] = []
         self.seq = 0
         # Each client site's gateway scrapes on its own phase, so their views are stale by different amounts.
@@ -104,13 +108,27 @@ class _Run:
                 self.policy.first_token(k, c, a / 1000.0, b)
             else:
                 self.in_system[k] -= 1
+                self._record(k, a, b)
                 self.policy.finished(k, c, a, b)
         for group, due in enumerate(self.next_scrape):
             if now >= due:
                 for k, total in enumerate(self.in_system):
-                    self.policy.scraped(k, group, total - self.waiting[k], self.waiting[k])
+                    running, waiting = total - self.waiting[k], self.waiting[k]
+                    self.policy.scraped(k, group, running, waiting, self._server(k))
                 interval = self.config.scrape_interval_s
                 self.next_scrape[group] = due + interval * ((now - due) // interval + 1.0)
+
+    def _record(self, k: int, prompt_tokens: int, completion_tokens: int) -> None:
+        counters, queue = self.counters[k], self.world.queues[k]
+        counters[0] += queue.prefill_ms(prompt_tokens) / 1000.0
+        counters[1] += 1.0
+        counters[2] += prompt_tokens
+        counters[3] += queue.config.itl_ms / 1000.0 * completion_tokens
+
+    def _server(self, k: int) -> ServerCounters:
+        prefill_s, requests, prompt_tokens, itl_s = self.counters[k]
+        tokens = itl_s * 1000.0 / self.world.queues[k].config.itl_ms if itl_s > 0.0 else 0.0
+        return ServerCounters(prefill_s, requests, prompt_tokens, requests, itl_s, tokens)
 
     def _push(self, at: float, kind: int, k: int, a: int, b: int, c: int = 0) -> None:
         self.seq += 1

@@ -10,6 +10,7 @@ from typing import Protocol
 from ..clusters import Fleet
 from ..routing.config import ClusterLatencySettings, LatencySettings
 from ..routing.router import NoRouteError, Outcome, Router, RouteRequest
+from ..routing.server_times import ServerCounters
 from ..settings import ClusterSettings
 from .config import SimConfig
 from .model import ClusterQueue, SimEnergy, SimIntensity
@@ -52,7 +53,9 @@ class SimPolicy(Protocol):
 
     def finished(self, cluster: int, group: int, prompt_tokens: int, completion_tokens: int) -> None: ...
 
-    def scraped(self, cluster: int, group: int, running: int, waiting: int) -> None: ...
+    def scraped(
+        self, cluster: int, group: int, running: int, waiting: int, server: ServerCounters
+    ) -> None: ...
 
 
 class RouterPolicy:
@@ -120,8 +123,8 @@ class RouterPolicy:
         outcome = Outcome(True, prompt_tokens, completion_tokens, self._itl_s[cluster])
         self._routers[group].finished(self._names[cluster], outcome)
 
-    def scraped(self, cluster: int, group: int, running: int, waiting: int) -> None:
-        self._routers[group].scraped(self._names[cluster], running, waiting, None)
+    def scraped(self, cluster: int, group: int, running: int, waiting: int, server: ServerCounters) -> None:
+        self._routers[group].scraped(self._names[cluster], running, waiting, None, server)
 
 
 def build_fleet(config: SimConfig) -> Fleet:
@@ -169,7 +172,7 @@ class _NoFeedback:
     def finished(self, cluster: int, group: int, prompt_tokens: int, completion_tokens: int) -> None:
         return None
 
-    def scraped(self, cluster: int, group: int, running: int, waiting: int) -> None:
+    def scraped(self, cluster: int, group: int, running: int, waiting: int, server: ServerCounters) -> None:
         return None
 
 

@@ -10,8 +10,10 @@ from .labels import NO_REASON
 from .ring import STATUS_ERROR, RawRecord
 
 # Slots of one usage accumulator, keyed by (model id, region id, department id).
-REQ_OK, REQ_ERROR, PROMPT, COMPLETION, CACHED, ENERGY, CARBON, AVOIDED_GREEN, AVOIDED_KV = range(9)
-USAGE_SLOTS = 9
+REQ_OK, REQ_ERROR, PROMPT, COMPLETION, CACHED, ENERGY, CARBON, AVOIDED_GREEN, AVOIDED_KV, ADDED_GREEN = range(
+    10
+)
+USAGE_SLOTS = 10
 # Slots of one cluster accumulator, keyed by cluster id: what the requests it served were charged.
 CL_REQUESTS, CL_ENERGY, CL_CARBON, CL_PROMPT, CL_COMPLETION = range(5)
 CLUSTER_SLOTS = 5
@@ -90,6 +92,7 @@ class Totals:
             acc[CARBON] += carbon_g
             acc[AVOIDED_GREEN] += clean(rec[21])
             acc[AVOIDED_KV] += clean(rec[22])
+            acc[ADDED_GREEN] += clean(rec[24])
             if reason != NO_REASON:
                 routing[(model, region, reason)] = routing.get((model, region, reason), 0) + 1
             if cluster:

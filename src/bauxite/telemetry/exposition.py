@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from ..intensity.base import RegionIntensity
 from .aggregate import (
+    ADDED_GREEN,
     AVOIDED_GREEN,
     AVOIDED_KV,
     CACHED,
@@ -83,6 +84,7 @@ class TelemetryCollector(Collector):
         )
         tokens = CounterMetricFamily("bauxite_tokens", "Tokens processed, by kind.", labels=[*labels, "kind"])
         avoided: dict[tuple[str, str, str], float] = {}
+        added: dict[tuple[str, str, str], float] = {}
         for (m, r, d), acc in self._totals.usage.items():
             model, region, dept = t.models.value(m), t.regions.value(r), t.departments.value(d)
             carbon.add_metric([model, region, dept], acc[CARBON])
@@ -95,6 +97,8 @@ class TelemetryCollector(Collector):
             # Avoided carbon has no region label: sum over regions per (model, department, source).
             for source, slot in (("green_routing", AVOIDED_GREEN), ("kv_cache", AVOIDED_KV)):
                 avoided[(model, dept, source)] = avoided.get((model, dept, source), 0.0) + acc[slot]
+            key = (model, dept, "green_routing")
+            added[key] = added.get(key, 0.0) + acc[ADDED_GREEN]
         avoided_family = CounterMetricFamily(
             "bauxite_carbon_avoided_grams",
             "Grams CO2e avoided versus the latency-first choice (green_routing) and by KV-cache reuse.",
@@ -102,7 +106,15 @@ class TelemetryCollector(Collector):
         )
         for key, grams in avoided.items():
             avoided_family.add_metric(list(key), grams)
-        yield from (carbon, energy, requests, tokens, avoided_family)
+        added_family = CounterMetricFamily(
+            "bauxite_carbon_added_grams",
+            "Grams CO2e emitted beyond the latency-first choice where routing chose a dirtier cluster "
+            "(fallbacks, affinity); net avoided = avoided − added.",
+            labels=["model", "department", "source"],
+        )
+        for key, grams in added.items():
+            added_family.add_metric(list(key), grams)
+        yield from (carbon, energy, requests, tokens, avoided_family, added_family)
 
     def _routing(self) -> Iterator[Metric]:
         t = self._t

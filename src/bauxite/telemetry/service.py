@@ -142,6 +142,7 @@ class Telemetry:
                 record.ttft_s, record.duration_s, record.energy_j, record.energy_j_min, record.energy_j_max,
                 record.intensity_g_per_kwh, record.pue, record.carbon_g, record.avoided_green_g,
                 record.avoided_kv_g, record.finished_at,
+                max(record.avoided_green_g - record.avoided_green_net_g, 0.0),
             )  # fmt: skip
         except Exception:  # a malformed record must not break the request that produced it
             self.ring.dropped += 1
