@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,7 @@ def make_router(
         latency_settings,
         clock=clock or Clock(),
     )
+    router.refresh()  # what start() does first; the timer is not running in these tests
     return router, fleet
 
 
@@ -384,7 +386,7 @@ def test_kv_affinity(west_g: float, tolerance: float, expected: str, reason: str
     )
     assert router.choose(req(prefix_key=42)).cluster.name == "west"
     router.carbon._intensity.g_per_kwh.update({"us-west": west_g, "us-central": 50.0})  # type: ignore[attr-defined]
-    clock.now += 2
+    router.refresh()
     decision = router.choose(req(prefix_key=42))
     assert (decision.cluster.name, decision.reason) == (expected, reason)
     plain = expected if reason == "low_carbon" else "mid"
@@ -401,16 +403,47 @@ def test_affinity_lru_is_bounded() -> None:
 # ---------------------------------------------------------------- snapshots
 
 
-def test_grid_flip_moves_traffic_after_one_snapshot_interval() -> None:
-    clock = Clock()
-    grid = {"us-east": 400.0, "us-west": 50.0, "us-central": 450.0}
-    router, _ = make_router(intensity=grid, clock=clock, green={"snapshot_interval": 5.0})
-    assert router.choose(req()).cluster.name == "west"
-    router.carbon._intensity.g_per_kwh.update({"us-west": 500.0, "us-central": 30.0})  # type: ignore[attr-defined]
-    clock.now += 1
-    assert router.choose(req()).cluster.name == "west"  # snapshot still current
-    clock.now += 5
-    assert router.choose(req()).cluster.name == "mid"
+class CountingIntensity(FakeIntensity):
+    reads: int = 0
+
+    def for_ranking(self, regions: list[str]) -> dict[str, Intensity]:
+        self.reads += 1
+        return super().for_ranking(regions)
+
+
+async def test_snapshot_refreshes_on_its_timer_never_inside_a_request() -> None:
+    grid = CountingIntensity({"us-east": 400.0, "us-west": 50.0, "us-central": 450.0})
+    fleet = make_router()[1]
+    green = GreenRoutingSettings(enabled=True, snapshot_interval=0.05)
+    router = Router(fleet, grid, FakeEnergy(), green, LatencySettings(stats_scrape=False))
+    await router.start()
+    try:
+        assert router.choose(req()).cluster.name == "west"
+        reads = grid.reads
+        grid.g_per_kwh.update({"us-west": 500.0, "us-central": 30.0})
+        for _ in range(100):
+            router.choose(req())
+        assert grid.reads == reads  # a decision never reads the services
+        for _ in range(200):  # the timer picks the flip up within an interval or so
+            await asyncio.sleep(0.01)
+            if router.choose(req()).cluster.name == "mid":
+                break
+        assert router.choose(req()).cluster.name == "mid"
+    finally:
+        await router.stop()
+
+
+async def test_no_snapshot_timer_when_green_routing_is_off() -> None:
+    grid = CountingIntensity({"us-east": 400.0})
+    fleet = make_router()[1]
+    router = Router(fleet, grid, FakeEnergy(), GreenRoutingSettings(enabled=False, snapshot_interval=0.01))
+    await router.start()
+    try:
+        await asyncio.sleep(0.05)
+        router.choose(req())
+        assert grid.reads == 0
+    finally:
+        await router.stop()
 
 
 def test_region_without_intensity_is_not_treated_as_green() -> None:

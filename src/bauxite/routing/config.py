@@ -34,7 +34,8 @@ class GreenRoutingSettings(_Strict):
     # A warm-prefix cluster is preferred while its score is within this fraction of the best.
     kv_affinity_tolerance: float = Field(default=0.10, ge=0, le=10)
     kv_affinity_entries: int = Field(default=4096, ge=1, le=1_000_000)
-    # How often the router re-reads intensity and energy figures into its snapshot (lazily, on a request).
+    # How often the router re-reads intensity and energy figures into its snapshot (on a timer, never
+    # inside a request; no timer while green routing is off).
     snapshot_interval: DurationS = 1.0
 
     @model_validator(mode="after")

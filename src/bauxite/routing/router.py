@@ -8,6 +8,8 @@ become Prometheus label values.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import math
 import time
@@ -118,7 +120,7 @@ class Router:
         self._counter = itertools.count()
         self._counterfactual_turn = itertools.count()
         self._options: list[Option] = []  # the current decision's candidates
-        self._next_refresh = -math.inf
+        self._refresher: asyncio.Task[None] | None = None
         self._now = 0.0  # the clock at the current decision
         # This replica's own view of each cluster since its last scrape (by cluster name): requests it has
         # running there, and its dispatches minus completions since that scrape. Kept behind the feedback
@@ -138,24 +140,36 @@ class Router:
         return cls(fleet, intensity, energy, settings.enterprise.green_routing, settings.latency)
 
     async def start(self) -> None:
-        """Start background work (cluster stats scraping). The request path never waits on it."""
+        """Start background work: the carbon snapshot's refresh timer (only with green routing on) and the
+        cluster stats scrape. The request path never waits on either, and never refreshes anything."""
+        if self._green.enabled and self._refresher is None:
+            self.refresh()
+            self._refresher = asyncio.create_task(self._refresh_every_interval(), name="bauxite-snapshot")
         if self._latency_settings.stats_scrape:
             await self._scraper.start()
 
     async def stop(self) -> None:
+        task, self._refresher = self._refresher, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self._scraper.stop()
 
+    async def _refresh_every_interval(self) -> None:
+        while True:
+            await asyncio.sleep(self._green.snapshot_interval)
+            self.refresh()
+
     def refresh(self) -> None:
-        """Re-read intensity and energy figures now (also done lazily every ``snapshot_interval``)."""
+        """Re-read intensity and energy figures now (the timer started by ``start`` does this every
+        ``snapshot_interval``; the simulator calls it at each trace hour)."""
         self.carbon.refresh()
-        self._next_refresh = self._clock() + self._green.snapshot_interval
 
     # The decision path.
 
     def choose(self, request: RouteRequest) -> Decision:
         now = self._now = self._clock()
-        if now >= self._next_refresh:
-            self.refresh()
         candidates = [
             c
             for c in self._fleet.serving(request.model)
