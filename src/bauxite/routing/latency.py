@@ -67,6 +67,7 @@ class LatencyModel:
         # hardware), not the configured prior: otherwise an untried cluster looks slower than a tried one
         # only because it was not tried, and a latency-first counterfactual would never pick it.
         self._fleet_base_ms = settings.default_ttft_ms
+        self._fixed: dict[str, tuple[float, float, int, float]] = {}  # by cluster: see ``_fix``
         # Mean completion length over every cluster: what a request without max_tokens is expected to
         # generate. Expected grams scale with it (decode energy per token differs by cluster), so the
         # configured prior must give way to the workload's real mean, not stay at it.
@@ -131,8 +132,27 @@ class LatencyModel:
         before every slot looks full. Load is occupancy (a fraction of slots when known), used to spread
         near-equal choices.
         """
+        fixed = self._fixed.get(state.settings.name)
+        if fixed is None:
+            fixed = self._fix(state)
+        head_ms, per_token_ms, slots, service_ms = fixed
+        ttft = head_ms + per_token_ms * prompt_tokens
+        if slots:
+            if others and age_s > 0.0 and service_ms > 0.0:
+                variance = 2.0 * min(others, slots) * age_s * 1000.0 / service_ms
+                ttft += self._uncertain_wait_ms(depth, slots, variance, service_ms)
+            elif depth >= slots:
+                ttft += self._quantile.gaps(depth - slots + 1) * service_ms / slots
+            return ttft, depth / slots
+        if state.queue_waiting > 0:
+            running = max(state.queue_running, 1)
+            ttft += self._quantile.gaps(state.queue_waiting) * service_ms / running
+        return ttft, float(depth)
+
+    def _fix(self, state: ClusterState) -> tuple[float, float, int, float]:
+        """(round trip + idle base TTFT ms, prefill ms per prompt token, slots or 0, mean service ms): what
+        ``estimate`` needs that changes only with an observation, cached until one arrives."""
         p = self._profile(state)
-        rtt = self._rtt(p)
         if p.ttft_ms is not None:
             base = p.ttft_ms
         elif p.learned_ttft_ms is not None:
@@ -141,19 +161,9 @@ class LatencyModel:
             base = p.server.base_ms
         else:
             base = self._fleet_base_ms
-        ttft = rtt + base + p.per_token_ms * prompt_tokens
-        slots = _slots(p)
-        if slots:
-            service_ms = self._service_ms(p, base)
-            if others and age_s > 0.0 and service_ms > 0.0:
-                variance = 2.0 * min(others, slots) * age_s * 1000.0 / service_ms
-                ttft += self._uncertain_wait_ms(depth, slots, variance, service_ms)
-            elif depth >= slots:
-                ttft += self._quantile.gaps(depth - slots + 1) * service_ms / slots
-            return ttft, depth / slots
-        if state.queue_waiting > 0:
-            ttft += self._queue_wait_ms(p, base, state.queue_waiting, max(state.queue_running, 1))
-        return ttft, float(depth)
+        fixed = (self._rtt(p) + base, p.per_token_ms, _slots(p) or 0, self._service_ms(p, base))
+        self._fixed[state.settings.name] = fixed
+        return fixed
 
     def _service_ms(self, p: _Profile, base: float) -> float:
         """Mean time a request holds a slot: prefill of the mean prompt, then the mean completion."""
@@ -167,9 +177,6 @@ class LatencyModel:
             itl = self._settings.default_itl_ms
         return base + p.per_token_ms * p.mean_prompt_tokens + itl * p.mean_completion_tokens
 
-    def _queue_wait_ms(self, p: _Profile, base: float, ahead: int, slots: int) -> float:
-        return self._quantile.gaps(ahead) * self._service_ms(p, base) / slots
-
     def _uncertain_wait_ms(self, depth: int, slots: int, depth_var: float, service_ms: float) -> float:
         """Quantile of the wait when the depth itself is uncertain (variance ``depth_var``): the wait is a
         sum of K gaps of mean service/slots, K = depth − slots + 1 when positive; a normal approximation of
@@ -181,6 +188,7 @@ class LatencyModel:
     # Observations (background scrape and finished requests); never on the decision path.
 
     def observe_tokens(self, cluster: str, prompt_tokens: int, completion_tokens: int) -> None:
+        self._fixed.pop(cluster, None)
         p = self._observed(cluster)
         p.mean_prompt_tokens += TOKEN_EWMA_ALPHA * (prompt_tokens - p.mean_prompt_tokens)
         p.mean_completion_tokens += TOKEN_EWMA_ALPHA * (completion_tokens - p.mean_completion_tokens)
@@ -201,6 +209,7 @@ class LatencyModel:
         Per gateway, not per cluster: gateways at different sites see the same cluster at different round
         trips, so a TTFT figure shared between them would be wrong for every one of them.
         """
+        self._fixed.pop(cluster, None)
         p = self._observed(cluster)
         sample = max(ttft_ms - self._rtt(p) - p.per_token_ms * prompt_tokens, 0.0)
         old = p.learned_ttft_ms
@@ -213,10 +222,12 @@ class LatencyModel:
 
     def _update_fleet_base(self) -> None:
         learned = [q.fastest_ttft_ms for q in self._profiles.values() if q.fastest_ttft_ms is not None]
-        if learned:
+        if learned and sum(learned) / len(learned) != self._fleet_base_ms:
             self._fleet_base_ms = sum(learned) / len(learned)
+            self._fixed.clear()
 
     def observe_itl(self, cluster: str, itl_ms: float) -> None:
+        self._fixed.pop(cluster, None)
         p = self._observed(cluster)
         old = p.learned_itl_ms
         p.learned_itl_ms = itl_ms if old is None else old + TTFT_EWMA_ALPHA * (itl_ms - old)
@@ -229,6 +240,7 @@ class LatencyModel:
         elapsed_ms: float | None,
         server: ServerCounters | None = None,
     ) -> None:
+        self._fixed.pop(cluster, None)
         p = self._observed(cluster)
         if server is not None:
             p.server.observe(server)

@@ -179,7 +179,7 @@ class Router:
             return self._cooling_fallback(request, now)
         if not self._green.enabled:
             return self._least_loaded(candidates, request)
-        options = self._options = [self._option(c, request) for c in candidates]
+        options = self._options = self._candidate_options(candidates, request)
         fastest = min(options, key=_by_ttft)
         feasible = self._meets_latency(options, request, fastest.ttft_ms)
         if not feasible:
@@ -196,18 +196,27 @@ class Router:
         chosen, reason = self._pick(pool, request, reason)
         return self._decide(chosen, reason, request, fastest)
 
-    def _option(self, cluster: ClusterState, request: RouteRequest) -> Option:
+    def _candidate_options(self, candidates: list[ClusterState], request: RouteRequest) -> list[Option]:
+        """Every candidate as this replica sees it for this request (the hot loop: plain lookups only)."""
         completion = request.max_tokens or self.latency.typical_completion_tokens
-        fixed_g, prompt_g, completion_g, g_per_kwh = self.carbon.grams_model(
-            cluster.settings.name, request.model
+        prompt = request.prompt_tokens
+        grams_model, estimate, now = self.carbon.grams_model, self.latency.estimate, self._now
+        own, scraped, since, others_at = (
+            self._in_flight,
+            self._scraped_depth,
+            self._since_scrape,
+            self._others,
         )
-        name = cluster.settings.name
-        others, scraped_at = self._others.get(name, _NO_OTHERS)
-        ttft_ms, load = self.latency.estimate(
-            cluster, request.prompt_tokens, self.depth(name), others, self._now - scraped_at
-        )
-        grams = fixed_g + prompt_g * request.prompt_tokens + completion_g * completion
-        return Option(cluster, ttft_ms, grams, g_per_kwh, load)
+        options = []
+        for cluster in candidates:
+            name = cluster.settings.name
+            fixed_g, prompt_g, completion_g, g_per_kwh = grams_model(name, request.model)
+            others, scraped_at = others_at.get(name, _NO_OTHERS)
+            depth = max(own.get(name, 0), scraped.get(name, 0) + since.get(name, 0))
+            ttft_ms, load = estimate(cluster, prompt, depth, others, now - scraped_at)
+            grams = fixed_g + prompt_g * prompt + completion_g * completion
+            options.append(Option(cluster, ttft_ms, grams, g_per_kwh, load))
+        return options
 
     def _meets_latency(self, options: list[Option], request: RouteRequest, fastest_ms: float) -> list[Option]:
         slo, slack = self._latency_settings.requirement(request.model)
