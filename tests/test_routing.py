@@ -13,6 +13,7 @@ from bauxite.clusters import Fleet
 from bauxite.intensity.base import Intensity
 from bauxite.routing.config import GreenRoutingSettings, LatencySettings
 from bauxite.routing.router import REASONS, NoRouteError, Outcome, Router, RouteRequest
+from bauxite.routing.server_times import ServerCounters
 from bauxite.settings import ClusterSettings, settings_from_mapping
 
 # name, region, rtt_ms, models
@@ -530,3 +531,25 @@ def test_configured_rtt_beats_a_scrape_seen_first() -> None:
     router, fleet = make_router()
     router.latency.observe_scrape("west", running=1, waiting=0, elapsed_ms=500.0)
     assert router.latency.rtt_ms(fleet.by_name["west"]) == 70.0
+
+
+def test_other_clients_arrival_rate_counts_before_the_next_scrape() -> None:
+    """Between two scrapes 8 requests arrived that this replica did not send: 8 per second. A second after
+    the last scrape the cluster is probably 8 fuller than it looked, so queueing is predicted early."""
+    latency = {"slo_ttft_ms": 400, "clusters": {"west": {"max_concurrency": 12, "itl_ms": 20}}}
+
+    def predicted(counters: bool) -> float:
+        clock = Clock()
+        router, fleet = make_router(latency=latency, clock=clock)
+        first = ServerCounters(prompt_count=100.0, prefill_count=100.0) if counters else None
+        router.scraped("west", running=2, waiting=0, elapsed_ms=None, server=first)
+        clock.now += 1.0
+        second = ServerCounters(prompt_count=100.0, prefill_count=100.0) if counters else None
+        router.scraped("west", running=10, waiting=0, elapsed_ms=None, server=second)
+        clock.now += 1.0
+        router.choose(req())  # sets the decision clock
+        others, _scraped_at, rate = router._others["west"]
+        assert (others, rate) == ((10, 8.0) if counters else (10, -1.0))
+        return router.latency.estimate(fleet.by_name["west"], 100, router.depth("west"), others, 1.0, rate)[0]
+
+    assert predicted(counters=True) > predicted(counters=False)

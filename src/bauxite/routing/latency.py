@@ -120,17 +120,24 @@ class LatencyModel:
         return self.estimate(state, prompt_tokens, depth)[0]
 
     def estimate(
-        self, state: ClusterState, prompt_tokens: int, depth: int = 0, others: int = 0, age_s: float = 0.0
+        self,
+        state: ClusterState,
+        prompt_tokens: int,
+        depth: int = 0,
+        others: int = 0,
+        age_s: float = 0.0,
+        others_rate: float = -1.0,
     ) -> tuple[float, float]:
         """(predicted TTFT in ms, load) in one pass: the router calls this for every candidate.
 
         ``depth`` is the requests at the cluster as the router's replica knows them (its last scrape plus its
         own dispatches and completions since). ``others`` of them were other clients' at that scrape,
-        ``age_s`` ago: their arrivals and completions since are unseen, roughly two Poisson streams at the
-        rate those requests finish, so the depth can be off by about √(2 · others · age / service) either
-        way; the prediction takes the same quantile of that spread as of the wait, so queueing is counted
-        before every slot looks full. Load is occupancy (a fraction of slots when known), used to spread
-        near-equal choices.
+        ``age_s`` ago: their arrivals and completions since are unseen, two roughly Poisson streams —
+        arrivals at ``others_rate`` per second (measured between scrapes; when unknown, assumed equal to
+        their completions), completions at others / mean service time. The depth is then expected to have
+        moved by arrivals − completions, with their sum as variance; the prediction takes the same quantile
+        of that spread as of the wait, so queueing is counted before every slot looks full. Load is
+        occupancy (a fraction of slots when known), used to spread near-equal choices.
         """
         fixed = self._fixed.get(state.settings.name)
         if fixed is None:
@@ -138,9 +145,12 @@ class LatencyModel:
         head_ms, per_token_ms, slots, service_ms = fixed
         ttft = head_ms + per_token_ms * prompt_tokens
         if slots:
-            if others and age_s > 0.0 and service_ms > 0.0:
-                variance = 2.0 * min(others, slots) * age_s * 1000.0 / service_ms
-                ttft += self._uncertain_wait_ms(depth, slots, variance, service_ms)
+            if (others or others_rate > 0.0) and age_s > 0.0 and service_ms > 0.0:
+                finishing = min(min(others, slots) * age_s * 1000.0 / service_ms, others)
+                arriving = others_rate * age_s if others_rate >= 0.0 else finishing
+                ttft += self._uncertain_wait_ms(
+                    depth + arriving - finishing, slots, arriving + finishing, service_ms
+                )
             elif depth >= slots:
                 ttft += self._quantile.gaps(depth - slots + 1) * service_ms / slots
             return ttft, depth / slots
@@ -177,7 +187,7 @@ class LatencyModel:
             itl = self._settings.default_itl_ms
         return base + p.per_token_ms * p.mean_prompt_tokens + itl * p.mean_completion_tokens
 
-    def _uncertain_wait_ms(self, depth: int, slots: int, depth_var: float, service_ms: float) -> float:
+    def _uncertain_wait_ms(self, depth: float, slots: int, depth_var: float, service_ms: float) -> float:
         """Quantile of the wait when the depth itself is uncertain (variance ``depth_var``): the wait is a
         sum of K gaps of mean service/slots, K = depth − slots + 1 when positive; a normal approximation of
         that compound sum (mean K, variance K + var K, in gaps) at the configured quantile, 0 if negative."""

@@ -84,7 +84,8 @@ class Outcome:
         return cls(capture.status == "ok", capture.prompt_tokens, capture.completion_tokens, itl_s)
 
 
-_NO_OTHERS = (0, 0.0)
+_NO_OTHERS = (0, 0.0, -1.0)
+RATE_ALPHA = 0.5  # weight of one scrape interval in the other clients' arrival rate
 
 
 class _NoIntensity:
@@ -130,7 +131,11 @@ class Router:
         self._scraped_depth: dict[str, int] = {c.name: 0 for c in fleet.clusters}
         # Other replicas' requests in that scrape, and when it was taken (router clock): they keep arriving
         # and finishing unseen until the next one, so the wait prediction widens with the scrape's age.
-        self._others: dict[str, tuple[int, float]] = {}
+        # (their requests, scrape time, their arrival rate per s or -1 when unknown), by cluster name.
+        self._others: dict[str, tuple[int, float, float]] = {}
+        # For that rate: at the previous scrape (time, requests finished there, depth, our dispatches so far).
+        self._previous_scrape: dict[str, tuple[float, float, int, int]] = {}
+        self._dispatched_total: dict[str, int] = {}
         self._scraper = StatsScraper(fleet, self.scraped, self._latency_settings)
 
     @classmethod
@@ -211,9 +216,9 @@ class Router:
         for cluster in candidates:
             name = cluster.settings.name
             fixed_g, prompt_g, completion_g, g_per_kwh = grams_model(name, request.model)
-            others, scraped_at = others_at.get(name, _NO_OTHERS)
+            others, scraped_at, rate = others_at.get(name, _NO_OTHERS)
             depth = max(own.get(name, 0), scraped.get(name, 0) + since.get(name, 0))
-            ttft_ms, load = estimate(cluster, prompt, depth, others, now - scraped_at)
+            ttft_ms, load = estimate(cluster, prompt, depth, others, now - scraped_at, rate)
             grams = fixed_g + prompt_g * prompt + completion_g * completion
             options.append(Option(cluster, ttft_ms, grams, g_per_kwh, load))
         return options
@@ -296,6 +301,7 @@ class Router:
         """An attempt was sent to ``cluster``."""
         self._in_flight[cluster] = self._in_flight.get(cluster, 0) + 1
         self._since_scrape[cluster] = self._since_scrape.get(cluster, 0) + 1
+        self._dispatched_total[cluster] = self._dispatched_total.get(cluster, 0) + 1
         self._fleet.by_name[cluster].in_flight += 1
 
     def first_token(self, cluster: str, ttft_ms: float, prompt_tokens: int) -> None:
@@ -338,8 +344,26 @@ class Router:
         state.queue_running, state.queue_waiting = running, waiting
         self._scraped_depth[cluster] = running + waiting
         self._since_scrape[cluster] = 0
-        self._others[cluster] = (max(running + waiting - self._in_flight.get(cluster, 0), 0), self._clock())
+        now = self._clock()
+        others = max(running + waiting - self._in_flight.get(cluster, 0), 0)
+        self._others[cluster] = (others, now, self._others_rate(cluster, now, running + waiting, server))
         self.latency.observe_scrape(cluster, running, waiting, elapsed_ms, server)
+
+    def _others_rate(self, cluster: str, now: float, depth: int, server: ServerCounters | None) -> float:
+        """Other clients' arrivals per second at ``cluster``: requests that arrived there between two scrapes
+        (finished + the change in depth) minus this replica's own dispatches; -1 while unknown (no request
+        counter exported, or a first scrape)."""
+        old_rate = self._others.get(cluster, _NO_OTHERS)[2]
+        if server is None:
+            return old_rate
+        mine = self._dispatched_total.get(cluster, 0)
+        previous = self._previous_scrape.get(cluster)
+        self._previous_scrape[cluster] = (now, server.prompt_count, depth, mine)
+        if previous is None or now <= previous[0] or server.prompt_count < previous[1]:
+            return old_rate
+        arrived = server.prompt_count - previous[1] + depth - previous[2] - (mine - previous[3])
+        sample = max(arrived, 0.0) / (now - previous[0])
+        return sample if old_rate < 0.0 else old_rate + RATE_ALPHA * (sample - old_rate)
 
     def depth(self, cluster: str) -> int:
         """Requests at ``cluster`` as this replica knows: the last scrape plus its own dispatches minus its
