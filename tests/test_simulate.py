@@ -13,7 +13,9 @@ import yaml
 from bauxite.simulate import cli
 from bauxite.simulate.config import SimConfig, SimConfigError, load_sim_config
 from bauxite.simulate.engine import simulate
+from bauxite.simulate.model import intensity_table
 from bauxite.simulate.workload import expected_requests, generate
+from bauxite.units import J_PER_KWH
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "simulate.yaml"
 
@@ -141,3 +143,24 @@ def test_cli_reports_bad_config_without_traceback(tmp_path: Path, capsys: pytest
     path.write_text("slo_ttft_ms: fast\n", encoding="utf-8")
     assert cli.main(["--config", str(path)]) == 2
     assert "slo_ttft_ms" in capsys.readouterr().err
+
+
+def test_simulated_avoided_carbon_uses_the_gateway_accounting_and_stays_within_the_grid_gaps() -> None:
+    config = small_config(policies=["latency", "low_carbon"], energy_estimate_error=0.0)
+    result = simulate(config)
+    low, fastest = result.policies["low_carbon"], result.policies["latency"]
+    table = intensity_table(config)
+    ceiling = 0.0
+    for r in generate(config):
+        per_cluster = [
+            (
+                c.j_per_prompt_token * r.prompt_tokens + c.j_per_output_token * r.completion_tokens,
+                c.pue * table[k][r.hour],
+            )
+            for k, c in enumerate(config.clusters)
+        ]
+        most_j = max(j for j, _ in per_cluster)
+        ceiling += most_j * (max(g for _, g in per_cluster) - min(g for _, g in per_cluster)) / J_PER_KWH
+    assert 0.0 < low.avoided_g <= ceiling
+    assert abs(fastest.avoided_g) < 0.05 * low.avoided_g  # latency-first mostly is its own counterfactual
+    assert result.as_json()["policies"]["low_carbon"]["avoided_net_kg"] > 0  # type: ignore[index]

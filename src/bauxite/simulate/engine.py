@@ -31,6 +31,7 @@ class PolicyResult:
     n_clusters: int
     hours: int
     carbon_g: float = 0.0
+    avoided_g: float = 0.0  # net green-routing grams avoided, as the gateway would have counted them
     requests: int = 0
     rejected: int = 0
     slo_violations: int = 0
@@ -57,6 +58,7 @@ class PolicyResult:
             "p95_ttft_ms": round(self.p95_ttft_ms(), 3),
             "share_under_threshold": round(self.under_threshold / served, 6),
             "rejected": self.rejected,
+            "avoided_net_kg": round(self.avoided_g / 1000.0, 6),
         }
 
 
@@ -159,6 +161,7 @@ class _Run:
         g_per_kwh = self.table[k][request.hour]
         energy_j = queue.energy_j(request.prompt_tokens, request.completion_tokens)
         result.carbon_g += carbon_g(energy_j, g_per_kwh, queue.config.pue)
+        result.avoided_g += self.policy.avoided_g(request, k, reason, energy_j)
         result.requests += 1
         result.ttft_ms.append(ttft_ms)
         if ttft_ms > self.config.slo_ttft_ms:

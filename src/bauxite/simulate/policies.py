@@ -7,7 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..avoided import avoided_carbon
 from ..clusters import Fleet
+from ..records import Capture
 from ..routing.config import ClusterLatencySettings, LatencySettings
 from ..routing.router import NoRouteError, Outcome, Router, RouteRequest
 from ..routing.server_times import ServerCounters
@@ -46,6 +48,8 @@ class SimPolicy(Protocol):
     """The router's feedback API, indexed by cluster and client site (each site is one gateway replica)."""
 
     def choose(self, request: SimRequest) -> tuple[int, str]: ...
+
+    def avoided_g(self, request: SimRequest, cluster: int, reason: str, energy_j: float) -> float: ...
 
     def dispatched(self, cluster: int, group: int) -> None: ...
 
@@ -95,6 +99,7 @@ class RouterPolicy:
         self._model = config.model
         self._send_max_tokens = config.workload.send_max_tokens
         self._hour = -1
+        self._counterfactual = ""
 
     def choose(self, request: SimRequest) -> tuple[int, str]:
         if request.hour != self._hour:
@@ -110,7 +115,25 @@ class RouterPolicy:
             decision = self._routers[request.group].choose(route)
         except NoRouteError:
             return REJECTED, "rejected"
+        self._counterfactual = decision.counterfactual.name if decision.counterfactual else ""
         return self._index[decision.cluster.name], decision.reason
+
+    def avoided_g(self, request: SimRequest, cluster: int, reason: str, energy_j: float) -> float:
+        """Net green-routing grams avoided by the last decision, by the gateway's own accounting code."""
+        capture = Capture(
+            model=self._model,
+            department="sim",
+            endpoint="chat",
+            started_at=0.0,
+            started_mono=0.0,
+            cluster=self._names[cluster],
+            route_reason=reason,
+            prompt_tokens=request.prompt_tokens,
+            completion_tokens=request.completion_tokens,
+            status="ok",
+            counterfactual_cluster=self._counterfactual,
+        )
+        return avoided_carbon(self._routers[request.group].carbon, capture, energy_j).green_net_g
 
     def dispatched(self, cluster: int, group: int) -> None:
         self._routers[group].dispatched(self._names[cluster])
@@ -161,7 +184,10 @@ def router_latency_settings(config: SimConfig) -> LatencySettings:
 
 
 class _NoFeedback:
-    """Policies that learn nothing from what happens after their choice."""
+    """Policies that learn nothing from what happens after their choice (and claim no avoided carbon)."""
+
+    def avoided_g(self, request: SimRequest, cluster: int, reason: str, energy_j: float) -> float:
+        return 0.0
 
     def dispatched(self, cluster: int, group: int) -> None:
         return None
