@@ -32,7 +32,7 @@ class ClusterQueue:
         self.prefill_ms_per_token = config.prefill_ms_per_1k_tokens / 1000.0
 
     def start_s(self, now_s: float) -> float:
-        """When a request arriving now would start (perfect knowledge: what the oracle sees)."""
+        """When a request arriving now would start (perfect knowledge: what the greedy baseline sees)."""
         free = self.busy_until[0]
         return free if free > now_s else now_s
 

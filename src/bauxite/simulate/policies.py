@@ -33,7 +33,8 @@ class SimClock:
 
 @dataclass
 class World:
-    """What a policy may look at: live cluster state for routers, perfect knowledge for the oracle."""
+    """What a policy may look at: the routers build their own views from feedback; the greedy hindsight
+    baseline reads the queues directly (perfect knowledge)."""
 
     config: SimConfig
     fleet: Fleet
