@@ -553,3 +553,17 @@ def test_other_clients_arrival_rate_counts_before_the_next_scrape() -> None:
         return router.latency.estimate(fleet.by_name["west"], 100, router.depth("west"), others, 1.0, rate)[0]
 
     assert predicted(counters=True) > predicted(counters=False)
+
+
+def test_when_nothing_meets_the_requirement_the_likeliest_cluster_is_tried() -> None:
+    """east is full (one request ahead: a small typical wait, a long 99.99% tail); west is idle but its round
+    trip alone misses the bound. The quantile ranks west first, yet east usually makes it: east is chosen."""
+    latency = {"slo_ttft_ms": 140, "clusters": {"east": {"max_concurrency": 4, "itl_ms": 0.1}}}
+    router, fleet = make_router(clusters=(EAST, WEST), latency=latency)
+    for _ in range(4):
+        router.dispatched("east")
+    east = fleet.by_name["east"]
+    assert router.latency.predict_ttft_ms(east, 100, router.depth("east")) > 175.0  # the quantile: slower
+    decision = router.choose(req())
+    assert (decision.cluster.name, decision.reason) == ("east", "slo_fallback")
+    assert decision.counterfactual is not None and decision.counterfactual.name == "east"  # nothing claimed

@@ -127,6 +127,7 @@ class LatencyModel:
         others: int = 0,
         age_s: float = 0.0,
         others_rate: float = -1.0,
+        typical: bool = False,
     ) -> tuple[float, float]:
         """(predicted TTFT in ms, load) in one pass: the router calls this for every candidate.
 
@@ -137,7 +138,8 @@ class LatencyModel:
         their completions), completions at others / mean service time. The depth is then expected to have
         moved by arrivals − completions, with their sum as variance; the prediction takes the same quantile
         of that spread as of the wait, so queueing is counted before every slot looks full. Load is
-        occupancy (a fraction of slots when known), used to spread near-equal choices.
+        occupancy (a fraction of slots when known), used to spread near-equal choices. ``typical``: the
+        mean wait instead of the quantile (to find the likeliest cluster when none meets the requirement).
         """
         fixed = self._fixed.get(state.settings.name)
         if fixed is None:
@@ -149,14 +151,15 @@ class LatencyModel:
                 finishing = min(min(others, slots) * age_s * 1000.0 / service_ms, others)
                 arriving = others_rate * age_s if others_rate >= 0.0 else finishing
                 ttft += self._uncertain_wait_ms(
-                    depth + arriving - finishing, slots, arriving + finishing, service_ms
+                    depth + arriving - finishing, slots, 0.0 if typical else arriving + finishing, service_ms
                 )
             elif depth >= slots:
-                ttft += self._quantile.gaps(depth - slots + 1) * service_ms / slots
+                ahead = depth - slots + 1
+                ttft += (ahead if typical else self._quantile.gaps(ahead)) * service_ms / slots
             return ttft, depth / slots
         if state.queue_waiting > 0:
-            running = max(state.queue_running, 1)
-            ttft += self._quantile.gaps(state.queue_waiting) * service_ms / running
+            waiting, running = state.queue_waiting, max(state.queue_running, 1)
+            ttft += (waiting if typical else self._quantile.gaps(waiting)) * service_ms / running
         return ttft, float(depth)
 
     def _fix(self, state: ClusterState) -> tuple[float, float, int, float]:

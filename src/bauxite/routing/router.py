@@ -188,7 +188,8 @@ class Router:
         fastest = min(options, key=_by_ttft)
         feasible = self._meets_latency(options, request, fastest.ttft_ms)
         if not feasible:
-            return self._decide(fastest, "slo_fallback", request, fastest)
+            likeliest = self._likeliest(candidates, request)
+            return self._decide(likeliest, "slo_fallback", request, likeliest)
         pool = [o for o in feasible if o.g_per_kwh <= self._green.threshold_gco2]
         reason = self._policy.reason
         if not pool:
@@ -199,9 +200,11 @@ class Router:
                 )
             pool, reason = feasible, "threshold_fallback"
         chosen, reason = self._pick(pool, request, reason)
-        return self._decide(chosen, reason, request, fastest)
+        return self._decide(chosen, reason, request, self._latency_first(fastest))
 
-    def _candidate_options(self, candidates: list[ClusterState], request: RouteRequest) -> list[Option]:
+    def _candidate_options(
+        self, candidates: list[ClusterState], request: RouteRequest, typical: bool = False
+    ) -> list[Option]:
         """Every candidate as this replica sees it for this request (the hot loop: plain lookups only)."""
         completion = request.max_tokens or self.latency.typical_completion_tokens
         prompt = request.prompt_tokens
@@ -218,10 +221,16 @@ class Router:
             fixed_g, prompt_g, completion_g, g_per_kwh = grams_model(name, request.model)
             others, scraped_at, rate = others_at.get(name, _NO_OTHERS)
             depth = max(own.get(name, 0), scraped.get(name, 0) + since.get(name, 0))
-            ttft_ms, load = estimate(cluster, prompt, depth, others, now - scraped_at, rate)
+            ttft_ms, load = estimate(cluster, prompt, depth, others, now - scraped_at, rate, typical)
             grams = fixed_g + prompt_g * prompt + completion_g * completion
             options.append(Option(cluster, ttft_ms, grams, g_per_kwh, load))
         return options
+
+    def _likeliest(self, candidates: list[ClusterState], request: RouteRequest) -> Option:
+        """No cluster meets the requirement at the predicted quantile: take the one with the lowest *typical*
+        TTFT, the likeliest to make it (a busy cluster's high quantile may be slower than a far idle one's
+        certain miss, while it usually is not). The counterfactual does the same, so nothing is claimed."""
+        return min(self._candidate_options(candidates, request, typical=True), key=_by_ttft)
 
     def _meets_latency(self, options: list[Option], request: RouteRequest, fastest_ms: float) -> list[Option]:
         slo, slack = self._latency_settings.requirement(request.model)
@@ -261,12 +270,12 @@ class Router:
         tied = [o for o in near if o.load == lowest]
         return tied[next(self._counter) % len(tied)]
 
-    def _decide(self, chosen: Option, reason: str, request: RouteRequest, fastest: Option) -> Decision:
+    def _decide(self, chosen: Option, reason: str, request: RouteRequest, counterfactual: Option) -> Decision:
         if self._green.kv_affinity:
             self._affinity.remember(request.prefix_key, chosen.cluster.name)
         if request.exclude:
             reason = "failover"
-        return Decision(chosen.cluster, reason, self._latency_first(fastest).cluster)
+        return Decision(chosen.cluster, reason, counterfactual.cluster)
 
     def _latency_first(self, fastest: Option) -> Option:
         """What a carbon-blind gateway would pick with the same predictions: the fastest, spread among
