@@ -164,3 +164,17 @@ def test_simulated_avoided_carbon_uses_the_gateway_accounting_and_stays_within_t
     assert 0.0 < low.avoided_g <= ceiling
     assert abs(fastest.avoided_g) < 0.05 * low.avoided_g  # latency-first mostly is its own counterfactual
     assert result.as_json()["policies"]["low_carbon"]["avoided_net_kg"] > 0  # type: ignore[index]
+
+
+def test_the_latency_header_is_each_requests_own_requirement() -> None:
+    """Every request asks for 1 ms: nothing can serve it, every policy is scored against it, the router
+    takes its likeliest cluster and says so, and the bound knows none was servable."""
+    config = small_config(policies=["low_carbon"])
+    work = config.workload.model_copy(update={"header_share": 1.0, "header_latency_ms": 1.0})
+    result = simulate(config.model_copy(update={"workload": work}))
+    low = result.policies["low_carbon"]
+    assert low.slo_violations == low.requests == result.bound.unservable
+    assert set(low.reasons) == {"slo_fallback"}
+    loose = config.workload.model_copy(update={"header_share": 1.0, "header_latency_ms": 60_000.0})
+    relaxed = simulate(config.model_copy(update={"workload": loose})).policies["low_carbon"]
+    assert relaxed.slo_violations == 0 and relaxed.carbon_g < low.carbon_g

@@ -54,6 +54,8 @@ def random_config(rng: random.Random) -> SimConfig:
                 "sigma": rng.uniform(0.2, 1.0),
                 "max": 1500,
             },
+            "header_share": rng.choice((0.0, 0.3)),  # some requests send their own latency requirement
+            "header_latency_ms": rng.uniform(150, 600),
         },
         "routing": {
             "green_routing": {"threshold_gco2": rng.uniform(100, 600)},

@@ -6,7 +6,8 @@ hour's grid intensity), so no router can do better; what it relaxes:
 
 - Requests are pooled per (trace hour × feasibility class). A request's class is the set of clusters whose
   *idle* time to first token from its client site (round trip + base TTFT + prefill of its prompt) meets the
-  SLO; a request no cluster can serve in time even idle belongs to every cluster's class (it violates anyway).
+  SLO (its own, when it sent x-bauxite-max-latency-ms); a request no cluster can serve in time even idle
+  belongs to every cluster's class (it violates anyway).
 - Pools are further split by the request's prompt-to-completion token ratio into geometric buckets (factor
   ``RATIO_BUCKET``). Each pool's prompt tokens and completion tokens may be split across its clusters in any
   fractions, as long as each cluster's share keeps a ratio within the bucket's observed [min, max] — true of
@@ -92,7 +93,7 @@ def _feasible_mask(config: SimConfig, request: SimRequest) -> int:
         idle_ms = (
             group.rtt_ms[c.name] + c.ttft_ms + c.prefill_ms_per_1k_tokens / 1000.0 * request.prompt_tokens
         )
-        if idle_ms <= config.slo_ttft_ms:
+        if idle_ms <= (request.max_latency_ms or config.slo_ttft_ms):
             mask |= 1 << k
     return mask
 
@@ -105,7 +106,12 @@ def _pools(
     pools: dict[tuple[int, int, int], _Pool] = {}
     fixed_g, unservable = 0.0, 0
     longest_s = [0.0] * len(config.clusters)
-    hour_s, slo_s = config.period.seconds_per_hour, config.slo_ttft_ms / 1000.0
+    hour_s = config.period.seconds_per_hour
+    # The longest requirement any request has: every request in the system starts within it.
+    slo_s = max(
+        config.slo_ttft_ms, config.workload.header_latency_ms if config.workload.header_share else 0.0
+    )
+    slo_s /= 1000.0
     hours = config.period.days * 24
     spill = [[0.0] * hours for _ in config.clusters]  # Σ work possibly left at the end of each hour
     for request in requests:
@@ -116,7 +122,8 @@ def _pools(
                 + c.itl_ms * request.completion_tokens
             ) / 1000.0
             longest_s[k] = max(longest_s[k], service_s)
-            hour, done_by = request.hour, request.t + slo_s + service_s
+            own_slo_s = (request.max_latency_ms or config.slo_ttft_ms) / 1000.0
+            hour, done_by = request.hour, request.t + own_slo_s + service_s
             while hour < hours and done_by > (hour + 1) * hour_s:
                 spill[k][hour] += min(service_s, done_by - (hour + 1) * hour_s)
                 hour += 1

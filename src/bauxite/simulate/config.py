@@ -63,6 +63,10 @@ class WorkloadConfig(_Strict):
     prompt_tokens: TokenDistribution = TokenDistribution(median=500)
     completion_tokens: TokenDistribution = TokenDistribution(median=200, sigma=0.6, max=2048)
     send_max_tokens: bool = False  # clients send their completion length as max_tokens (an upper bound)
+    # This share of requests sends x-bauxite-max-latency-ms: header_latency_ms, their own TTFT requirement
+    # (scored against it instead of slo_ttft_ms). 0 = none; the stream is then the same as without the keys.
+    header_share: float = Field(default=0.0, ge=0, le=1)
+    header_latency_ms: float = Field(default=200.0, gt=0)
 
 
 class RoutingSection(_Strict):

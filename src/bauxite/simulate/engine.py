@@ -164,7 +164,7 @@ class _Run:
         result.avoided_g += self.policy.avoided_g(request, k, reason, energy_j)
         result.requests += 1
         result.ttft_ms.append(ttft_ms)
-        if ttft_ms > self.config.slo_ttft_ms:
+        if ttft_ms > (request.max_latency_ms or self.config.slo_ttft_ms):
             result.slo_violations += 1
         if g_per_kwh <= self.threshold:
             result.under_threshold += 1

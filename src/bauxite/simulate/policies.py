@@ -111,6 +111,7 @@ class RouterPolicy:
             self._model,
             prompt_tokens=request.prompt_tokens,
             max_tokens=request.completion_tokens if self._send_max_tokens else 0,
+            max_latency_ms=request.max_latency_ms or None,
         )
         try:
             decision = self._routers[request.group].choose(route)
@@ -233,11 +234,12 @@ class GreedyHindsight(_NoFeedback):
         rtts = world.rtt_ms[request.group]
         best, best_g = -1, math.inf
         fastest, fastest_ms = 0, math.inf
+        slo_ms = request.max_latency_ms or self._slo_ms
         for k, queue in enumerate(world.queues):
             ttft_ms = rtts[k] + (queue.start_s(now) - now) * 1000.0 + queue.prefill_ms(request.prompt_tokens)
             if ttft_ms < fastest_ms:
                 fastest, fastest_ms = k, ttft_ms
-            if ttft_ms <= self._slo_ms:
+            if ttft_ms <= slo_ms:
                 grams = queue.energy_j(request.prompt_tokens, request.completion_tokens)
                 grams *= self._pues[k] * world.table[k][request.hour]
                 if grams < best_g:

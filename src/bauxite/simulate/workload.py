@@ -18,6 +18,7 @@ class SimRequest:
     group: int  # client group index
     prompt_tokens: int
     completion_tokens: int
+    max_latency_ms: float = 0.0  # from the x-bauxite-max-latency-ms header; 0 = the configured SLO
 
 
 def generate(config: SimConfig) -> Iterator[SimRequest]:
@@ -37,7 +38,8 @@ def generate(config: SimConfig) -> Iterator[SimRequest]:
             group = rng.choices(groups, cum_weights=weights)[0]
             prompt = _tokens(rng, work.prompt_tokens)
             completion = _tokens(rng, work.completion_tokens)
-            yield SimRequest(t, hour, group, prompt, completion)
+            header = work.header_latency_ms if work.header_share and rng.random() < work.header_share else 0.0
+            yield SimRequest(t, hour, group, prompt, completion, header)
             t += rng.expovariate(rate)
 
 
