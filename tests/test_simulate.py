@@ -104,6 +104,7 @@ def test_strict_threshold_rejects_instead_of_falling_back() -> None:
         ({"policies": ["fastest"]}, "policies"),
         ({"clients": [{"name": "x", "share": 1, "rtt_ms": {"virginia": 1}}]}, "rtt_ms needs exactly one"),
         ({"surprise": 1}, "surprise"),
+        ({"outages": [{"cluster": "nowhere", "start_hour": 0}]}, "outages name unknown clusters"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, patch: dict[str, Any], message: str) -> None:
@@ -178,3 +179,21 @@ def test_the_latency_header_is_each_requests_own_requirement() -> None:
     loose = config.workload.model_copy(update={"header_share": 1.0, "header_latency_ms": 60_000.0})
     relaxed = simulate(config.model_copy(update={"workload": loose})).policies["low_carbon"]
     assert relaxed.slo_violations == 0 and relaxed.carbon_g < low.carbon_g
+
+
+def test_an_outage_fails_over_cools_down_and_the_bound_knows() -> None:
+    """oregon refuses connections for a day: the router fails over (reason failover), then keeps away while
+    it cools down, so only a few requests try it; nothing is served there; the bound skips it too."""
+    outage = {"cluster": "oregon", "start_hour": 24, "hours": 24}
+    config = small_config(policies=["low_carbon"], outages=[outage])
+    result = simulate(config)
+    low = result.policies["low_carbon"]
+    oregon = [c.name for c in config.clusters].index("oregon")
+    assert sum(low.hourly[oregon][24:48]) == 0
+    assert sum(result.oracle.hourly[oregon][24:48]) == 0
+    served_hours = config.period.seconds_per_hour * 24
+    # one refused attempt at most per cool-down (10 s, then up to 60 s) per site
+    assert 0 < low.reasons["failover"] <= len(config.clients) * (served_hours / 10.0 + 1)
+    assert low.requests + low.rejected == result.oracle.requests
+    healthy = simulate(small_config(policies=["low_carbon"]))
+    assert result.bound.carbon_g >= healthy.bound.carbon_g  # fewer options never lower the optimum

@@ -90,6 +90,8 @@ def _feasible_mask(config: SimConfig, request: SimRequest) -> int:
     group = config.clients[request.group]
     mask = 0
     for k, c in enumerate(config.clusters):
+        if config.outages and config.down(k, request.hour):
+            continue  # refusing connections: nobody can place work there
         idle_ms = (
             group.rtt_ms[c.name] + c.ttft_ms + c.prefill_ms_per_1k_tokens / 1000.0 * request.prompt_tokens
         )
@@ -131,13 +133,17 @@ def _pools(
         if mask == 0:
             unservable += 1
             fixed_g += min(
-                carbon_g(
-                    c.j_per_prompt_token * request.prompt_tokens
-                    + c.j_per_output_token * request.completion_tokens,
-                    table[k][request.hour],
-                    c.pue,
-                )
-                for k, c in enumerate(config.clusters)
+                (
+                    carbon_g(
+                        c.j_per_prompt_token * request.prompt_tokens
+                        + c.j_per_output_token * request.completion_tokens,
+                        table[k][request.hour],
+                        c.pue,
+                    )
+                    for k, c in enumerate(config.clusters)
+                    if not (config.outages and config.down(k, request.hour))
+                ),
+                default=0.0,  # every cluster down: refused by any policy, emits nothing
             )
             continue
         bucket = _ratio_bucket(request.prompt_tokens, request.completion_tokens)

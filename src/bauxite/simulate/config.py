@@ -69,6 +69,14 @@ class WorkloadConfig(_Strict):
     header_latency_ms: float = Field(default=200.0, gt=0)
 
 
+class Outage(_Strict):
+    """A cluster refusing connections for a while: attempts fail at once, the gateway fails over."""
+
+    cluster: str
+    start_hour: int = Field(ge=0)  # trace hour index since the start of the period
+    hours: int = Field(default=1, ge=1)
+
+
 class RoutingSection(_Strict):
     """The gateway's own sections, same keys as enterprise.yaml; the simulator sets enabled/priority."""
 
@@ -94,12 +102,21 @@ class SimConfig(_Strict):
     # Log-normal sigma of each site's steady error in a cluster's energy per token (0 = exact figures).
     energy_estimate_error: float = Field(default=0.1, ge=0, le=2)
     plot_week_start_day: int = Field(default=0, ge=0)  # day offset of the week drawn by --plot
+    outages: tuple[Outage, ...] = ()
+
+    def down(self, cluster: int, hour: int) -> bool:
+        """Whether cluster index ``cluster`` refuses connections during trace hour ``hour``."""
+        name = self.clusters[cluster].name
+        return any(o.cluster == name and o.start_hour <= hour < o.start_hour + o.hours for o in self.outages)
 
     @model_validator(mode="after")
     def _consistent(self) -> SimConfig:
         names = [c.name for c in self.clusters]
         if len(set(names)) != len(names):
             raise ValueError("cluster names must be unique")
+        unknown_outages = [o.cluster for o in self.outages if o.cluster not in names]
+        if unknown_outages:
+            raise ValueError(f"outages name unknown clusters: {unknown_outages}")
         for group in self.clients:
             missing = [n for n in names if n not in group.rtt_ms]
             unknown = [n for n in group.rtt_ms if n not in names]

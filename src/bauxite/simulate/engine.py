@@ -114,7 +114,10 @@ class _Run:
                 self.policy.finished(k, c, a, b)
         for group, due in enumerate(self.next_scrape):
             if now >= due:
+                hour = int(now // self.config.period.seconds_per_hour)
                 for k, total in enumerate(self.in_system):
+                    if self.config.outages and self.config.down(k, hour):
+                        continue  # a refused scrape leaves the previous figures in place
                     running, waiting = total - self.waiting[k], self.waiting[k]
                     self.policy.scraped(k, group, running, waiting, self._server(k))
                 interval = self.config.scrape_interval_s
@@ -142,6 +145,15 @@ class _Run:
         self._advance(now)
         self.world.intensity.hour = request.hour
         k, reason = self.policy.choose(request)
+        refused_ms = 0.0
+        if k != REJECTED and self.config.outages and self.config.down(k, request.hour):
+            # Connection refused after one round trip; the gateway cools the cluster down and fails over.
+            refused_ms = self.world.rtt_ms[request.group][k]
+            self.policy.failed(k, request.group)
+            k, reason = self.policy.choose(request, exclude=k)
+            if k != REJECTED and self.config.down(k, request.hour):
+                self.policy.failed(k, request.group)  # the retry failed too: the client gets a 503
+                k = REJECTED
         result = self.result
         result.reasons[reason] += 1
         if k == REJECTED:
@@ -149,7 +161,7 @@ class _Run:
             return
         queue = self.world.queues[k]
         start, prefill_ms, finish = queue.admit(now, request.prompt_tokens, request.completion_tokens)
-        ttft_ms = self.world.rtt_ms[request.group][k] + (start - now) * 1000.0 + prefill_ms
+        ttft_ms = refused_ms + self.world.rtt_ms[request.group][k] + (start - now) * 1000.0 + prefill_ms
         self.in_system[k] += 1
         self.policy.dispatched(k, request.group)
         if start > now:

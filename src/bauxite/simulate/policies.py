@@ -48,7 +48,9 @@ class World:
 class SimPolicy(Protocol):
     """The router's feedback API, indexed by cluster and client site (each site is one gateway replica)."""
 
-    def choose(self, request: SimRequest) -> tuple[int, str]: ...
+    def choose(self, request: SimRequest, exclude: int = REJECTED) -> tuple[int, str]: ...
+
+    def failed(self, cluster: int, group: int) -> None: ...
 
     def avoided_g(self, request: SimRequest, cluster: int, reason: str, energy_j: float) -> float: ...
 
@@ -102,7 +104,7 @@ class RouterPolicy:
         self._hour = -1
         self._counterfactual = ""
 
-    def choose(self, request: SimRequest) -> tuple[int, str]:
+    def choose(self, request: SimRequest, exclude: int = REJECTED) -> tuple[int, str]:
         if request.hour != self._hour:
             self._hour = request.hour
             for router in self._routers:
@@ -112,6 +114,7 @@ class RouterPolicy:
             prompt_tokens=request.prompt_tokens,
             max_tokens=request.completion_tokens if self._send_max_tokens else 0,
             max_latency_ms=request.max_latency_ms or None,
+            exclude=frozenset((self._names[exclude],)) if exclude != REJECTED else frozenset(),
         )
         try:
             decision = self._routers[request.group].choose(route)
@@ -139,6 +142,13 @@ class RouterPolicy:
 
     def dispatched(self, cluster: int, group: int) -> None:
         self._routers[group].dispatched(self._names[cluster])
+
+    def failed(self, cluster: int, group: int) -> None:
+        """An attempt refused at once: dispatched, failed, finished — as the proxy reports it."""
+        router, name = self._routers[group], self._names[cluster]
+        router.dispatched(name)
+        router.failed(name)
+        router.finished(name, Outcome(False))
 
     def first_token(self, cluster: int, group: int, ttft_ms: float, prompt_tokens: int) -> None:
         # Only the gateway that sent the request sees its TTFT (at its own round trip to the cluster).
@@ -194,6 +204,9 @@ class _NoFeedback:
     def dispatched(self, cluster: int, group: int) -> None:
         return None
 
+    def failed(self, cluster: int, group: int) -> None:
+        return None
+
     def first_token(self, cluster: int, group: int, ttft_ms: float, prompt_tokens: int) -> None:
         return None
 
@@ -209,10 +222,12 @@ class RoundRobin(_NoFeedback):
         self._n = len(world.queues)
         self._next = 0
 
-    def choose(self, request: SimRequest) -> tuple[int, str]:
+    def choose(self, request: SimRequest, exclude: int = REJECTED) -> tuple[int, str]:
         chosen = self._next
         self._next = (chosen + 1) % self._n
-        return chosen, "round_robin"
+        if chosen == exclude and self._n > 1:
+            return self.choose(request, exclude)
+        return chosen, "round_robin" if exclude == REJECTED else "failover"
 
 
 class GreedyHindsight(_NoFeedback):
@@ -225,17 +240,20 @@ class GreedyHindsight(_NoFeedback):
 
     def __init__(self, world: World) -> None:
         self._world = world
+        self._config = world.config
         self._slo_ms = world.config.slo_ttft_ms
         self._pues = [c.pue for c in world.config.clusters]
 
-    def choose(self, request: SimRequest) -> tuple[int, str]:
-        world = self._world
+    def choose(self, request: SimRequest, exclude: int = REJECTED) -> tuple[int, str]:
+        world, config = self._world, self._config
         now = world.clock.now
         rtts = world.rtt_ms[request.group]
         best, best_g = -1, math.inf
         fastest, fastest_ms = 0, math.inf
         slo_ms = request.max_latency_ms or self._slo_ms
         for k, queue in enumerate(world.queues):
+            if config.outages and config.down(k, request.hour):
+                continue  # hindsight: it knows the outage and never tries the cluster
             ttft_ms = rtts[k] + (queue.start_s(now) - now) * 1000.0 + queue.prefill_ms(request.prompt_tokens)
             if ttft_ms < fastest_ms:
                 fastest, fastest_ms = k, ttft_ms
