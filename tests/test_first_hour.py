@@ -64,12 +64,12 @@ def test_simulate_shows_progress_on_a_terminal_and_nothing_extra_with_json(tmp_p
     code, out, terminal = run_with_terminal_stderr([*BAUXITE, "simulate", "--config", config])
     assert code == 0, terminal
     assert "ETA" in terminal and "low_carbon" in terminal, terminal
-    assert re.search(r"\d+/5", terminal), terminal  # four policies and the oracle
-    assert "oracle" in out and "ETA" not in out
+    assert re.search(r"\d+/6", terminal), terminal  # four policies, the greedy baseline and the bound
+    assert "greedy_hindsight" in out and "ETA" not in out
     code, out, terminal = run_with_terminal_stderr([*BAUXITE, "simulate", "--config", config, "--json"])
     assert code == 0
     assert terminal.strip() == ""
-    assert set(json.loads(out)) >= {"policies", "oracle"}
+    assert set(json.loads(out)) >= {"policies", "oracle", "bound"}
 
 
 def test_simulate_table_is_aligned_by_rich(tmp_path: Path) -> None:
