@@ -61,9 +61,12 @@ def records(n: int) -> list[RequestRecord]:
                 status=status, http_status=200 if status == "ok" else 503, prompt_tokens=200 + i % 300,
                 completion_tokens=100 + i % 200, cached_tokens=i % 64, ttft_s=0.05 + (i % 10) / 100,
                 duration_s=0.5 + (i % 30) / 10, energy_j=40.0 + i % 50, energy_j_min=20.0, energy_j_max=80.0,
-                energy_measured=bool(i % 2), intensity_g_per_kwh=380.0, intensity_source="static", pue=1.1,
-                carbon_g=0.005, avoided_green_g=0.001, avoided_kv_g=0.0002, route_reason="low_carbon",
-                finished_at=time.time(),
+                gpu_j=20.0, gpu_idle_j=5.0, host_j=8.6, energy_measured=bool(i % 2),
+                intensity_g_per_kwh=380.0,
+                intensity_source="static", intensity_signal="average", intensity_basis="lifecycle", pue=1.1,
+                carbon_g=0.005, market_g_per_kwh=380.0, carbon_market_g=0.005, market_factor=False,
+                embodied_g=0.0003, scope="scope2", sizes_default=False, avoided_green_g=0.001,
+                avoided_kv_g=0.0002, route_reason="low_carbon", finished_at=time.time(),
             )
         )  # fmt: skip
     return out

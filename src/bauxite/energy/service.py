@@ -1,15 +1,20 @@
-"""Energy figures for finished requests: instant estimates, and measured GPU energy attributed per request.
+"""Energy figures per request, all at one boundary: GPU + host share (+ PUE, applied by ``EnergyFigure``).
 
-* ``estimate`` — best figure now (response headers). Calibrated curves (or EcoLogits, by config) from the
-  model's size, the cluster's GPUs and its current batch.
+The service speaks its own types: ``begin`` when a request reaches a cluster (a ``Residency``), ``end`` when
+it leaves, then a ``RequestWork`` (its tokens and timing) in and an ``EnergyFigure`` out:
+
+* ``estimate`` — best figure now (response headers, the ``bauxite_carbon`` object): the estimator's GPU
+  energy at the batch the cluster actually ran over the request's life (time-averaged concurrency of the
+  same model on the cluster), so a stream and a non-stream of the same request get the same figure.
 * ``settle`` — the final figure: at once for clusters without power telemetry; for metered clusters once the
-  scrape interval covering the request's end has been split (≤ one interval + grace later), falling back to
+  scrape interval covering the request's end has been split (``attribution.ClusterLedger``), falling back to
   the estimate, flagged, when telemetry is stale or late.
-* ``expected_j`` — expected energy of a request of a given size on a cluster, for the router: recent measured
-  J per token on that cluster when known, else the estimator. Pure arithmetic over cached values.
+* ``expected_j`` — expected IT energy of a request of a given size on a cluster, for the router.
 
-Figures are IT energy at the configured boundary (``gpu``, or ``full`` = GPU + host share + idle capacity);
-PUE is not included — multiply by ``pue(cluster)``.
+Every figure keeps its parts: ``gpu_j`` (measured or estimated GPU energy, including the resident-idle
+share ``gpu_idle_j`` of the time the request was resident), ``host_j`` (host CPU/DRAM, ``host_frac`` × GPU)
+and ``pue``; ``it_j`` = GPU + host, ``energy_j`` = IT × PUE (facility). ``occupancy_s`` is the cluster time
+charged to the request (its residency share), the basis of its embodied emissions.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
-from ..records import Capture
+from . import curves
 from .attribution import ClusterLedger, Job
 from .config import EnergySettings
-from .estimator import Boundary, Overheads, RequestShape, Serving, estimators
-from .meters import ClusterMeter, build_meter
+from .estimator import Overheads, RequestShape, Serving, estimators
+from .meters import ClusterMeter, build_meter, idle_w_per_gpu
+from .occupancy import Occupancy
 from .params import EcoLogitsRepository, ModelParams, resolve_params
 
 if TYPE_CHECKING:
@@ -37,26 +43,74 @@ EnergySource = Literal["estimated", "measured"]
 FALLBACK_J_PER_TOKEN = 0.3  # only if the estimator itself fails: never expected
 MEASURED_ERROR_FRAC = 0.05  # GPU energy counters: ±5 %
 EWMA_ALPHA = 0.2
+IdleListener = Callable[[str, float, float], None]  # (cluster, idle GPU joules, unallocated seconds)
 
 
 @dataclass(frozen=True, slots=True)
 class EnergyFigure:
-    energy_j: float
+    """One request's energy, in parts. Joules; ``*_min``/``*_max`` bound the facility figure."""
+
+    gpu_j: float
+    gpu_idle_j: float
+    host_j: float
+    pue: float
     energy_j_min: float
     energy_j_max: float
+    occupancy_s: float = 0.0
+    gpu_count: int = 1
+    gpu_type: str = "H100"
     source: EnergySource = "estimated"
     method: str = "calibrated"  # calibrated | ecologits | measured | static_power | fallback
-    boundary: Boundary = "full"
     flag: str = ""  # why a measured cluster's figure is an estimate: telemetry_stale | telemetry_late | …
+    sizes_default: bool = False  # the model's size was not on record: a default size was assumed
+
+    @property
+    def it_j(self) -> float:
+        return self.gpu_j + self.host_j
+
+    @property
+    def energy_j(self) -> float:
+        """Facility energy: (GPU + host) × PUE."""
+        return self.it_j * self.pue
+
+
+@dataclass(frozen=True, slots=True)
+class RequestWork:
+    """What a finished (or finishing) request did. ``ttft_s`` counts from the request's arrival at the
+    cluster (``Residency.start_s``); None when no token arrived or the response was not streamed."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    duration_s: float = 0.0  # client-visible latency (arrival at the gateway to last byte)
+    ttft_s: float | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Residency:
+    """A request's stay on one cluster (monotonic seconds), from ``EnergyService.begin``."""
+
+    cluster: str
+    model: str
+    start_s: float
+    cluster_reading: float = 0.0
+    model_reading: float = 0.0
+    end_s: float | None = None
+    job: Job | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterEnergy:
+    """Running GPU-energy totals of one metered cluster (joules, seconds)."""
+
     cluster: str
     region: str
     power_w: float  # latest total GPU power
-    attributed_j_total: float  # measured energy split to requests
-    idle_j_total: float  # measured energy with no request in flight (or unclaimed)
+    attributed_j_total: float  # measured GPU energy split to requests
+    idle_j_total: float  # measured GPU energy with no request resident
+    measured_j_total: float
+    unallocated_s_total: float
 
 
 class EnergyService:
@@ -75,11 +129,13 @@ class EnergyService:
             for name, m in settings.models.items()
         }
         self._estimator = estimators()[settings.method]
-        self._overheads = Overheads(settings.host_frac, settings.idle_capacity_frac, 1.0)
         self._params: dict[str, ModelParams] = {}
         self._j_per_work: dict[tuple[str, str], float] = {}  # measured GPU J per token-work, EWMA
         self._clock = clock
         self._meters: dict[str, ClusterMeter] = {}
+        self._occupancy: dict[str, Occupancy] = {}
+        self._model_occupancy: dict[tuple[str, str], Occupancy] = {}
+        self._idle_listeners: list[IdleListener] = []
         self._external = Serving(
             settings.external_serving.gpu,
             settings.external_serving.gpu_count,
@@ -90,7 +146,11 @@ class EnergyService:
     def from_settings(cls, settings: Settings, fleet: Fleet) -> EnergyService:
         return cls(settings.energy, list(fleet.clusters))
 
-    # ---- estimates -------------------------------------------------------------------------------
+    def on_idle(self, listener: IdleListener) -> None:
+        """Call ``listener(cluster, idle_gpu_j, unallocated_s)`` after every split interval."""
+        self._idle_listeners.append(listener)
+
+    # ---- sizes and serving -----------------------------------------------------------------------
 
     def params(self, model: str) -> ModelParams:
         """Sizes of a model (cached per name; config overrides, EcoLogits, name, default)."""
@@ -100,8 +160,9 @@ class EnergyService:
             self._params[model] = found
         return found
 
-    def _model_params(self, state: ClusterState | None, model: str) -> ModelParams:
+    def model_params(self, cluster: str, model: str) -> ModelParams:
         """Overrides under the client's or the upstream's name first, then lookups under either name."""
+        state = self._clusters.get(cluster)
         names = [model]
         if state is not None and model in state.routes:
             names.append(state.routes[model].upstream_name)
@@ -114,55 +175,6 @@ class EnergyService:
                 return found
         return self.params(model)
 
-    def _serving(self, state: ClusterState | None) -> Serving:
-        if state is None or state.settings.kind == "external":
-            return self._external
-        running = state.queue_running or state.in_flight
-        batch = float(running) if running > 0 else self._settings.self_hosted_batch_size
-        return Serving(state.settings.gpu.type, state.settings.gpu.count, batch)
-
-    def _estimate(self, cluster: str, model: str, shape: RequestShape) -> EnergyFigure:
-        state = self._clusters.get(cluster)
-        est = self._estimator.estimate(
-            shape,
-            self._model_params(state, model),
-            self._serving(state),
-            self._settings.boundary,
-            self._overheads,
-        )
-        return EnergyFigure(
-            est.energy_j, est.energy_j_min, est.energy_j_max, "estimated", est.method, self._settings.boundary
-        )
-
-    def estimate(self, capture: Capture) -> EnergyFigure:
-        """Best figure known now (used for response headers); never raises."""
-        try:
-            shape = RequestShape(
-                capture.prompt_tokens,
-                capture.completion_tokens,
-                capture.duration_s or None,
-                capture.cached_tokens,
-            )
-            return self._estimate(capture.cluster, capture.model, shape)
-        except Exception:  # accounting must never fail a request
-            log.exception("energy estimate failed for model %r", capture.model)
-            energy_j = _fallback_j(capture.prompt_tokens, capture.completion_tokens)
-            return EnergyFigure(
-                energy_j, 0.2 * energy_j, 5.0 * energy_j, "estimated", "fallback", self._settings.boundary
-            )
-
-    def expected_j(self, cluster: str, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-        """Expected energy of a request of this size on ``cluster`` (for routing); never raises."""
-        try:
-            measured = self._j_per_work.get((cluster, model))
-            if measured is not None:
-                work = completion_tokens + self._settings.prefill_token_weight * prompt_tokens
-                return measured * work * self._measured_factor()
-            return self._estimate(cluster, model, RequestShape(prompt_tokens, completion_tokens)).energy_j
-        except Exception:
-            log.exception("expected energy failed for %r on %r", model, cluster)
-            return _fallback_j(prompt_tokens, completion_tokens)
-
     def pue(self, cluster: str) -> float:
         """The cluster's PUE: configured, else ``pue_external`` (1.1) or ``pue_self_hosted`` (1.2) by kind."""
         state = self._clusters.get(cluster)
@@ -172,99 +184,241 @@ class EnergyService:
             return self._settings.pue_self_hosted
         return self._settings.pue_external
 
-    def _measured_factor(self) -> float:
-        """GPU joules → boundary joules for measured energy (idle capacity is measured, host is not)."""
-        return 1.0 + self._settings.host_frac if self._settings.boundary == "full" else 1.0
+    def is_external(self, cluster: str) -> bool:
+        state = self._clusters.get(cluster)
+        return state is None or state.settings.kind == "external"
+
+    # ---- residency ------------------------------------------------------------------------------
+
+    def begin(self, cluster: str, model: str) -> Residency:
+        """A request reaches ``cluster``; never raises."""
+        now_s = self._clock()
+        residency = Residency(cluster, model, now_s)
+        try:
+            residency.cluster_reading = self._occupancy.setdefault(cluster, Occupancy()).enter(now_s)
+            key = (cluster, model)
+            residency.model_reading = self._model_occupancy.setdefault(key, Occupancy()).enter(now_s)
+            meter = self._meters.get(cluster)
+            if meter is not None:
+                decode_w, prefill_w = self._token_weights(cluster, model)
+                residency.job = Job(now_s, model, decode_w, prefill_w)
+                meter.ledger.open(residency.job)
+        except Exception:
+            log.exception("could not register a request on cluster %s", cluster)
+        return residency
+
+    def end(self, residency: Residency) -> None:
+        """The request left the cluster (finished, failed or abandoned); idempotent, never raises."""
+        if residency.end_s is not None:
+            return
+        now_s = self._clock()
+        residency.end_s = now_s
+        if residency.job is not None:
+            residency.job.leave(now_s)
+        try:
+            self._occupancy[residency.cluster].leave(now_s)
+            self._model_occupancy[(residency.cluster, residency.model)].leave(now_s)
+        except Exception:
+            log.exception("could not unregister a request on cluster %s", residency.cluster)
+
+    def abandon(self, residency: Residency) -> None:
+        """A failed attempt that will never be reported: its time on the cluster becomes idle."""
+        self.end(residency)
+        meter = self._meters.get(residency.cluster)
+        if meter is not None and residency.job is not None:
+            meter.ledger.drop(residency.job)
+
+    def _token_weights(self, cluster: str, model: str) -> tuple[float, float]:
+        """Modelled dynamic GPU joules per output and per prompt token of ``model`` on ``cluster``."""
+        state = self._clusters[cluster]
+        params = self.model_params(cluster, model)
+        gpu = curves.gpu_spec(state.settings.gpu.type)
+        count = state.settings.gpu.count
+        return token_weights(params, gpu, count, self._settings.self_hosted_batch_size)
+
+    # ---- estimates -------------------------------------------------------------------------------
+
+    def _serving(self, residency: Residency, params: ModelParams, now_s: float) -> tuple[Serving, float]:
+        """Serving assumptions and the cluster seconds charged (residency ÷ mean concurrency)."""
+        state = self._clusters.get(residency.cluster)
+        end_s = residency.end_s if residency.end_s is not None else now_s
+        span_s = max(end_s - residency.start_s, 0.0)
+        if state is None or state.settings.kind == "external":
+            return self._external, span_s / max(self._external.batch_size, 1.0)
+        model_occ = self._model_occupancy.get((residency.cluster, residency.model))
+        cluster_occ = self._occupancy.get(residency.cluster)
+        if model_occ is None or cluster_occ is None or span_s <= 0:
+            batch = cluster_batch = self._settings.self_hosted_batch_size
+        else:
+            batch = model_occ.mean_since(residency.model_reading, residency.start_s, end_s)
+            cluster_batch = cluster_occ.mean_since(residency.cluster_reading, residency.start_s, end_s)
+        serving = Serving(state.settings.gpu.type, state.settings.gpu.count, batch)
+        return serving, span_s / cluster_batch
+
+    def estimate(self, work: RequestWork, residency: Residency) -> EnergyFigure:
+        """Best figure known now; never raises."""
+        pue = self.pue(residency.cluster)
+        try:
+            params = self.model_params(residency.cluster, work.model)
+            serving, occupancy_s = self._serving(residency, params, self._clock())
+            shape = RequestShape(
+                work.prompt_tokens, work.completion_tokens, work.duration_s or None, work.cached_tokens
+            )
+            est = self._estimator.estimate(shape, params, serving, "gpu", Overheads(pue=1.0))
+            count = serving.gpus_for(params)
+            idle_w = self._idle_w(residency.cluster, serving.gpu_type)
+            idle_j = min(idle_w * count * occupancy_s, est.energy_j)
+            factor = (1.0 + self._settings.host_frac) * pue
+            return EnergyFigure(
+                est.energy_j, idle_j, est.energy_j * self._settings.host_frac, pue,
+                est.energy_j_min * factor, est.energy_j_max * factor, occupancy_s, count,
+                serving.gpu_type, "estimated", est.method, sizes_default=params.source == "default",
+            )  # fmt: skip
+        except Exception:  # accounting must never fail a request
+            log.exception("energy estimate failed for model %r", work.model)
+            gpu_j = _fallback_j(work.prompt_tokens, work.completion_tokens)
+            factor = (1.0 + self._settings.host_frac) * pue
+            return EnergyFigure(
+                gpu_j, 0.0, gpu_j * self._settings.host_frac, pue,
+                0.2 * gpu_j * factor, 5.0 * gpu_j * factor, method="fallback",
+            )  # fmt: skip
+
+    def _idle_w(self, cluster: str, gpu_type: str) -> float:
+        state = self._clusters.get(cluster)
+        if state is not None and state.settings.kind == "vllm":
+            return idle_w_per_gpu(state, state.settings.power)
+        return curves.gpu_spec(gpu_type).board_w * curves.COEF.idle_frac
+
+    def expected_j(self, cluster: str, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """Expected IT energy (GPU + host, no PUE) of a request of this size on ``cluster``; never raises."""
+        host = 1.0 + self._settings.host_frac
+        try:
+            measured = self._j_per_work.get((cluster, model))
+            if measured is not None:
+                work = completion_tokens + self._settings.prefill_token_weight * prompt_tokens
+                return measured * work * host
+            state = self._clusters.get(cluster)
+            params = self.model_params(cluster, model)
+            if state is None or state.settings.kind == "external":
+                serving = self._external
+            else:
+                batch = self._settings.self_hosted_batch_size
+                serving = Serving(state.settings.gpu.type, state.settings.gpu.count, batch)
+            shape = RequestShape(prompt_tokens, completion_tokens)
+            return self._estimator.estimate(shape, params, serving, "gpu", Overheads(pue=1.0)).energy_j * host
+        except Exception:
+            log.exception("expected energy failed for %r on %r", model, cluster)
+            return _fallback_j(prompt_tokens, completion_tokens) * host
 
     # ---- settlement ------------------------------------------------------------------------------
 
-    def settle(self, capture: Capture, done: Callable[[EnergyFigure], None]) -> None:
-        """Call ``done`` with the final figure: now for estimates, later once measured energy is known."""
+    def settle(self, work: RequestWork, residency: Residency, done: Callable[[EnergyFigure], None]) -> None:
+        """Call ``done`` with the final figure: now for estimates, later once measured energy is known.
+        ``end`` must have been called. Never raises."""
         once = _Once(done)
         try:
-            meter = self._meters.get(capture.cluster)
+            meter = self._meters.get(residency.cluster)
             loop = _running_loop()
-            if meter is None or loop is None or capture.duration_s < 0:
-                once(capture.energy_estimate or self.estimate(capture))
+            if meter is None or loop is None or residency.job is None:
+                once(self.estimate(work, residency))
                 return
             if meter.stale(self._clock()):
-                once(_flagged(capture.energy_estimate or self.estimate(capture), "telemetry_stale"))
+                meter.ledger.drop(residency.job)
+                once(replace(self.estimate(work, residency), flag="telemetry_stale"))
                 return
-            self._track(capture, meter, loop, once)
+            self._track(work, residency, residency.job, meter, loop, once)
         except Exception:
-            log.exception("energy settlement failed for model %r", capture.model)
-            once(self.estimate(capture))
+            log.exception("energy settlement failed for model %r", work.model)
+            once(self.estimate(work, residency))
 
     def _track(
-        self, capture: Capture, meter: ClusterMeter, loop: asyncio.AbstractEventLoop, once: _Once
+        self,
+        work: RequestWork,
+        residency: Residency,
+        job: Job,
+        meter: ClusterMeter,
+        loop: asyncio.AbstractEventLoop,
+        once: _Once,
     ) -> None:
-        start_s = capture.started_mono
-        end_s = start_s + capture.duration_s
-        prefill_end_s = start_s + min(
-            capture.ttft_s if capture.ttft_s is not None else 0.0, capture.duration_s
-        )
-        job = Job(
-            start_s,
-            end_s,
-            prefill_end_s,
-            max(capture.prompt_tokens - capture.cached_tokens, 0),
-            capture.completion_tokens,
-        )
+        end_s = residency.end_s if residency.end_s is not None else self._clock()
+        ttft_s = work.ttft_s if work.ttft_s is not None else 0.0
+        uncached = max(work.prompt_tokens - work.cached_tokens, 0)
+        job.finish(end_s, residency.start_s + ttft_s, uncached, work.completion_tokens)
 
-        def final(gpu_j: float, trustworthy: bool) -> None:
+        def final(finished: Job, trustworthy: bool) -> None:
             handle.cancel()
             if trustworthy:
-                once(self._measured_figure(capture, gpu_j, meter.method))
+                once(self._measured_figure(work, residency, finished, meter.method))
             else:
-                once(_flagged(self.estimate(capture), "telemetry_reset"))
+                once(replace(self.estimate(work, residency), flag="telemetry_reset"))
 
         def late() -> None:
             meter.ledger.drop(job)
-            once(_flagged(self.estimate(capture), "telemetry_late"))
+            once(replace(self.estimate(work, residency), flag="telemetry_late"))
 
         now_s = self._clock()
         handle = loop.call_later(max(max(end_s, now_s) + meter.deadline_s - now_s, 0.0), late)
         job.on_final = final
         meter.pending[handle] = late
-        once.after = lambda: _forget(meter.pending, handle)
-        meter.ledger.add(job)
+        once.after = lambda: meter.pending.pop(handle, None)
+        meter.ledger.close_job(job)
 
-    def _measured_figure(self, capture: Capture, gpu_j: float, method: str) -> EnergyFigure:
-        work = capture.completion_tokens + self._settings.prefill_token_weight * max(
-            capture.prompt_tokens - capture.cached_tokens, 0
-        )
-        if work > 0 and method == "measured":
-            key = (capture.cluster, capture.model)
+    def _measured_figure(
+        self, work: RequestWork, residency: Residency, job: Job, method: str
+    ) -> EnergyFigure:
+        uncached = max(work.prompt_tokens - work.cached_tokens, 0)
+        token_work = work.completion_tokens + self._settings.prefill_token_weight * uncached
+        if token_work > 0 and method == "measured":
+            key = (residency.cluster, work.model)
             old = self._j_per_work.get(key)
-            value = gpu_j / work
+            value = job.gpu_j / token_work
             self._j_per_work[key] = value if old is None else old + EWMA_ALPHA * (value - old)
-        energy_j = gpu_j * self._measured_factor()
+        state = self._clusters[residency.cluster]
+        pue = self.pue(residency.cluster)
+        facility_j = job.gpu_j * (1.0 + self._settings.host_frac) * pue
         source: EnergySource = "measured" if method == "measured" else "estimated"
         return EnergyFigure(
-            energy_j,
-            energy_j * (1 - MEASURED_ERROR_FRAC),
-            energy_j * (1 + MEASURED_ERROR_FRAC),
-            source,
-            method,
-            self._settings.boundary,
-        )
+            job.gpu_j, job.static_j, job.gpu_j * self._settings.host_frac, pue,
+            facility_j * (1 - MEASURED_ERROR_FRAC), facility_j * (1 + MEASURED_ERROR_FRAC), job.occupancy_s,
+            state.settings.gpu.count, state.settings.gpu.type, source, method,
+            sizes_default=self.model_params(residency.cluster, work.model).source == "default",
+        )  # fmt: skip
 
     # ---- telemetry -------------------------------------------------------------------------------
 
     def cluster_energy(self) -> list[ClusterEnergy]:
-        """Latest power and running energy totals of every cluster with power telemetry."""
-        return [
-            ClusterEnergy(name, meter.region, meter.power_w, meter.ledger.attributed_j, meter.ledger.idle_j)
-            for name, meter in self._meters.items()
-        ]
+        """Latest power and running GPU-energy totals of every cluster with power telemetry."""
+        rows = []
+        for name, meter in self._meters.items():
+            ledger = meter.ledger
+            totals = (ledger.attributed_j, ledger.idle_j, ledger.measured_j, ledger.unallocated_s)
+            rows.append(ClusterEnergy(name, meter.region, meter.power_w, *totals))
+        return rows
+
+    @property
+    def host_frac(self) -> float:
+        return self._settings.host_frac
+
+    def metered(self, cluster: str) -> bool:
+        return cluster in self._meters
 
     async def start(self) -> None:
         """Start one background scrape per cluster with a power source; requests never wait on them."""
         for state in self._clusters.values():
-            meter = build_meter(state, self._settings, self._clock)
+            meter = build_meter(state, self._settings, self._clock, self._idle_of(state.name))
             if meter is not None:
                 self._meters[state.name] = meter
                 meter.start()
+
+    def _idle_of(self, cluster: str) -> Callable[[float, float], None]:
+        def report(idle_j: float, unallocated_s: float) -> None:
+            for listener in self._idle_listeners:
+                try:
+                    listener(cluster, idle_j, unallocated_s)
+                except Exception:
+                    log.exception("idle-energy listener failed for cluster %s", cluster)
+
+        return report
 
     async def stop(self) -> None:
         for meter in self._meters.values():
@@ -276,12 +430,26 @@ class EnergyService:
         return meter.ledger if meter is not None else None
 
 
+def token_weights(
+    params: ModelParams, gpu: curves.GpuSpec, gpu_count: int, batch: float
+) -> tuple[float, float]:
+    """(decode, prefill) modelled dynamic GPU joules per token: the calibrated curves' power above the
+    resident-idle floor, over one decode step shared by ``batch`` sequences, and over one prompt token's
+    compute-bound prefill. Their ratio is the prefill weight (≈0.1–0.3 for dense models on H100)."""
+    idle_w = gpu.board_w * curves.COEF.idle_frac
+    step = curves.decode_step(params.active_b, params.total_b, gpu, gpu_count, batch, params.precision)
+    decode_j = max(gpu_count, 1) * (curves.step_power_w(step, gpu) - idle_w) * step.total_s / max(batch, 1.0)
+    prefill_s = curves.prefill_s_per_token(params.active_b, gpu, gpu_count)
+    prefill_j = max(gpu_count, 1) * (curves.prefill_power_w(gpu) - idle_w) * prefill_s
+    return max(decode_j, 1e-9), max(prefill_j, 0.0)
+
+
 class _Once:
     """Calls ``done`` at most once, whatever path gets there first."""
 
     def __init__(self, done: Callable[[EnergyFigure], None]) -> None:
         self._done: Callable[[EnergyFigure], None] | None = done
-        self.after: Callable[[], None] | None = None
+        self.after: Callable[[], object] | None = None
 
     def __call__(self, figure: EnergyFigure) -> None:
         done, self._done = self._done, None
@@ -296,16 +464,8 @@ class _Once:
 
 
 def _fallback_j(prompt_tokens: int, completion_tokens: int) -> float:
-    """A last-resort figure, used only when the estimator itself raised."""
+    """A last-resort GPU figure, used only when the estimator itself raised."""
     return FALLBACK_J_PER_TOKEN * (completion_tokens + 0.25 * prompt_tokens)
-
-
-def _flagged(figure: EnergyFigure, flag: str) -> EnergyFigure:
-    return replace(figure, flag=flag)
-
-
-def _forget(pending: dict[asyncio.TimerHandle, Callable[[], None]], handle: asyncio.TimerHandle) -> None:
-    pending.pop(handle, None)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

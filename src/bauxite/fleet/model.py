@@ -104,13 +104,16 @@ def itl_s(profile: ClusterProfile, running: int) -> float:
     return _step(profile, running).total_s / profile.speed
 
 
+def prefill_s(profile: ClusterProfile, prompt_tokens: int) -> float:
+    """Seconds of compute-bound prefill for ``prompt_tokens`` on the whole cluster."""
+    per_token_s = curves.prefill_s_per_token(profile.active_params_b, profile.gpu, profile.gpu_count)
+    return max(prompt_tokens, 0) * per_token_s / profile.speed
+
+
 def ttft_s(profile: ClusterProfile, prompt_tokens: int, running: int) -> float:
     """Seconds until the first output token without queueing: prefill of the prompt (compute-bound) plus
     one decode step of the running batch it is interleaved with."""
-    prefill_s = max(prompt_tokens, 0) * curves.prefill_s_per_token(
-        profile.active_params_b, profile.gpu, profile.gpu_count
-    )
-    return prefill_s / profile.speed + itl_s(profile, running)
+    return prefill_s(profile, prompt_tokens) + itl_s(profile, running)
 
 
 def gpu_power_w(profile: ClusterProfile, running: int) -> float:
