@@ -55,11 +55,12 @@ def test_golden_split_of_one_interval() -> None:
     _settled(ledger, a, finals, "a")
     _settled(ledger, b, finals, "b")
     ledger.close_interval(0.0, 10.0, energy_j=3000.0)
-    # static = min(3000, 100 W × 10 s) = 1000 J, all busy; split by residency 10 s : 5 s
+    # static = min(3000, 100 W × 10 s) = 1000 J, all busy; each instant's idle power is shared by whoever is
+    # resident then: a alone for 5 s, then a and b for 5 s → 7.5 s : 2.5 s.
     # dynamic = 2000 J split by output tokens 30 : 10
-    assert finals["a"].gpu_j == pytest.approx(1000 * 10 / 15 + 2000 * 30 / 40)
-    assert finals["b"].gpu_j == pytest.approx(1000 * 5 / 15 + 2000 * 10 / 40)
-    assert finals["a"].static_j == pytest.approx(1000 * 10 / 15)
+    assert finals["a"].gpu_j == pytest.approx(1000 * 7.5 / 10 + 2000 * 30 / 40)
+    assert finals["b"].gpu_j == pytest.approx(1000 * 2.5 / 10 + 2000 * 10 / 40)
+    assert finals["a"].static_j == pytest.approx(750.0) and finals["a"].occupancy_s == pytest.approx(7.5)
     assert ledger.idle_j == pytest.approx(0.0)
 
 
@@ -96,6 +97,41 @@ def test_dropped_job_charges_move_to_idle_so_the_account_stays_whole() -> None:
     ledger.close_interval(5.0, 10.0, 1500.0)
     assert ledger.attributed_j == pytest.approx(0.0) and ledger.idle_j == pytest.approx(4500.0)
     assert ledger.unallocated_s == pytest.approx(10.0)
+
+
+def test_token_work_is_weighted_at_each_model_batch_and_capped_at_the_power_limit() -> None:
+    """Decode energy per token falls with the batch: a request alone at first is charged more per token then
+    than while it shares the batch; a segment never holds more dynamic energy than the GPUs can draw."""
+    finals: dict[str, Job] = {}
+    seen: list[tuple[str, float]] = []
+
+    def weigh(model: str, batch: float) -> tuple[float, float]:
+        seen.append((model, batch))
+        return 1.0 / batch, 0.0
+
+    ledger = ClusterLedger(idle_w=0.0, weigh=weigh, headroom_w=1e9)
+    a, b = Job(0.0, "m"), Job(5.0, "m")
+    for job, start_s in ((a, 0.0), (b, 5.0)):
+        ledger.open(job)
+        job.finish(10.0, start_s, 0, 100 if job is a else 50)
+    _settled(ledger, a, finals, "a")
+    _settled(ledger, b, finals, "b")
+    ledger.close_interval(0.0, 10.0, 1000.0)
+    # a: 50 tokens alone (weight 1) + 50 tokens at batch 2 (weight ½) = 75; b: 50 at batch 2 = 25
+    assert finals["a"].gpu_j == pytest.approx(750.0) and finals["b"].gpu_j == pytest.approx(250.0)
+    assert sorted(set(seen)) == [("m", 1.0), ("m", 2.0)]
+    capped = ClusterLedger(idle_w=0.0, weigh=lambda m, n: (1.0 if m == "big" else 0.1, 0.0), headroom_w=5.0)
+    small, big = Job(0.0, "small"), Job(5.0, "big")
+    for job, start_s, end_s in ((small, 0.0, 10.0), (big, 5.0, 6.0)):
+        capped.open(job)
+        job.finish(end_s, start_s, 0, 100)
+    _settled(capped, small, finals, "small")
+    _settled(capped, big, finals, "big")
+    capped.close_interval(0.0, 10.0, 1000.0)
+    # modelled: small 1 W all along; big 100 W in [5, 6), where the 101 W modelled is scaled to the 5 W
+    # limit together: small 5 + 5/101 + 4, big 500/101 (uncapped, big would get 100/110 of the energy).
+    small_w, big_w = 9.0 + 5.0 / 101.0, 500.0 / 101.0
+    assert finals["big"].gpu_j == pytest.approx(1000.0 * big_w / (small_w + big_w))
 
 
 def test_requests_of_a_costlier_model_get_more_dynamic_energy() -> None:

@@ -20,6 +20,7 @@ Invariant, exact at every close: attributed + idle = measured (energy), occupied
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -76,16 +77,24 @@ def _spread(count: float, span0_s: float, span1_s: float, t0_s: float, t1_s: flo
     return count * overlap_s(span0_s, span1_s, t0_s, t1_s) / (span1_s - span0_s)
 
 
-def work_in(job: Job, t0_s: float, t1_s: float, open_tokens_per_s: float = DEFAULT_TOKENS_PER_S) -> float:
-    """Weighted token work of ``job`` inside ``[t0, t1)``; estimated from its decode time until reported."""
+def work_in(
+    job: Job,
+    t0_s: float,
+    t1_s: float,
+    open_tokens_per_s: float = DEFAULT_TOKENS_PER_S,
+    weights: tuple[float, float] | None = None,
+) -> float:
+    """Weighted token work of ``job`` inside ``[t0, t1)``; estimated from its decode time until reported.
+    ``weights`` (decode, prefill) replace the job's own."""
+    decode_w, prefill_w = weights if weights is not None else (job.decode_w, job.prefill_w)
     if not job.reported or job.end_s is None:
         decode_from_s = job.prefill_end_s if job.prefill_end_s is not None else job.start_s
         until_s = job.end_s if job.end_s is not None else t1_s
-        return job.decode_w * open_tokens_per_s * overlap_s(decode_from_s, until_s, t0_s, t1_s)
+        return decode_w * open_tokens_per_s * overlap_s(decode_from_s, until_s, t0_s, t1_s)
     prefill_end_s = job.prefill_end_s if job.prefill_end_s is not None else job.start_s
     prefill = _spread(job.prompt_tokens, job.start_s, prefill_end_s, t0_s, t1_s)
     decode = _spread(job.completion_tokens, prefill_end_s, job.end_s, t0_s, t1_s)
-    return job.prefill_w * prefill + job.decode_w * decode
+    return prefill_w * prefill + decode_w * decode
 
 
 def union_s(spans: list[tuple[float, float]]) -> float:
@@ -103,6 +112,10 @@ class ClusterLedger:
     """Per-cluster attribution state. ``idle_w`` is the cluster's total resident-idle GPU power."""
 
     idle_w: float
+    # (model, mean batch of that model while resident) -> (decode, prefill) modelled dynamic J per token;
+    # None: each job's own weights.
+    weigh: Callable[[str, float], tuple[float, float]] | None = None
+    headroom_w: float | None = None  # the most dynamic power the GPUs can draw (board power − idle), watts
     attributed_j: float = 0.0
     idle_j: float = 0.0
     measured_j: float = 0.0
@@ -111,6 +124,7 @@ class ClusterLedger:
     closed_until_s: float = float("-inf")
     jobs: list[Job] = field(default_factory=list)
     rates: dict[str, float] = field(default_factory=dict)  # learned output tokens/s per sequence, by model
+    _weights: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)  # weigh() cache
 
     def open(self, job: Job) -> None:
         """Register a request that has just reached the cluster."""
@@ -142,13 +156,11 @@ class ClusterLedger:
         self.measured_j += energy_j
         resident = [j for j in self.jobs if j.start_s < t1_s and (j.end_s is None or j.end_s > t0_s)]
         spans = [(max(j.start_s, t0_s), min(t1_s if j.end_s is None else j.end_s, t1_s)) for j in resident]
-        residency = [b_s - a_s for a_s, b_s in spans]
-        total_res_s = sum(residency)
-        if total_res_s <= 0.0:
+        if sum(b_s - a_s for a_s, b_s in spans) <= 0.0:
             self.idle_j += energy_j
             self.unallocated_s += dt_s
         else:
-            self._split(resident, residency, union_s(spans), t0_s, t1_s, energy_j, tainted)
+            self._split(resident, spans, t0_s, t1_s, energy_j, tainted)
         self.closed_until_s = max(self.closed_until_s, t1_s)
         done = [j for j in self.jobs if j.reported and j.end_s is not None and j.end_s <= t1_s]
         if done:
@@ -160,22 +172,21 @@ class ClusterLedger:
     def _split(
         self,
         resident: list[Job],
-        residency: list[float],
-        busy_s: float,
+        spans: list[tuple[float, float]],
         t0_s: float,
         t1_s: float,
         energy_j: float,
         tainted: bool,
     ) -> None:
         dt_s = max(t1_s - t0_s, 1e-9)
-        busy_s = min(busy_s, dt_s)
+        shares_s, work = self._segments(resident, spans)
+        busy_s = min(sum(shares_s), dt_s)
         static_j = min(energy_j, self.idle_w * dt_s)
         static_busy_j = static_j * busy_s / dt_s
         dynamic_j = energy_j - static_j
-        work = [work_in(j, t0_s, t1_s, self.rates.get(j.model, DEFAULT_TOKENS_PER_S)) for j in resident]
-        total_res_s, total_work = sum(residency), sum(work)
-        for job, res_s, w in zip(resident, residency, work, strict=True):
-            by_time = res_s / total_res_s
+        total_share_s, total_work = sum(shares_s), sum(work)
+        for job, share_s, w in zip(resident, shares_s, work, strict=True):
+            by_time = share_s / total_share_s if total_share_s > 0.0 else 1.0 / len(resident)
             static_share_j = static_busy_j * by_time
             dynamic_share_j = dynamic_j * (w / total_work if total_work > 0.0 else by_time)
             job.static_j += static_share_j
@@ -186,6 +197,46 @@ class ClusterLedger:
         self.idle_j += static_j - static_busy_j
         self.occupied_s += busy_s
         self.unallocated_s += dt_s - busy_s
+
+    def _segments(
+        self, resident: list[Job], spans: list[tuple[float, float]]
+    ) -> tuple[list[float], list[float]]:
+        """Walk the interval between successive starts and ends. In each segment every resident request gets
+        an equal share of the time (so of the resident-idle power), and its token work there weighted by its
+        model's energy per token at the number of that model's requests running in that segment; a
+        segment's modelled dynamic energy is scaled down to what the GPUs' power limit allows."""
+        shares_s = [0.0] * len(resident)
+        work = [0.0] * len(resident)
+        edges = sorted({edge for span in spans for edge in span})
+        for a_s, b_s in itertools.pairwise(edges):
+            active = [i for i, (s0, s1) in enumerate(spans) if s0 <= a_s and s1 >= b_s]
+            if not active:
+                continue
+            running: dict[str, int] = {}
+            for i in active:
+                running[resident[i].model] = running.get(resident[i].model, 0) + 1
+            segment = []
+            for i in active:
+                job = resident[i]
+                shares_s[i] += (b_s - a_s) / len(active)
+                weights = self._weigh(job.model, running[job.model])
+                rate = self.rates.get(job.model, DEFAULT_TOKENS_PER_S)
+                segment.append(work_in(job, a_s, b_s, rate, weights))
+            total = sum(segment)
+            limit = self.headroom_w * (b_s - a_s) if self.headroom_w is not None else total
+            scale = limit / total if total > limit > 0.0 else 1.0
+            for i, w in zip(active, segment, strict=True):
+                work[i] += w * scale
+        return shares_s, work
+
+    def _weigh(self, model: str, running: int) -> tuple[float, float] | None:
+        if self.weigh is None:
+            return None
+        key = (model, running)
+        found = self._weights.get(key)
+        if found is None:
+            found = self._weights[key] = self.weigh(model, float(running))
+        return found
 
     def drop(self, job: Job) -> None:
         """Stop charging a job whose measured share will never be reported (its figure was settled from the

@@ -136,11 +136,15 @@ def build_meter(
     settings: EnergySettings,
     clock: Callable[[], float],
     report_idle: Callable[[float, float], None] | None = None,
+    weigh: Callable[[str, float], tuple[float, float]] | None = None,
 ) -> ClusterMeter | None:
     """The meter for a cluster with a power source, else None (its requests are estimated)."""
     power = state.settings.power
     source = build_source(state, power, clock)
     if source is None:
         return None
-    ledger = ClusterLedger(idle_w_per_gpu(state, power) * state.settings.gpu.count)
+    count = state.settings.gpu.count
+    idle_w = idle_w_per_gpu(state, power)
+    board_w = power.max_w_per_gpu or curves.gpu_spec(state.settings.gpu.type).board_w
+    ledger = ClusterLedger(idle_w * count, weigh, max(board_w - idle_w, 0.0) * count)
     return ClusterMeter(state, power, source, ledger, clock, report_idle)

@@ -20,6 +20,7 @@ charged to the request (its residency share), the basis of its embodied emission
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -228,13 +229,14 @@ class EnergyService:
         if meter is not None and residency.job is not None:
             meter.ledger.drop(residency.job)
 
-    def _token_weights(self, cluster: str, model: str) -> tuple[float, float]:
-        """Modelled dynamic GPU joules per output and per prompt token of ``model`` on ``cluster``."""
+    def _token_weights(self, cluster: str, model: str, batch: float | None = None) -> tuple[float, float]:
+        """Modelled dynamic GPU joules per output and per prompt token of ``model`` on ``cluster`` at
+        ``batch`` running sequences of it (default: the configured self-hosted batch)."""
         state = self._clusters[cluster]
         params = self.model_params(cluster, model)
         gpu = curves.gpu_spec(state.settings.gpu.type)
         count = state.settings.gpu.count
-        return token_weights(params, gpu, count, self._settings.self_hosted_batch_size)
+        return token_weights(params, gpu, count, batch or self._settings.self_hosted_batch_size)
 
     # ---- estimates -------------------------------------------------------------------------------
 
@@ -405,7 +407,8 @@ class EnergyService:
     async def start(self) -> None:
         """Start one background scrape per cluster with a power source; requests never wait on them."""
         for state in self._clusters.values():
-            meter = build_meter(state, self._settings, self._clock, self._idle_of(state.name))
+            weigh = functools.partial(self._token_weights, state.name)
+            meter = build_meter(state, self._settings, self._clock, self._idle_of(state.name), weigh)
             if meter is not None:
                 self._meters[state.name] = meter
                 meter.start()

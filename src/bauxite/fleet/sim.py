@@ -58,7 +58,8 @@ class Completed:
 @dataclass(slots=True)
 class PowerMeter:
     """Per-GPU power from each model's own profile and running count, integrated into a DCGM-style
-    millijoule counter, with each sequence's share of it kept as ground truth.
+    millijoule counter of one GPU, with each sequence's share of the whole cluster's energy kept as ground
+    truth.
 
     Power of one GPU = resident idle + Σ over models of that model's decode power above idle at its own
     running count + the compute-bound prefill power above idle for each sequence in prefill; capped at the
@@ -102,7 +103,7 @@ class PowerMeter:
         self.last = now
         count = self.base.gpu_count
         decode, prefill_w, scale = self._dynamic_w()
-        self.energy_mj += self.power_w() * count * dt * MJ_PER_J
+        self.energy_mj += self.power_w() * dt * MJ_PER_J  # one GPU's counter (they all draw the same)
         if not self.sequences:
             return
         idle_share_j = self.base.idle_w * count * dt / len(self.sequences)
