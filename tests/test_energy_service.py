@@ -117,6 +117,38 @@ def test_config_overrides_method_and_model_size() -> None:
     assert service.params("llama-70b").source == "config"
 
 
+def test_pue_defaults_by_kind_and_provider_and_configured_value_wins() -> None:
+    settings = _settings()
+    service = _service(settings)
+    # api.example.com is no known provider: the external default; vllm: the self-hosted default.
+    assert (service.pue("openai"), service.pue("self"), service.pue("unknown")) == (1.1, 1.2, 1.1)
+    clusters = [
+        {"name": name, "region": "us-east-1", "url": url, "kind": "external", "models": ["m"], **extra}
+        for name, url, extra in (
+            ("oa", "https://api.openai.com/v1", {}),
+            ("an", "https://api.anthropic.com/v1", {}),
+            ("mi", "https://api.mistral.ai/v1", {}),
+            ("set", "https://api.openai.com/v1", {"pue": 1.5}),
+        )
+    ]
+    service = _service(settings_from_mapping({"clusters": clusters}))
+    # EcoLogits' provider table: OpenAI 1.20, Anthropic 1.09-1.14 (midpoint), Mistral 1.16.
+    assert service.pue("oa") == pytest.approx(1.20) and service.pue("an") == pytest.approx(1.115)
+    assert service.pue("mi") == pytest.approx(1.16) and service.pue("set") == 1.5
+
+
+def test_expected_j_grows_with_tokens_and_is_fast() -> None:
+    settings = _settings()
+    service = _service(settings)
+    small = service.expected_j("self", "llama-70b", 100, 100)
+    large = service.expected_j("self", "llama-70b", 100, 1000)
+    assert 0 < small < large
+    started = time.perf_counter()
+    for _ in range(1000):
+        service.expected_j("openai", "gpt-4o", 200, 300)
+    assert time.perf_counter() - started < 1.0
+
+
 IDLE_W_PER_GPU = curves.gpu_spec("H100").board_w * curves.COEF.idle_frac
 
 

@@ -34,6 +34,7 @@ from .estimator import Overheads, RequestShape, Serving, estimators
 from .meters import ClusterMeter, build_meter, idle_w_per_gpu
 from .occupancy import Occupancy
 from .params import EcoLogitsRepository, ModelParams, resolve_params
+from .providers import provider_pue
 
 if TYPE_CHECKING:
     from ..clusters import ClusterState, Fleet
@@ -137,6 +138,7 @@ class EnergyService:
         self._occupancy: dict[str, Occupancy] = {}
         self._model_occupancy: dict[tuple[str, str], Occupancy] = {}
         self._idle_listeners: list[IdleListener] = []
+        self._provider_pue: dict[str, float] = {}  # external cluster -> provider PUE (0: none known)
         self._external = Serving(
             settings.external_serving.gpu,
             settings.external_serving.gpu_count,
@@ -177,12 +179,19 @@ class EnergyService:
         return self.params(model)
 
     def pue(self, cluster: str) -> float:
-        """The cluster's PUE: configured, else ``pue_external`` (1.1) or ``pue_self_hosted`` (1.2) by kind."""
+        """The cluster's PUE: configured; else for an external API its provider's published PUE (EcoLogits'
+        table, by URL host), else ``pue_external`` (1.1); ``pue_self_hosted`` (1.2) for vllm clusters."""
         state = self._clusters.get(cluster)
         if state is not None and state.settings.pue is not None:
             return state.settings.pue
         if state is not None and state.settings.kind == "vllm":
             return self._settings.pue_self_hosted
+        if state is not None:
+            found = self._provider_pue.get(cluster)
+            if found is None:
+                found = self._provider_pue[cluster] = provider_pue(state.settings.url) or 0.0
+            if found >= 1.0:
+                return found
         return self._settings.pue_external
 
     def is_external(self, cluster: str) -> bool:
