@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bauxite.energy.attribution import ClusterLedger, Job, union_s, work_in
+from bauxite.energy.attribution import ClusterLedger, Job
 
 IDLE_W = 288.0  # 2 GPUs resident idle
 DYNAMIC_W = 400.0  # extra power per running request in the test cluster's power model
@@ -23,20 +23,34 @@ def finished(start_s: float, end_s: float, prefill_end_s: float, prompt: int, co
     return job
 
 
-def test_work_places_prompt_tokens_over_ttft_and_output_tokens_after_it() -> None:
-    job = finished(0.0, 10.0, 2.0, 100, 80)
-    # [0, 5): all 100 prompt tokens (weight 0.25 → 25) + 3/8 of 80 output tokens (30)
-    assert work_in(job, 0.0, 5.0) == pytest.approx(25.0 + 30.0)
-    assert work_in(job, 5.0, 10.0) == pytest.approx(50.0)
+def test_prompt_tokens_are_placed_over_ttft_and_output_tokens_after_it() -> None:
+    """A request across two intervals: 100 prompt tokens (weight 0.25) over [0, 2), 80 output tokens over
+    [2, 10); the first interval holds 25 + 30 units of work, the second 50."""
+    finals: dict[str, Job] = {}
+    ledger = ClusterLedger(idle_w=0.0)
+    job, other = Job(0.0, prefill_w=0.25), Job(0.0, prefill_w=0.25)
+    for j, prompt, completion in ((job, 100, 80), (other, 0, 55)):
+        ledger.open(j)
+        j.finish(10.0, 2.0 if j is job else 0.0, prompt, completion)
+    _settled(ledger, job, finals, "job")
+    _settled(ledger, other, finals, "other")
+    ledger.close_interval(0.0, 5.0, 1100.0)  # work: job 25 + 30 = 55, other 5/10 × 55 = 27.5
+    ledger.close_interval(5.0, 10.0, 1000.0)  # work: job 50, other 27.5
+    assert finals["job"].gpu_j == pytest.approx(1100.0 * 55 / 82.5 + 1000.0 * 50 / 77.5)
 
 
 def test_running_request_work_is_its_decode_time_at_the_learned_rate() -> None:
-    job = Job(1.0, decode_w=2.0)
-    assert work_in(job, 0.0, 5.0, open_tokens_per_s=10.0) == pytest.approx(2.0 * 10.0 * 4.0)
-
-
-def test_union_of_overlapping_spans() -> None:
-    assert union_s([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0)]) == pytest.approx(4.0)
+    finals: dict[str, Job] = {}
+    ledger = ClusterLedger(idle_w=0.0)
+    ledger.rates["m"] = 10.0
+    running, done = Job(1.0, "m", decode_w=2.0), Job(0.0, "n", decode_w=1.0)
+    ledger.open(running)
+    ledger.open(done)
+    done.finish(5.0, 0.0, 0, 120)
+    _settled(ledger, done, finals, "done")
+    ledger.close_interval(0.0, 5.0, 1000.0)
+    # running: 2 × 10 tokens/s × 4 s = 80; done: 120 → 1000 J split 80 : 120
+    assert finals["done"].gpu_j == pytest.approx(600.0) and running.gpu_j == pytest.approx(400.0)
 
 
 def _settled(ledger: ClusterLedger, job: Job, into: dict[str, Job], name: str) -> None:
@@ -248,3 +262,75 @@ def test_lone_request_is_charged_exactly_what_the_cluster_used_while_it_ran(
     used_j = (IDLE_W + DYNAMIC_W) * duration_s
     assert settled[0].gpu_j == pytest.approx(used_j, rel=1e-9)
     assert settled[0].static_j == pytest.approx(IDLE_W * duration_s, rel=1e-9)
+
+
+def _reference_split(
+    spans: list[Span], models: list[str], t0_s: float, t1_s: float, energy_j: float, headroom_w: float
+) -> list[float]:
+    """A direct, slow reading of the rule: walk every segment between any two events, share its idle power
+    equally among the requests resident in it, and weigh token work at each model's running count."""
+    events = (e for s, d, f, _, _ in spans for e in (s, s + f, s + d) if t0_s < e < t1_s)
+    edges = sorted({t0_s, t1_s, *events})
+    static_j = min(energy_j, IDLE_W * (t1_s - t0_s))
+    shares = [0.0] * len(spans)
+    work = [0.0] * len(spans)
+    for a_s, b_s in itertools.pairwise(edges):
+        active = [i for i, (s, d, *_) in enumerate(spans) if s <= a_s and s + d >= b_s]
+        if not active:
+            continue
+        running: dict[str, int] = {}
+        for i in active:
+            running[models[i]] = running.get(models[i], 0) + 1
+        segment = []
+        for i in active:
+            start_s, dur_s, ttft_s, prompt, completion = spans[i]
+            shares[i] += (b_s - a_s) / len(active)
+            in_prefill = a_s < start_s + ttft_s
+            decode_rate = completion / (dur_s - ttft_s) * _w(models[i], running)
+            rate = prompt / ttft_s * 0.5 if in_prefill else decode_rate
+            segment.append(rate * (b_s - a_s))
+        scale = min(1.0, headroom_w * (b_s - a_s) / sum(segment)) if sum(segment) > 0 else 1.0
+        for i, w in zip(active, segment, strict=True):
+            work[i] += w * scale
+    busy_s = sum(shares)
+    dynamic_j = energy_j - static_j
+    return [
+        static_j * busy_s / (t1_s - t0_s) * sh / busy_s + dynamic_j * w / sum(work)
+        for sh, w in zip(shares, work, strict=True)
+    ]
+
+
+def _w(model: str, running: dict[str, int]) -> float:
+    return (3.0 if model == "big" else 1.0) / running[model]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 8.0), st.floats(0.1, 6.0), st.floats(0.05, 0.9), st.integers(1, 500),
+                  st.integers(1, 500), st.sampled_from(["big", "small"])),
+        min_size=1, max_size=12,
+    ),
+    st.sampled_from([1e9, 400.0, 50.0]),
+)  # fmt: skip
+def test_the_sweep_equals_a_direct_segment_walk(
+    drawn: list[tuple[float, float, float, int, int, str]], headroom_w: float
+) -> None:
+    spans: list[Span] = [(s, d, f * d, p, c) for s, d, f, p, c, _ in drawn]
+    models = [m for *_, m in drawn]
+    ledger = ClusterLedger(
+        idle_w=IDLE_W, weigh=lambda m, n: (_w(m, {m: int(n)}), 0.5), headroom_w=headroom_w
+    )
+    finals: list[Job] = []
+    jobs = []
+    for (start_s, dur_s, ttft_s, prompt, completion), model in zip(spans, models, strict=True):
+        job = Job(start_s, model)
+        ledger.open(job)
+        job.finish(start_s + dur_s, start_s + ttft_s, prompt, completion)
+        job.on_final = lambda j, ok: finals.append(j)
+        ledger.close_job(job)
+        jobs.append(job)
+    energy_j = IDLE_W * 15.0 + 5000.0
+    ledger.close_interval(0.0, 15.0, energy_j)
+    expected = _reference_split(spans, models, 0.0, 15.0, energy_j, headroom_w)
+    assert [j.gpu_j for j in jobs] == pytest.approx(expected, rel=1e-6, abs=1e-6)

@@ -20,9 +20,10 @@ Invariant, exact at every close: attributed + idle = measured (energy), occupied
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from .sweep import Piece, sweep
 
 Finished = Callable[["Job", bool], None]  # (job, trustworthy)
 DEFAULT_TOKENS_PER_S = 30.0  # decode rate assumed for a running request before any rate is learned
@@ -63,48 +64,6 @@ class Job:
         self.prefill_end_s = min(max(prefill_end_s, self.start_s), self.end_s)
         self.prompt_tokens, self.completion_tokens = max(prompt_tokens, 0), max(completion_tokens, 0)
         self.reported = True
-
-
-def overlap_s(a0_s: float, a1_s: float, b0_s: float, b1_s: float) -> float:
-    """Seconds two time spans share."""
-    return max(0.0, min(a1_s, b1_s) - max(a0_s, b0_s))
-
-
-def _spread(count: float, span0_s: float, span1_s: float, t0_s: float, t1_s: float) -> float:
-    """Share of ``count`` items spread uniformly over a span that falls in ``[t0, t1)``."""
-    if span1_s <= span0_s:
-        return count if t0_s <= span0_s < t1_s else 0.0
-    return count * overlap_s(span0_s, span1_s, t0_s, t1_s) / (span1_s - span0_s)
-
-
-def work_in(
-    job: Job,
-    t0_s: float,
-    t1_s: float,
-    open_tokens_per_s: float = DEFAULT_TOKENS_PER_S,
-    weights: tuple[float, float] | None = None,
-) -> float:
-    """Weighted token work of ``job`` inside ``[t0, t1)``; estimated from its decode time until reported.
-    ``weights`` (decode, prefill) replace the job's own."""
-    decode_w, prefill_w = weights if weights is not None else (job.decode_w, job.prefill_w)
-    if not job.reported or job.end_s is None:
-        decode_from_s = job.prefill_end_s if job.prefill_end_s is not None else job.start_s
-        until_s = job.end_s if job.end_s is not None else t1_s
-        return decode_w * open_tokens_per_s * overlap_s(decode_from_s, until_s, t0_s, t1_s)
-    prefill_end_s = job.prefill_end_s if job.prefill_end_s is not None else job.start_s
-    prefill = _spread(job.prompt_tokens, job.start_s, prefill_end_s, t0_s, t1_s)
-    decode = _spread(job.completion_tokens, prefill_end_s, job.end_s, t0_s, t1_s)
-    return prefill_w * prefill + decode_w * decode
-
-
-def union_s(spans: list[tuple[float, float]]) -> float:
-    """Total length covered by possibly overlapping spans."""
-    total, reach = 0.0, float("-inf")
-    for a_s, b_s in sorted(spans):
-        if b_s > reach:
-            total += b_s - max(a_s, reach)
-            reach = b_s
-    return total
 
 
 @dataclass(slots=True)
@@ -179,7 +138,7 @@ class ClusterLedger:
         tainted: bool,
     ) -> None:
         dt_s = max(t1_s - t0_s, 1e-9)
-        shares_s, work = self._segments(resident, spans)
+        shares_s, work = self._segments(resident, spans, t0_s, t1_s)
         busy_s = min(sum(shares_s), dt_s)
         static_j = min(energy_j, self.idle_w * dt_s)
         static_busy_j = static_j * busy_s / dt_s
@@ -199,35 +158,42 @@ class ClusterLedger:
         self.unallocated_s += dt_s - busy_s
 
     def _segments(
-        self, resident: list[Job], spans: list[tuple[float, float]]
+        self, resident: list[Job], spans: list[tuple[float, float]], t0_s: float, t1_s: float
     ) -> tuple[list[float], list[float]]:
-        """Walk the interval between successive starts and ends. In each segment every resident request gets
-        an equal share of the time (so of the resident-idle power), and its token work there weighted by its
-        model's energy per token at the number of that model's requests running in that segment; a
-        segment's modelled dynamic energy is scaled down to what the GPUs' power limit allows."""
-        shares_s = [0.0] * len(resident)
-        work = [0.0] * len(resident)
-        edges = sorted({edge for span in spans for edge in span})
-        for a_s, b_s in itertools.pairwise(edges):
-            active = [i for i, (s0, s1) in enumerate(spans) if s0 <= a_s and s1 >= b_s]
-            if not active:
-                continue
-            running: dict[str, int] = {}
-            for i in active:
-                running[resident[i].model] = running.get(resident[i].model, 0) + 1
-            segment = []
-            for i in active:
-                job = resident[i]
-                shares_s[i] += (b_s - a_s) / len(active)
-                weights = self._weigh(job.model, running[job.model])
-                rate = self.rates.get(job.model, DEFAULT_TOKENS_PER_S)
-                segment.append(work_in(job, a_s, b_s, rate, weights))
-            total = sum(segment)
-            limit = self.headroom_w * (b_s - a_s) if self.headroom_w is not None else total
-            scale = limit / total if total > limit > 0.0 else 1.0
-            for i, w in zip(active, segment, strict=True):
-                work[i] += w * scale
-        return shares_s, work
+        """Each request's time share and weighted token work in the interval (see ``sweep``): every
+        segment's resident-idle power is shared equally by the requests resident in it, and a token's work is
+        its model's energy per token at the number of that model's requests resident then; a segment's
+        modelled dynamic power is scaled down to what the GPUs' power limit allows."""
+        pieces = [self._piece(job, span, t0_s, t1_s) for job, span in zip(resident, spans, strict=True)]
+
+        def decode_w(model: str, running: int) -> float:
+            found = self._weigh(model, running)
+            return found[0] if found is not None else 1.0
+
+        return sweep(pieces, decode_w, self.headroom_w)
+
+    def _piece(self, job: Job, span: tuple[float, float], t0_s: float, t1_s: float) -> Piece:
+        found = self._weigh(job.model, 1)  # None without weigh(): the job's own weights
+        factor = job.decode_w if found is None else 1.0
+        prefill_w = job.prefill_w if found is None else found[1]
+        piece = Piece(job.model, span)
+        prefill_end_s = job.prefill_end_s if job.prefill_end_s is not None else job.start_s
+        if not job.reported or job.end_s is None:
+            until_s = job.end_s if job.end_s is not None else t1_s
+            piece.decode = (max(prefill_end_s, t0_s), min(until_s, t1_s))
+            piece.decode_density = self.rates.get(job.model, DEFAULT_TOKENS_PER_S) * factor
+            return piece
+        if prefill_end_s > job.start_s:
+            piece.prefill = (max(job.start_s, t0_s), min(prefill_end_s, t1_s))
+            piece.prefill_density = job.prompt_tokens / (prefill_end_s - job.start_s) * prefill_w
+        elif t0_s <= job.start_s < t1_s:
+            piece.point_work += job.prompt_tokens * prefill_w
+        if job.end_s > prefill_end_s:
+            piece.decode = (max(prefill_end_s, t0_s), min(job.end_s, t1_s))
+            piece.decode_density = job.completion_tokens / (job.end_s - prefill_end_s) * factor
+        elif t0_s <= prefill_end_s < t1_s:
+            piece.point_decode = (prefill_end_s, job.completion_tokens * factor)
+        return piece
 
     def _weigh(self, model: str, running: int) -> tuple[float, float] | None:
         if self.weigh is None:
