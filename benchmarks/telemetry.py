@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bauxite.records import RequestRecord, Status
+from bauxite.records import RECORD_SIZE, RequestRecord, Status
 from bauxite.settings import Settings, settings_from_mapping
 from bauxite.telemetry.service import Telemetry
 
@@ -217,7 +217,7 @@ def main() -> int:
     args = parser.parse_args()
 
     m = micro(args.rounds)
-    print(f"telemetry buffer: 2,097,152 bytes, {m['slots']:.0f} slots of 128 bytes")
+    print(f"telemetry buffer: 2,097,152 bytes, {m['slots']:.0f} slots of {RECORD_SIZE} bytes")
     print(f"{'measure':<36}{'value':>16}")
     print(f"{'append (submit) per record':<36}{m['append_ns'] / 1000:>13.2f} µs")
     print(f"{'drain into totals per record':<36}{m['drain_ns'] / 1000:>13.2f} µs")
