@@ -144,7 +144,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else float("nan")
 
 
-async def run(time_scale: float, scrape_s: float, seed: int) -> int:
+async def run(time_scale: float, scrape_s: float, seed: int, verbose: bool) -> int:
     settings = settings_from_mapping(config(time_scale, scrape_s), "<attribution benchmark>")
     assert settings.fleet is not None
     fleet = FleetRunner(settings.fleet)
@@ -164,14 +164,19 @@ async def run(time_scale: float, scrape_s: float, seed: int) -> int:
         await asyncio.sleep(settle_s)  # every record settles from its measured interval
         accounts = {a.cluster: a for a in gateway.accountant.cluster_accounts()}
         host = 1.0 + settings.energy.host_frac
-        return report(tap.records, fleet, accounts, host, pairs)
+        return report(tap.records, fleet, accounts, host, pairs, verbose)
     finally:
         await runner.cleanup()
         await fleet.stop()
 
 
 def report(
-    records: list[RequestRecord], fleet: FleetRunner, accounts: dict[str, Any], host: float, pairs: Any
+    records: list[RequestRecord],
+    fleet: FleetRunner,
+    accounts: dict[str, Any],
+    host: float,
+    pairs: Any,
+    verbose: bool,
 ) -> int:
     measured = sum(r.energy_measured for r in records)
     print(f"{len(records)} requests, {measured} settled from measured energy\n")
@@ -193,24 +198,33 @@ def report(
         truth = truth_by.get((record.cluster, record.prompt_tokens))
         if truth and len(truth) == 1 and record.energy_measured:
             errors.append(abs(record.energy_j / truth[0] - 1.0))
+            if verbose:
+                print(f"  {record.cluster} {record.model:14} prompt {record.prompt_tokens} "
+                      f"charged {record.energy_j:8.1f} J truth {truth[0]:8.1f} J "
+                      f"{record.energy_j / truth[0] - 1:+.1%}")  # fmt: skip
     median, p90 = statistics.median(errors), _pct(errors, 0.9)
     failed += (median > TARGETS["median"]) + (p90 > TARGETS["p90"])
     print(f"\nper request, charged vs ground truth ({len(errors)} requests with a unique match):")
     print(f"  median |error| {median:>7.2%}   target ≤5%")
     print(f"  p90 |error|    {p90:>7.2%}   target ≤15%")
-    print("\nidentical requests, streamed vs not (facility energy: settled; estimate in the response):")
+    print("\nidentical requests, streamed vs not (facility energy). The simulator may run a stream a little")
+    print("slower, so the settled figures are compared as charged / ground truth; the response-time estimate")
+    print("is compared as is:")
     for tokens, streamed_wh, plain_wh in pairs:
         same = [r for r in records if r.prompt_tokens == tokens]
-        if len(same) != 2 or same[0].cluster != same[1].cluster:
-            print(f"  prompt {tokens}: expected 2 records on one cluster, got {len(same)}")
+        truth = truth_by.get((same[0].cluster, tokens), []) if same else []
+        if len(same) != 2 or same[0].cluster != same[1].cluster or len(truth) != 2:
+            print(f"  prompt {tokens}: expected 2 records and 2 ground truths on one cluster")
             failed += 1
             continue
-        diff = same[0].energy_j / same[1].energy_j - 1.0
+        # Both requests were alone on the cluster, one after the other: records and truths are in send order.
+        bias = (same[0].energy_j / truth[0]) / (same[1].energy_j / truth[1]) - 1.0
         estimate_diff = streamed_wh / plain_wh - 1.0
-        failed += (abs(diff) > TARGETS["stream"]) + (abs(estimate_diff) > TARGETS["stream"])
-        print(f"  {same[0].model:<13} {same[0].cluster:<10} settled {same[0].energy_j:7.1f} J vs "
-              f"{same[1].energy_j:7.1f} J ({diff:+6.2%})   estimate {streamed_wh * 3600:7.1f} J vs "
-              f"{plain_wh * 3600:7.1f} J ({estimate_diff:+6.2%})   target ≤5%")  # fmt: skip
+        failed += (abs(bias) > TARGETS["stream"]) + (abs(estimate_diff) > TARGETS["stream"])
+        print(f"  {same[0].model:<13} {same[0].cluster:<10} settled {same[0].energy_j:7.1f} J (truth "
+              f"{truth[0]:7.1f}) vs {same[1].energy_j:7.1f} J (truth {truth[1]:7.1f}): {bias:+6.2%}   "
+              f"estimate {streamed_wh * 3600:7.1f} J vs {plain_wh * 3600:7.1f} J: {estimate_diff:+6.2%}"
+              "   target ≤5%")  # fmt: skip
     print("\nall targets met" if not failed else f"\n{failed} target(s) missed")
     return 1 if failed else 0
 
@@ -224,8 +238,9 @@ def main() -> int:
     )
     parser.add_argument("--scrape", type=float, default=0.5, help="DCGM scrape interval in seconds (0.5)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--verbose", action="store_true", help="print every request's figures")
     args = parser.parse_args()
-    return asyncio.run(run(args.time_scale, args.scrape, args.seed))
+    return asyncio.run(run(args.time_scale, args.scrape, args.seed, args.verbose))
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def test_expected_j_grows_with_tokens_and_is_fast() -> None:
     assert time.perf_counter() - started < 1.0
 
 
-IDLE_W_PER_GPU = curves.gpu_spec("H100").board_w * curves.COEF.idle_frac
+IDLE_W_PER_GPU = curves.idle_w(curves.gpu_spec("H100"))
 
 
 class Exporter:

@@ -113,7 +113,7 @@ def idle_w_per_gpu(state: ClusterState, power: PowerSettings) -> float:
     """Resident-idle power of one GPU: configured, else the calibrated idle share of board power."""
     if power.idle_w_per_gpu is not None:
         return power.idle_w_per_gpu
-    return curves.gpu_spec(state.settings.gpu.type).board_w * curves.COEF.idle_frac
+    return curves.idle_w(curves.gpu_spec(state.settings.gpu.type))
 
 
 def build_source(state: ClusterState, power: PowerSettings, clock: Callable[[], float]) -> PowerSource | None:

@@ -298,7 +298,7 @@ class EnergyService:
         state = self._clusters.get(cluster)
         if state is not None and state.settings.kind == "vllm":
             return idle_w_per_gpu(state, state.settings.power)
-        return curves.gpu_spec(gpu_type).board_w * curves.COEF.idle_frac
+        return curves.idle_w(curves.gpu_spec(gpu_type))
 
     def expected_j(self, cluster: str, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         """Expected IT energy (GPU + host, no PUE) of a request of this size on ``cluster``; never raises."""
@@ -448,7 +448,7 @@ def token_weights(
     """(decode, prefill) modelled dynamic GPU joules per token: the calibrated curves' power above the
     resident-idle floor, over one decode step shared by ``batch`` sequences, and over one prompt token's
     compute-bound prefill. Their ratio is the prefill weight (≈0.1–0.3 for dense models on H100)."""
-    idle_w = gpu.board_w * curves.COEF.idle_frac
+    idle_w = curves.idle_w(gpu)
     step = curves.decode_step(params.active_b, params.total_b, gpu, gpu_count, batch, params.precision)
     decode_j = max(gpu_count, 1) * (curves.step_power_w(step, gpu) - idle_w) * step.total_s / max(batch, 1.0)
     prefill_s = curves.prefill_s_per_token(params.active_b, gpu, gpu_count)

@@ -55,7 +55,7 @@ class ClusterProfile:
         """Power of one idle GPU with the model resident, in watts."""
         if self.idle_w_per_gpu is not None:
             return self.idle_w_per_gpu
-        return self.max_w * curves.COEF.idle_frac
+        return self.max_w * curves.idle_w(self.gpu) / self.gpu.board_w
 
 
 def profile_for(
@@ -121,7 +121,7 @@ def gpu_power_w(profile: ClusterProfile, running: int) -> float:
     if running <= 0:
         return profile.idle_w
     dynamic_share = curves.step_power_w(_step(profile, running), profile.gpu) / profile.gpu.board_w
-    dynamic_share -= curves.COEF.idle_frac
+    dynamic_share -= curves.idle_w(profile.gpu) / profile.gpu.board_w
     return min(profile.max_w, profile.idle_w + dynamic_share * profile.max_w)
 
 
