@@ -39,18 +39,20 @@ def test_prompt_tokens_are_placed_over_ttft_and_output_tokens_after_it() -> None
     assert finals["job"].gpu_j == pytest.approx(1100.0 * 55 / 82.5 + 1000.0 * 50 / 77.5)
 
 
-def test_running_request_work_is_its_decode_time_at_the_learned_rate() -> None:
+def test_running_request_is_charged_its_models_power_over_its_decode_time() -> None:
+    """Tokens of a request still running are not known yet: it is charged its model's modelled power per
+    sequence over its time in the interval; a finished one, its tokens at the model's energy per token."""
     finals: dict[str, Job] = {}
-    ledger = ClusterLedger(idle_w=0.0)
-    ledger.rates["m"] = 10.0
-    running, done = Job(1.0, "m", decode_w=2.0), Job(0.0, "n", decode_w=1.0)
+    # 0.1 J per token, a token every 0.1 s: 1 W per sequence
+    ledger = ClusterLedger(idle_w=0.0, weigh=lambda m, n: (0.1, 0.0, 0.1))
+    running, done = Job(1.0, "m"), Job(0.0, "m")
     ledger.open(running)
     ledger.open(done)
     done.finish(5.0, 0.0, 0, 120)
     _settled(ledger, done, finals, "done")
     ledger.close_interval(0.0, 5.0, 1000.0)
-    # running: 2 × 10 tokens/s × 4 s = 80; done: 120 → 1000 J split 80 : 120
-    assert finals["done"].gpu_j == pytest.approx(600.0) and running.gpu_j == pytest.approx(400.0)
+    # running: 1 W × 4 s = 4; done: 120 tokens × 0.1 J = 12 → 1000 J split 4 : 12
+    assert finals["done"].gpu_j == pytest.approx(750.0) and running.gpu_j == pytest.approx(250.0)
 
 
 def _settled(ledger: ClusterLedger, job: Job, into: dict[str, Job], name: str) -> None:
@@ -119,9 +121,9 @@ def test_token_work_is_weighted_at_each_model_batch_and_capped_at_the_power_limi
     finals: dict[str, Job] = {}
     seen: list[tuple[str, float]] = []
 
-    def weigh(model: str, batch: float) -> tuple[float, float]:
+    def weigh(model: str, batch: float) -> tuple[float, float, float]:
         seen.append((model, batch))
-        return 1.0 / batch, 0.0
+        return 1.0 / batch, 0.0, 1.0
 
     ledger = ClusterLedger(idle_w=0.0, weigh=weigh, headroom_w=1e9)
     a, b = Job(0.0, "m"), Job(5.0, "m")
@@ -134,7 +136,10 @@ def test_token_work_is_weighted_at_each_model_batch_and_capped_at_the_power_limi
     # a: 50 tokens alone (weight 1) + 50 tokens at batch 2 (weight ½) = 75; b: 50 at batch 2 = 25
     assert finals["a"].gpu_j == pytest.approx(750.0) and finals["b"].gpu_j == pytest.approx(250.0)
     assert sorted(set(seen)) == [("m", 1.0), ("m", 2.0)]
-    capped = ClusterLedger(idle_w=0.0, weigh=lambda m, n: (1.0 if m == "big" else 0.1, 0.0), headroom_w=5.0)
+    # small: 0.1 J per token, a token every 0.1 s (1 W); big: 1 J per token every 0.01 s (100 W)
+    capped = ClusterLedger(
+        idle_w=0.0, weigh=lambda m, n: (1.0, 0.0, 0.01) if m == "big" else (0.1, 0.0, 0.1), headroom_w=5.0
+    )
     small, big = Job(0.0, "small"), Job(5.0, "big")
     for job, start_s, end_s in ((small, 0.0, 10.0), (big, 5.0, 6.0)):
         capped.open(job)
@@ -267,13 +272,17 @@ def test_lone_request_is_charged_exactly_what_the_cluster_used_while_it_ran(
 def _reference_split(
     spans: list[Span], models: list[str], t0_s: float, t1_s: float, energy_j: float, headroom_w: float
 ) -> list[float]:
-    """A direct, slow reading of the rule: walk every segment between any two events, share its idle power
-    equally among the requests resident in it, and weigh token work at each model's running count."""
+    """A direct, slow reading of the rule: walk every segment between any two events; share its idle power
+    equally among the requests resident in it; a decoding request draws its model's power per sequence at
+    that model's running count (a token per second here), a prefilling one its prompt rate × 0.5 J; scale a
+    segment to the power limit; a request's decode work is its tokens × its mean drawn power per token."""
     events = (e for s, d, f, _, _ in spans for e in (s, s + f, s + d) if t0_s < e < t1_s)
     edges = sorted({t0_s, t1_s, *events})
     static_j = min(energy_j, IDLE_W * (t1_s - t0_s))
     shares = [0.0] * len(spans)
-    work = [0.0] * len(spans)
+    prefill = [0.0] * len(spans)
+    drawn = [0.0] * len(spans)
+    decoding = [0.0] * len(spans)
     for a_s, b_s in itertools.pairwise(edges):
         active = [i for i, (s, d, *_) in enumerate(spans) if s <= a_s and s + d >= b_s]
         if not active:
@@ -281,17 +290,25 @@ def _reference_split(
         running: dict[str, int] = {}
         for i in active:
             running[models[i]] = running.get(models[i], 0) + 1
-        segment = []
+        powers = []
         for i in active:
-            start_s, dur_s, ttft_s, prompt, completion = spans[i]
+            start_s, _, ttft_s, prompt, _ = spans[i]
             shares[i] += (b_s - a_s) / len(active)
             in_prefill = a_s < start_s + ttft_s
-            decode_rate = completion / (dur_s - ttft_s) * _w(models[i], running)
-            rate = prompt / ttft_s * 0.5 if in_prefill else decode_rate
-            segment.append(rate * (b_s - a_s))
-        scale = min(1.0, headroom_w * (b_s - a_s) / sum(segment)) if sum(segment) > 0 else 1.0
-        for i, w in zip(active, segment, strict=True):
-            work[i] += w * scale
+            powers.append(prompt / ttft_s * 0.5 if in_prefill else _w(models[i], running))
+        total = sum(powers)
+        scale = min(1.0, headroom_w / total) if total > 0 else 1.0
+        for i, p in zip(active, powers, strict=True):
+            start_s, _, ttft_s, _, _ = spans[i]
+            if a_s < start_s + ttft_s:
+                prefill[i] += p * scale * (b_s - a_s)
+            else:
+                drawn[i] += p * scale * (b_s - a_s)
+                decoding[i] += b_s - a_s
+    work = [
+        prefill[i] + (spans[i][4] * drawn[i] / decoding[i] if decoding[i] > 0 else 0.0)
+        for i in range(len(spans))
+    ]
     busy_s = sum(shares)
     dynamic_j = energy_j - static_j
     return [
@@ -319,7 +336,7 @@ def test_the_sweep_equals_a_direct_segment_walk(
     spans: list[Span] = [(s, d, f * d, p, c) for s, d, f, p, c, _ in drawn]
     models = [m for *_, m in drawn]
     ledger = ClusterLedger(
-        idle_w=IDLE_W, weigh=lambda m, n: (_w(m, {m: int(n)}), 0.5), headroom_w=headroom_w
+        idle_w=IDLE_W, weigh=lambda m, n: (_w(m, {m: int(n)}), 0.5, 1.0), headroom_w=headroom_w
     )
     finals: list[Job] = []
     jobs = []

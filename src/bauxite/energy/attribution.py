@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from .sweep import Piece, sweep
 
 Finished = Callable[["Job", bool], None]  # (job, trustworthy)
-DEFAULT_TOKENS_PER_S = 30.0  # decode rate assumed for a running request before any rate is learned
-RATE_ALPHA = 0.2
 
 
 @dataclass(slots=True, eq=False)
@@ -71,9 +69,9 @@ class ClusterLedger:
     """Per-cluster attribution state. ``idle_w`` is the cluster's total resident-idle GPU power."""
 
     idle_w: float
-    # (model, mean batch of that model while resident) -> (decode, prefill) modelled dynamic J per token;
-    # None: each job's own weights.
-    weigh: Callable[[str, float], tuple[float, float]] | None = None
+    # (model, its requests resident) -> (decode J per token, prefill J per token, decode step seconds):
+    # modelled dynamic energy. None: each job's own weights.
+    weigh: Callable[[str, float], tuple[float, float, float]] | None = None
     headroom_w: float | None = None  # the most dynamic power the GPUs can draw (board power − idle), watts
     attributed_j: float = 0.0
     idle_j: float = 0.0
@@ -82,8 +80,7 @@ class ClusterLedger:
     unallocated_s: float = 0.0
     closed_until_s: float = float("-inf")
     jobs: list[Job] = field(default_factory=list)
-    rates: dict[str, float] = field(default_factory=dict)  # learned output tokens/s per sequence, by model
-    _weights: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)  # weigh() cache
+    _weights: dict[tuple[str, int], tuple[float, float, float]] = field(default_factory=dict)  # weigh() cache
 
     def open(self, job: Job) -> None:
         """Register a request that has just reached the cluster."""
@@ -94,20 +91,9 @@ class ClusterLedger:
         last interval is split — at once if that already happened."""
         if not job.reported:
             return
-        self._learn_rate(job)
         if job.end_s is not None and job.end_s <= self.closed_until_s:
             self.jobs = [j for j in self.jobs if j is not job]
             _settle(job)
-
-    def _learn_rate(self, job: Job) -> None:
-        if job.end_s is None or job.prefill_end_s is None or job.completion_tokens < 2:
-            return
-        decode_s = job.end_s - job.prefill_end_s
-        if decode_s <= 0:
-            return
-        rate = job.completion_tokens / decode_s
-        old = self.rates.get(job.model)
-        self.rates[job.model] = rate if old is None else old + RATE_ALPHA * (rate - old)
 
     def close_interval(self, t0_s: float, t1_s: float, energy_j: float, tainted: bool = False) -> None:
         """Split one measured interval; settle every finished job whose last interval this was."""
@@ -166,22 +152,24 @@ class ClusterLedger:
         modelled dynamic power is scaled down to what the GPUs' power limit allows."""
         pieces = [self._piece(job, span, t0_s, t1_s) for job, span in zip(resident, spans, strict=True)]
 
-        def decode_w(model: str, running: int) -> float:
+        def per_sequence(model: str, running: int) -> tuple[float, float]:
             found = self._weigh(model, running)
-            return found[0] if found is not None else 1.0
+            if found is None:  # each job's own weight, one token per second
+                return 1.0, 1.0
+            decode_j, _, step_s = found
+            return decode_j / step_s, 1.0 / step_s
 
-        return sweep(pieces, decode_w, self.headroom_w)
+        return sweep(pieces, per_sequence, self.headroom_w)
 
     def _piece(self, job: Job, span: tuple[float, float], t0_s: float, t1_s: float) -> Piece:
         found = self._weigh(job.model, 1)  # None without weigh(): the job's own weights
         factor = job.decode_w if found is None else 1.0
         prefill_w = job.prefill_w if found is None else found[1]
-        piece = Piece(job.model, span)
+        piece = Piece(job.model, span, factor=factor)
         prefill_end_s = job.prefill_end_s if job.prefill_end_s is not None else job.start_s
         if not job.reported or job.end_s is None:
             until_s = job.end_s if job.end_s is not None else t1_s
             piece.decode = (max(prefill_end_s, t0_s), min(until_s, t1_s))
-            piece.decode_density = self.rates.get(job.model, DEFAULT_TOKENS_PER_S) * factor
             return piece
         if prefill_end_s > job.start_s:
             piece.prefill = (max(job.start_s, t0_s), min(prefill_end_s, t1_s))
@@ -190,12 +178,15 @@ class ClusterLedger:
             piece.point_work += job.prompt_tokens * prefill_w
         if job.end_s > prefill_end_s:
             piece.decode = (max(prefill_end_s, t0_s), min(job.end_s, t1_s))
-            piece.decode_density = job.completion_tokens / (job.end_s - prefill_end_s) * factor
+            # Its tokens in this interval: its share of the decode span (placed within the interval by the
+            # model's token rate).
+            share = (piece.decode[1] - piece.decode[0]) / (job.end_s - prefill_end_s)
+            piece.decode_tokens = job.completion_tokens * factor * max(share, 0.0)
         elif t0_s <= prefill_end_s < t1_s:
             piece.point_decode = (prefill_end_s, job.completion_tokens * factor)
         return piece
 
-    def _weigh(self, model: str, running: int) -> tuple[float, float] | None:
+    def _weigh(self, model: str, running: int) -> tuple[float, float, float] | None:
         if self.weigh is None:
             return None
         key = (model, running)

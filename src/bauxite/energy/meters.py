@@ -136,7 +136,7 @@ def build_meter(
     settings: EnergySettings,
     clock: Callable[[], float],
     report_idle: Callable[[float, float], None] | None = None,
-    weigh: Callable[[str, float], tuple[float, float]] | None = None,
+    weigh: Callable[[str, float], tuple[float, float, float]] | None = None,
 ) -> ClusterMeter | None:
     """The meter for a cluster with a power source, else None (its requests are estimated)."""
     power = state.settings.power

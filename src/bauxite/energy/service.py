@@ -210,7 +210,7 @@ class EnergyService:
             residency.model_reading = self._model_occupancy.setdefault(key, Occupancy()).enter(now_s)
             meter = self._meters.get(cluster)
             if meter is not None:
-                decode_w, prefill_w = self._token_weights(cluster, model)
+                decode_w, prefill_w, _ = self._token_weights(cluster, model)
                 residency.job = Job(now_s, model, decode_w, prefill_w)
                 meter.ledger.open(residency.job)
         except Exception:
@@ -238,9 +238,11 @@ class EnergyService:
         if meter is not None and residency.job is not None:
             meter.ledger.drop(residency.job)
 
-    def _token_weights(self, cluster: str, model: str, batch: float | None = None) -> tuple[float, float]:
-        """Modelled dynamic GPU joules per output and per prompt token of ``model`` on ``cluster`` at
-        ``batch`` running sequences of it (default: the configured self-hosted batch)."""
+    def _token_weights(
+        self, cluster: str, model: str, batch: float | None = None
+    ) -> tuple[float, float, float]:
+        """Modelled dynamic GPU joules per output and per prompt token of ``model`` on ``cluster``, and its
+        decode step time, at ``batch`` running sequences of it (default: the configured self-hosted batch)."""
         state = self._clusters[cluster]
         params = self.model_params(cluster, model)
         gpu = curves.gpu_spec(state.settings.gpu.type)
@@ -444,16 +446,17 @@ class EnergyService:
 
 def token_weights(
     params: ModelParams, gpu: curves.GpuSpec, gpu_count: int, batch: float
-) -> tuple[float, float]:
-    """(decode, prefill) modelled dynamic GPU joules per token: the calibrated curves' power above the
-    resident-idle floor, over one decode step shared by ``batch`` sequences, and over one prompt token's
-    compute-bound prefill. Their ratio is the prefill weight (≈0.1–0.3 for dense models on H100)."""
+) -> tuple[float, float, float]:
+    """(decode J/token, prefill J/token, decode step s): modelled dynamic GPU joules per token — the
+    calibrated curves' power above the resident-idle floor, over one decode step shared by ``batch``
+    sequences, and over one prompt token's compute-bound prefill (their ratio is the prefill weight, ≈0.1–0.3
+    for dense models on H100) — and the step time, which paces each sequence's tokens."""
     idle_w = curves.idle_w(gpu)
     step = curves.decode_step(params.active_b, params.total_b, gpu, gpu_count, batch, params.precision)
     decode_j = max(gpu_count, 1) * (curves.step_power_w(step, gpu) - idle_w) * step.total_s / max(batch, 1.0)
     prefill_s = curves.prefill_s_per_token(params.active_b, gpu, gpu_count)
     prefill_j = max(gpu_count, 1) * (curves.prefill_power_w(gpu) - idle_w) * prefill_s
-    return max(decode_j, 1e-9), max(prefill_j, 0.0)
+    return max(decode_j, 1e-9), max(prefill_j, 0.0), max(step.total_s, 1e-9)
 
 
 class _Once:
