@@ -8,8 +8,8 @@ resident, an equal share of its model's decode power, all of its own prefill pow
 are compared with it at the facility boundary (× (1 + host share) × PUE).
 
 Printed: per cluster the conservation error (Σ request energy + unallocated idle vs metered energy × host
-factor × PUE), per request the charged/true error (median, p90), and stream vs non-stream energy of identical
-requests — each next to its target.
+factor × PUE), per request the charged/true error (median, p90), stream vs non-stream energy of identical
+requests, and lone requests' error — each next to its target. Exit status 1 when a target is missed.
 
     .venv/bin/python benchmarks/attribution.py [--time-scale 1.0] [--scrape 0.5] [--seed 7]
 """
@@ -37,7 +37,7 @@ MODELS = ("llama-3.1-8b", "llama-3.1-70b")
 # Identical stream / non-stream pairs use a model only one cluster serves, so both land on the same GPUs.
 PAIR_MODELS = {"metered-a": "qwen-2.5-7b", "metered-b": "qwen-2.5-72b"}
 CLUSTERS = (("metered-a", "us-east-1", 4, 1.2), ("metered-b", "us-west-2", 2, 1.1))
-TARGETS = {"conservation": 0.01, "median": 0.05, "p90": 0.15, "stream": 0.05}
+TARGETS = {"conservation": 0.01, "median": 0.05, "p90": 0.15, "stream": 0.05, "lone": 0.05}
 
 
 @dataclass
@@ -210,6 +210,7 @@ def report(
     print("\nidentical requests, streamed vs not (facility energy). The simulator may run a stream a little")
     print("slower, so the settled figures are compared as charged / ground truth; the response-time estimate")
     print("is compared as is:")
+    lone: list[float] = []
     for tokens, streamed_wh, plain_wh in pairs:
         same = [r for r in records if r.prompt_tokens == tokens]
         truth = truth_by.get((same[0].cluster, tokens), []) if same else []
@@ -218,6 +219,7 @@ def report(
             failed += 1
             continue
         # Both requests were alone on the cluster, one after the other: records and truths are in send order.
+        lone.extend(abs(r.energy_j / t - 1.0) for r, t in zip(same, truth, strict=True))
         bias = (same[0].energy_j / truth[0]) / (same[1].energy_j / truth[1]) - 1.0
         estimate_diff = streamed_wh / plain_wh - 1.0
         failed += (abs(bias) > TARGETS["stream"]) + (abs(estimate_diff) > TARGETS["stream"])
@@ -225,6 +227,10 @@ def report(
               f"{truth[0]:7.1f}) vs {same[1].energy_j:7.1f} J (truth {truth[1]:7.1f}): {bias:+6.2%}   "
               f"estimate {streamed_wh * 3600:7.1f} J vs {plain_wh * 3600:7.1f} J: {estimate_diff:+6.2%}"
               "   target ≤5%")  # fmt: skip
+    if lone:
+        failed += max(lone) > TARGETS["lone"]
+        print(f"\nlone requests on an otherwise idle cluster ({len(lone)}): max |charged / truth - 1| "
+              f"{max(lone):.2%}   target ≤5%")  # fmt: skip
     print("\nall targets met" if not failed else f"\n{failed} target(s) missed")
     return 1 if failed else 0
 

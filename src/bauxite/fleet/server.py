@@ -190,12 +190,17 @@ class _Job:
             sim.prompt_tokens_total += self.prompt_tokens
             ttft_s = sim.ttft_s(self.prompt_tokens, self.cached_tokens, name)
             prefill_s = min(sim.prefill_s(self.prompt_tokens, self.cached_tokens, name), ttft_s)
-            await _sleep(prefill_s)
+            # Paced against a schedule, not by sleeping each gap: sleep overshoot must not accumulate, or
+            # tokens would come slower than the model (and its power) says.
+            due_s = time.monotonic() + prefill_s
+            await _sleep(due_s - time.monotonic())
             sim.meter.prefill_done(seq)
-            await _sleep(ttft_s - prefill_s)
+            due_s += ttft_s - prefill_s
+            await _sleep(due_s - time.monotonic())
             for index in range(self.output_tokens):
                 if index:
-                    await _sleep(sim.itl_s(name))
+                    due_s += sim.itl_s(name)
+                    await _sleep(due_s - time.monotonic())
                 sim.generation_tokens_total += 1
                 produced += 1
                 yield index
