@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from .sweep import Piece, sweep
 
 Finished = Callable[["Job", bool], None]  # (job, trustworthy)
+MIN_SPAN_S = 1e-9  # shorter prefill or decode spans are an instant (their tokens a point, not a density)
 
 
 @dataclass(slots=True, eq=False)
@@ -171,12 +172,12 @@ class ClusterLedger:
             until_s = job.end_s if job.end_s is not None else t1_s
             piece.decode = (max(prefill_end_s, t0_s), min(until_s, t1_s))
             return piece
-        if prefill_end_s > job.start_s:
+        if prefill_end_s - job.start_s > MIN_SPAN_S:
             piece.prefill = (max(job.start_s, t0_s), min(prefill_end_s, t1_s))
             piece.prefill_density = job.prompt_tokens / (prefill_end_s - job.start_s) * prefill_w
         elif t0_s <= job.start_s < t1_s:
             piece.point_work += job.prompt_tokens * prefill_w
-        if job.end_s > prefill_end_s:
+        if job.end_s - prefill_end_s > MIN_SPAN_S:
             piece.decode = (max(prefill_end_s, t0_s), min(job.end_s, t1_s))
             # Its tokens in this interval: its share of the decode span (placed within the interval by the
             # model's token rate).

@@ -127,7 +127,7 @@ class EnergyService:
         self._clusters = {c.name: c for c in clusters}
         self._repository = repository if repository is not None else EcoLogitsRepository()
         self._overrides = {
-            name: ModelParams.fixed(m.active_params_b, m.total_params_b, m.precision)
+            name: m.to_params(name)
             for name, m in settings.models.items()
         }
         self._estimator = estimators()[settings.method]
@@ -285,7 +285,7 @@ class EnergyService:
             return EnergyFigure(
                 est.energy_j, idle_j, est.energy_j * self._settings.host_frac, pue,
                 est.energy_j_min * factor, est.energy_j_max * factor, occupancy_s, count,
-                serving.gpu_type, "estimated", est.method, sizes_default=params.source == "default",
+                serving.gpu_type, "estimated", est.method, sizes_default=est.sizes_default,
             )  # fmt: skip
         except Exception:  # accounting must never fail a request
             log.exception("energy estimate failed for model %r", work.model)
@@ -394,7 +394,7 @@ class EnergyService:
             job.gpu_j, job.static_j, job.gpu_j * self._settings.host_frac, pue,
             facility_j * (1 - MEASURED_ERROR_FRAC), facility_j * (1 + MEASURED_ERROR_FRAC), job.occupancy_s,
             state.settings.gpu.count, state.settings.gpu.type, source, method,
-            sizes_default=self.model_params(residency.cluster, work.model).source == "default",
+            sizes_default=self.model_params(residency.cluster, work.model).sizes_default,
         )  # fmt: skip
 
     # ---- telemetry -------------------------------------------------------------------------------
