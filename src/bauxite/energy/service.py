@@ -342,6 +342,7 @@ class EnergyService:
             self._track(work, residency, residency.job, meter, loop, once)
         except Exception:
             log.exception("energy settlement failed for model %r", work.model)
+            self.abandon(residency)  # never leave a job in the ledger that nobody will settle
             once(self.estimate(work, residency))
 
     def _track(
