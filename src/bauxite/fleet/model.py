@@ -4,11 +4,12 @@ The curves live in ``bauxite.energy.curves`` (fitted on the ML.ENERGY v3 rows): 
 with the number of running sequences (batching slows each step but raises throughput), and each GPU's power
 is a resident-idle floor plus a dynamic part that follows what the step spends its time on.
 
-Calibration (checked in tests): Llama-3.1-70B on 4×H100 at 64 running sequences gives ≈0.85 J per output
-token (measured 0.797); Llama-3.1-8B on 1×H100 at 64 gives ≈0.115 J (measured 0.119), where
+Calibration (checked in tests): Llama-3.1-70B on 4×H100 at 64 running sequences gives ≈0.76 J per output
+token (measured 0.797); Llama-3.1-8B on 1×H100 at 64 gives ≈0.107 J (measured 0.119), where
 J per output token = gpu_count × gpu_power_w / (running / itl_s).
 
-Build profiles from configuration with ``profile_for(model, gpu_type, gpu_count)``.
+Build profiles from configuration with ``profile_for(model, gpu_type, gpu_count)``; a simulated cluster
+builds one per model it serves (``fleet.sim.SimCluster.profiles``).
 """
 
 from __future__ import annotations
