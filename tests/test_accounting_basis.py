@@ -3,12 +3,14 @@ basis — on real records from a real gateway in front of the simulated fleet.""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import openai
 import pytest
 
 from bauxite.embodied import GPU_KGCO2E, LIFETIME_YEARS, SECONDS_PER_YEAR, SERVER_GPUS, SERVER_KGCO2E
+from bauxite.energy import curves
 from bauxite.settings import ConfigError, settings_from_mapping
 from harness import Harness, fleet_config
 
@@ -51,3 +53,30 @@ def test_market_factor_for_an_unknown_region_is_a_config_error() -> None:
     config = fleet_config(accounting={"market_factors": {"mars-1": {"g_per_kwh": 10}}})
     with pytest.raises(ConfigError, match="mars-1"):
         settings_from_mapping(config)
+
+
+def test_unmetered_self_hosted_cluster_idle_energy_is_estimated_and_reaches_carbon() -> None:
+    clusters: list[dict[str, Any]] = [
+        {"name": "own", "region": "eu-west-1", "models": ["tiny-8b"], "gpu": {"type": "H100", "count": 2}},
+        {"name": "api", "region": "us-east-1", "models": ["tiny-70b"], "kind": "external"},
+    ]
+    with Harness(fleet_config(clusters, time_scale=0.0)) as h:
+        gateway = h.gateway
+        assert gateway is not None
+
+        async def accounts() -> dict[str, Any]:
+            return {a.cluster: a for a in gateway.accountant.cluster_accounts()}
+
+        first = h.call(accounts())["own"].idle_j_total
+        time.sleep(0.5)
+        now = h.call(accounts())
+        window = gateway.telemetry.close_window()
+    own, api = now["own"], now["api"]
+    idle_w = curves.idle_w(curves.gpu_spec("H100")) * 2
+    # nothing ran: half a second (or more, on a loaded machine) of two idle GPUs × host share × PUE 1.2
+    assert own.idle_j_total - first >= idle_w * 0.5 * 1.43 * 1.2 * 0.99
+    assert own.idle_carbon_g_total > 0 and not own.metered
+    assert api.idle_j_total == 0.0  # an external API's idle capacity is its provider's
+    rows = {row["cluster"]: row for row in window["clusters"]}
+    assert rows["own"]["measured_energy_j"] is None and rows["own"]["idle_carbon_g"] > 0
+    assert rows["api"]["idle_carbon_g"] is None

@@ -65,6 +65,7 @@ class Accountant:
             c.name: ClusterAccount(c.name, c.region, _scope(c.settings.kind)) for c in clusters or []
         }
         self._basis: dict[str, tuple[str, str]] = {}  # region -> (signal, basis) last used, to log a switch
+        self._unmetered_seen: dict[str, tuple[float, float]] = {}  # estimated idle already accounted
         energy.on_idle(self._idle)
 
     def add_sink(self, sink: RecordSink) -> None:
@@ -227,7 +228,8 @@ class Accountant:
         account.idle_embodied_g_total += rate * unallocated_s
 
     def cluster_accounts(self) -> list[ClusterAccount]:
-        """Every configured cluster's account, with the energy service's latest meter totals."""
+        """Every configured cluster's account, with the energy service's latest meter totals; an unmetered
+        self-hosted cluster's estimated idle energy since the last call is accounted now."""
         factor = 1.0 + self._energy.host_frac
         for row in self._energy.cluster_energy():
             account = self._accounts.get(row.cluster)
@@ -238,6 +240,10 @@ class Accountant:
             account.power_w = row.power_w
             account.measured_j_total = row.measured_j_total * factor * pue
             account.attributed_j_total = row.attributed_j_total * factor * pue
+        for cluster, idle_gpu_j, empty_s in self._energy.unmetered_idle():
+            seen_j, seen_s = self._unmetered_seen.get(cluster, (0.0, 0.0))
+            self._unmetered_seen[cluster] = (idle_gpu_j, empty_s)
+            self._idle(cluster, idle_gpu_j - seen_j, empty_s - seen_s)
         return list(self._accounts.values())
 
 

@@ -424,6 +424,22 @@ class EnergyService:
             if meter is not None:
                 self._meters[state.name] = meter
                 meter.start()
+            elif state.settings.kind == "vllm":  # unmetered: count its empty time from now
+                self._occupancy.setdefault(state.name, Occupancy()).advance(self._clock())
+
+    def unmetered_idle(self) -> list[tuple[str, float, float]]:
+        """(cluster, estimated idle GPU joules, seconds with no request resident), running totals, for every
+        self-hosted cluster without power telemetry: its resident-idle power over its empty time."""
+        now_s = self._clock()
+        rows = []
+        for name, state in self._clusters.items():
+            occupancy = self._occupancy.get(name)
+            if state.settings.kind != "vllm" or name in self._meters or occupancy is None:
+                continue
+            occupancy.advance(now_s)
+            idle_w = self._idle_w(name, state.settings.gpu.type) * state.settings.gpu.count
+            rows.append((name, idle_w * occupancy.empty_s, occupancy.empty_s))
+        return rows
 
     def _idle_of(self, cluster: str) -> Callable[[float, float], None]:
         def report(idle_j: float, unallocated_s: float) -> None:

@@ -197,12 +197,16 @@ class Reports:
             }
             now_totals, start = meter.get(cluster), self._meter0.get(cluster, {})
             for name, key in _CLUSTER_TOTALS.items():
-                row[key] = None if now_totals is None else max(now_totals[name] - start.get(name, 0.0), 0.0)
+                if now_totals is None or name not in now_totals:
+                    row[key] = None  # not metered: said so, not invented
+                else:
+                    row[key] = max(now_totals[name] - start.get(name, 0.0), 0.0)
             rows.append(row)
         return rows
 
     def _meter(self) -> tuple[dict[str, str], dict[str, MeterTotals]]:
-        """Each cluster's scope, and the running totals of metered clusters, from the accountant."""
+        """Each cluster's scope, and its running totals from the accountant: all of them for a metered
+        cluster; an unmetered self-hosted one its (estimated) idle figures only; an external API none."""
         if self._cluster_meter is None:
             return {}, {}
         try:
@@ -211,9 +215,13 @@ class Reports:
             return {}, {}
         scopes = {str(row.cluster): str(row.scope) for row in rows}
         totals = {
-            str(row.cluster): {name: float(getattr(row, name)) for name in _CLUSTER_TOTALS}
+            str(row.cluster): {
+                name: float(getattr(row, name))
+                for name in _CLUSTER_TOTALS
+                if row.metered or name.startswith("idle_")
+            }
             for row in rows
-            if row.metered
+            if row.metered or row.scope == "scope2"
         }
         return scopes, totals
 
