@@ -24,13 +24,21 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from . import curves
 from .attribution import ClusterLedger, Job
 from .config import EnergySettings
 from .estimator import Overheads, RequestShape, Serving, estimators
+from .figures import (
+    ClusterEnergy,
+    EnergyFigure,
+    EnergySource,
+    RequestWork,
+    Residency,
+    token_weights,
+)
 from .meters import ClusterMeter, build_meter, idle_w_per_gpu
 from .occupancy import Occupancy
 from .params import EcoLogitsRepository, ModelParams, resolve_params
@@ -41,78 +49,10 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 log = logging.getLogger(__name__)
-EnergySource = Literal["estimated", "measured"]
 FALLBACK_J_PER_TOKEN = 0.3  # only if the estimator itself fails: never expected
 MEASURED_ERROR_FRAC = 0.05  # GPU energy counters: ±5 %
 EWMA_ALPHA = 0.2
 IdleListener = Callable[[str, float, float], None]  # (cluster, idle GPU joules, unallocated seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class EnergyFigure:
-    """One request's energy, in parts. Joules; ``*_min``/``*_max`` bound the facility figure."""
-
-    gpu_j: float
-    gpu_idle_j: float
-    host_j: float
-    pue: float
-    energy_j_min: float
-    energy_j_max: float
-    occupancy_s: float = 0.0
-    gpu_count: int = 1
-    gpu_type: str = "H100"
-    source: EnergySource = "estimated"
-    method: str = "calibrated"  # calibrated | ecologits | measured | static_power | fallback
-    flag: str = ""  # why a measured cluster's figure is an estimate: telemetry_stale | telemetry_late | …
-    sizes_default: bool = False  # the model's size was not on record: a default size was assumed
-
-    @property
-    def it_j(self) -> float:
-        return self.gpu_j + self.host_j
-
-    @property
-    def energy_j(self) -> float:
-        """Facility energy: (GPU + host) × PUE."""
-        return self.it_j * self.pue
-
-
-@dataclass(frozen=True, slots=True)
-class RequestWork:
-    """What a finished (or finishing) request did. ``ttft_s`` counts from the request's arrival at the
-    cluster (``Residency.start_s``); None when no token arrived or the response was not streamed."""
-
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int = 0
-    duration_s: float = 0.0  # client-visible latency (arrival at the gateway to last byte)
-    ttft_s: float | None = None
-
-
-@dataclass(slots=True, eq=False)
-class Residency:
-    """A request's stay on one cluster (monotonic seconds), from ``EnergyService.begin``."""
-
-    cluster: str
-    model: str
-    start_s: float
-    cluster_reading: float = 0.0
-    model_reading: float = 0.0
-    end_s: float | None = None
-    job: Job | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterEnergy:
-    """Running GPU-energy totals of one metered cluster (joules, seconds)."""
-
-    cluster: str
-    region: str
-    power_w: float  # latest total GPU power
-    attributed_j_total: float  # measured GPU energy split to requests
-    idle_j_total: float  # measured GPU energy with no request resident
-    measured_j_total: float
-    unallocated_s_total: float
 
 
 class EnergyService:
@@ -461,21 +401,6 @@ class EnergyService:
         return meter.ledger if meter is not None else None
 
 
-def token_weights(
-    params: ModelParams, gpu: curves.GpuSpec, gpu_count: int, batch: float
-) -> tuple[float, float, float]:
-    """(decode J/token, prefill J/token, decode step s): modelled dynamic GPU joules per token — the
-    calibrated curves' power above the resident-idle floor, over one decode step shared by ``batch``
-    sequences, and over one prompt token's compute-bound prefill (their ratio is the prefill weight, ≈0.1–0.3
-    for dense models on H100) — and the step time, which paces each sequence's tokens."""
-    idle_w = curves.idle_w(gpu)
-    step = curves.decode_step(params.active_b, params.total_b, gpu, gpu_count, batch, params.precision)
-    decode_j = max(gpu_count, 1) * (curves.step_power_w(step, gpu) - idle_w) * step.total_s / max(batch, 1.0)
-    prefill_s = curves.prefill_s_per_token(params.active_b, gpu, gpu_count)
-    prefill_j = max(gpu_count, 1) * (curves.prefill_power_w(gpu) - idle_w) * prefill_s
-    return max(decode_j, 1e-9), max(prefill_j, 0.0), max(step.total_s, 1e-9)
-
-
 class _Once:
     """Calls ``done`` at most once, whatever path gets there first."""
 
@@ -505,3 +430,14 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+__all__ = [
+    "ClusterEnergy",
+    "EnergyFigure",
+    "EnergyService",
+    "EnergySource",
+    "RequestWork",
+    "Residency",
+    "token_weights",
+]
