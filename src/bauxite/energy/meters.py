@@ -53,8 +53,9 @@ class ClusterMeter:
 
     @property
     def deadline_s(self) -> float:
-        """How long after a request's end its measured figure may take before the estimate is used."""
-        return self.power.scrape_interval + self.power.grace + 0.5
+        """How long after a request's end its measured figure may take before the estimate is used: one missed
+        or slow scrape is tolerated (a late figure costs the account its exactness)."""
+        return 2.0 * self.power.scrape_interval + self.power.grace + self.power.timeout
 
     def stale(self, now_s: float) -> bool:
         return now_s - self._last_good_s > self.power.stale_after_s
