@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bauxite.records import RequestRecord, Status
+from bauxite.records import RECORD_SIZE, RequestRecord, Status
 from bauxite.settings import Settings, settings_from_mapping
 from bauxite.telemetry.service import Telemetry
 
@@ -61,9 +61,12 @@ def records(n: int) -> list[RequestRecord]:
                 status=status, http_status=200 if status == "ok" else 503, prompt_tokens=200 + i % 300,
                 completion_tokens=100 + i % 200, cached_tokens=i % 64, ttft_s=0.05 + (i % 10) / 100,
                 duration_s=0.5 + (i % 30) / 10, energy_j=40.0 + i % 50, energy_j_min=20.0, energy_j_max=80.0,
-                energy_measured=bool(i % 2), intensity_g_per_kwh=380.0, intensity_source="static", pue=1.1,
-                carbon_g=0.005, avoided_green_g=0.001, avoided_kv_g=0.0002, route_reason="low_carbon",
-                finished_at=time.time(),
+                gpu_j=20.0, gpu_idle_j=5.0, host_j=8.6, energy_measured=bool(i % 2),
+                intensity_g_per_kwh=380.0,
+                intensity_source="static", intensity_signal="average", intensity_basis="lifecycle", pue=1.1,
+                carbon_g=0.005, market_g_per_kwh=380.0, carbon_market_g=0.005, market_factor=False,
+                embodied_g=0.0003, scope="scope2", sizes_default=False, avoided_green_g=0.001,
+                avoided_kv_g=0.0002, route_reason="low_carbon", finished_at=time.time(),
             )
         )  # fmt: skip
     return out
@@ -214,7 +217,7 @@ def main() -> int:
     args = parser.parse_args()
 
     m = micro(args.rounds)
-    print(f"telemetry buffer: 2,097,152 bytes, {m['slots']:.0f} slots of 128 bytes")
+    print(f"telemetry buffer: 2,097,152 bytes, {m['slots']:.0f} slots of {RECORD_SIZE} bytes")
     print(f"{'measure':<36}{'value':>16}")
     print(f"{'append (submit) per record':<36}{m['append_ns'] / 1000:>13.2f} µs")
     print(f"{'drain into totals per record':<36}{m['drain_ns'] / 1000:>13.2f} µs")

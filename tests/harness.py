@@ -92,6 +92,9 @@ class Harness:
         return self.call(poll(), timeout + 5)
 
 
+_PASSED_KEYS = ("api_key_env", "timeouts", "pue", "gpu", "power", "kind")
+
+
 def fleet_config(
     clusters: list[dict[str, Any]] | None = None,
     time_scale: float = 0.0,
@@ -110,7 +113,7 @@ def fleet_config(
                 "region": c["region"],
                 "url": c.get("url", "http://127.0.0.1:1/v1"),
                 "models": c["models"],
-                **{k: v for k, v in c.items() if k in ("api_key_env", "timeouts", "pue", "gpu", "power")},
+                **{k: v for k, v in c.items() if k in _PASSED_KEYS},
             }
             for c in clusters
         ],

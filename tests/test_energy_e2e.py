@@ -27,8 +27,8 @@ def test_dcgm_energy_is_attributed_to_records_and_conserved() -> None:
             },
         }
     ]
-    # boundary gpu: records carry measured GPU energy × PUE, nothing added for host or idle capacity
-    config = fleet_config(clusters, time_scale=0.3, energy={"boundary": "gpu"})
+    # host share 0: records carry measured GPU energy × PUE
+    config = fleet_config(clusters, time_scale=0.3, energy={"host_frac": 0.0})
     config["clusters"][0]["power"] = clusters[0]["power"]
     with Harness(config) as h:
         assert h.gateway is not None
@@ -48,14 +48,15 @@ def test_dcgm_energy_is_attributed_to_records_and_conserved() -> None:
         def totals() -> tuple[float, float, float, float]:
             ledger = h.gateway.energy.ledger("east")  # type: ignore[union-attr]
             assert ledger is not None
-            pooled = sum(p.energy_j for p in ledger.pools)
-            return ledger.measured_j, ledger.attributed_j, ledger.idle_j, pooled
+            (account,) = h.gateway.accountant.cluster_accounts()  # type: ignore[union-attr]
+            return ledger.measured_j, ledger.attributed_j, ledger.idle_j, account.idle_j_total
 
-        measured_j, attributed_j, idle_j, pooled_j = h.call(_read(totals))
+        measured_j, attributed_j, idle_j, account_idle_j = h.call(_read(totals))
         assert measured_j > 0
-        assert abs(attributed_j + idle_j + pooled_j - measured_j) <= 0.01 * measured_j
-        # the records carry facility energy: attributed GPU energy × PUE
+        assert abs(attributed_j + idle_j - measured_j) <= 1e-6 * measured_j
+        # the records carry facility energy: attributed GPU energy × PUE; idle energy reaches the account
         assert abs(sum(r.energy_j for r in records) - attributed_j * 1.25) <= 0.01 * attributed_j * 1.25
+        assert abs(account_idle_j - idle_j * 1.25) <= 0.01 * idle_j * 1.25 + 1e-9
 
 
 T = TypeVar("T")

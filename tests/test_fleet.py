@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import openai
+import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -98,3 +100,32 @@ def test_sim_stream_usage_chunk_shape() -> None:
         assert events[-1] == "data: [DONE]"
         usage = json.loads(events[-2][len("data: ") :])
         assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 3
+
+
+def test_each_model_runs_on_its_own_power_profile_and_ground_truth_adds_up() -> None:
+    """A 70B request on a cluster that also serves an 8B model costs what a 70B request costs, and the
+    simulator's per-sequence ground truth sums to the energy its DCGM counter reports."""
+    clusters = [{"name": "east", "region": "us-east-1", "models": ["llama-3.1-8b", "llama-3.1-70b"],
+                 "sim": {"gpu_count": 4, "prefix_cache": False}}]  # fmt: skip
+    with Harness(fleet_config(clusters, time_scale=0.2)) as h:
+        assert h.fleet is not None
+        sim = h.fleet.sim("east")
+        sizes = {name: profile.active_params_b for name, profile in sim.profiles.items()}
+        assert sizes["llama-3.1-70b"] > 8 * sizes["llama-3.1-8b"]
+        client = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
+        sim.meter.advance(time.monotonic())
+        before_mj, before_s = sim.meter.energy_mj, sim.meter.last
+        for model in ("llama-3.1-8b", "llama-3.1-70b"):
+            client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "same prompt"}], max_tokens=40
+            )
+        sim.meter.advance(time.monotonic())
+        small, large = sim.completed[0], sim.completed[1]
+        assert (small.model, large.model) == ("llama-3.1-8b", "llama-3.1-70b")
+        assert small.completion_tokens == large.completion_tokens == 40
+        assert large.energy_j > 2.5 * small.energy_j  # 70B: ~9× the weights to read per token
+        # One at a time: the sequences were charged everything the 4 GPUs drew, except idle time between.
+        cluster_j = 4 * (sim.meter.energy_mj - before_mj) / 1000.0
+        running_s = sum(c.ended_s - c.started_s for c in (small, large))
+        idle_j = 4 * sim.profile.idle_w * (sim.meter.last - before_s - running_s)
+        assert small.energy_j + large.energy_j == pytest.approx(cluster_j - idle_j, rel=1e-6)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import shutil
@@ -15,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from bauxite.accounting import ClusterAccount
 from bauxite.intensity.base import RegionIntensity
-from bauxite.records import RequestRecord
+from bauxite.records import INDEX, PACKED, RequestRecord
 from bauxite.settings import Settings, settings_from_mapping
 from bauxite.telemetry.config import TelemetryConfigError
 from bauxite.telemetry.labels import Interner
@@ -123,7 +123,15 @@ def test_buffer_lock_state_is_reported_truthfully() -> None:
 
 
 def _fields(n: int) -> tuple[Any, ...]:
-    return (n % 7, 1, 1, 1, 0, 0, 200, 0, 0, 0, n, 2 * n, 0, *([float(n)] * 12))
+    """A raw record whose prompt_tokens field is ``n``, built from the declared layout."""
+    values = {
+        "label": n % 7, "enum": 0, "u16": 200, "u32": 2 * n, "f64": float(n),
+    }  # fmt: skip
+    fields = [n if c.name == "prompt_tokens" else values[c.kind] for c in PACKED]
+    return (*fields, 0)
+
+
+_PROMPT = INDEX["prompt_tokens"]
 
 
 def test_ring_is_fifo_across_wraparound_and_counts_overflow() -> None:
@@ -131,13 +139,13 @@ def test_ring_is_fifo_across_wraparound_and_counts_overflow() -> None:
     try:
         for n in range(6):
             assert ring.append(*_fields(n))
-        assert [r[10] for r in ring.drain()] == list(range(6))
+        assert [r[_PROMPT] for r in ring.drain()] == list(range(6))
         for n in range(6, 14):  # wraps: slots 6, 7, then 0..5
             assert ring.append(*_fields(n))
         assert ring.used_bytes == 8 * RECORD_SIZE
         assert not ring.append(*_fields(99)) and not ring.append(*_fields(100))
         assert ring.dropped == 2 and ring.high_water == 8
-        assert [r[10] for r in ring.drain()] == list(range(6, 14))
+        assert [r[_PROMPT] for r in ring.drain()] == list(range(6, 14))
         assert ring.used == 0 and ring.drain() == []
     finally:
         ring.close()
@@ -198,6 +206,8 @@ REQUIRED = {
     "bauxite_carbon_avoided_grams_total": {"model", "department", "source"},
     "bauxite_cluster_power_watts": {"cluster", "region"},
     "bauxite_cluster_energy_joules_total": {"cluster", "region", "kind"},
+    "bauxite_cluster_carbon_grams_total": {"cluster", "region", "kind"},
+    "bauxite_request_embodied_carbon_grams_total": {"model", "region", "department"},
     "bauxite_telemetry_buffer_capacity_bytes": set(),
     "bauxite_telemetry_buffer_used_bytes": set(),
     "bauxite_telemetry_records_dropped_total": set(),
@@ -206,16 +216,16 @@ REQUIRED = {
 }
 
 
-@dataclasses.dataclass
-class FakeClusterEnergy:
-    cluster: str
-    region: str
-    power_w: float
-    attributed_j_total: float
-    idle_j_total: float
+def account(cluster: str, region: str, power_w: float, attributed_j: float, idle_j: float) -> ClusterAccount:
+    """A metered cluster's account as the accountant keeps it."""
+    return ClusterAccount(
+        cluster, region, "scope2", power_w, True, attributed_j + idle_j, attributed_j, idle_j,
+        idle_carbon_g_total=idle_j / 3.6e6 * 430.0, idle_carbon_market_g_total=idle_j / 3.6e6 * 430.0,
+        idle_embodied_g_total=0.01,
+    )  # fmt: skip
 
 
-def full_telemetry(meter: list[FakeClusterEnergy]) -> Telemetry:
+def full_telemetry(meter: list[ClusterAccount]) -> Telemetry:
     grid = [
         RegionIntensity(
             "us-central1", "US-MIDW-MISO", "google_cloud", 430.0, "average", "lifecycle", 12.0, False
@@ -226,7 +236,7 @@ def full_telemetry(meter: list[FakeClusterEnergy]) -> Telemetry:
 
 
 def test_every_contract_metric_with_exact_labels_and_promtool_passes() -> None:
-    meter = [FakeClusterEnergy("iowa", "us-central1", 700.0, 1000.0, 400.0)]
+    meter = [account("iowa", "us-central1", 700.0, 1000.0, 400.0)]
     tel = full_telemetry(meter)
     try:
         tel.submit(make_record())
@@ -260,7 +270,12 @@ def test_counters_accumulate_exact_totals(telemetry: Telemetry) -> None:
     out = telemetry.render_metrics()
     labels = {"model": "llama", "region": "us-central1", "department": "research"}
     assert value(out, "bauxite_request_energy_joules_total", **labels) == pytest.approx(90.0)
-    assert value(out, "bauxite_request_carbon_grams_total", **labels) == pytest.approx(3 * 0.00385)
+    assert value(out, "bauxite_request_carbon_grams_total", **labels) == pytest.approx(3 * 0.0035)
+    assert value(out, "bauxite_request_it_energy_joules_total", **labels) == pytest.approx(3 * 27.27)
+    assert value(out, "bauxite_request_gpu_energy_joules_total", **labels) == pytest.approx(3 * 19.0)
+    assert value(out, "bauxite_request_embodied_carbon_grams_total", **labels) == pytest.approx(3 * 0.0002)
+    assert value(out, "bauxite_cluster_carbon_grams_total", cluster="iowa", region="us-central1",
+                 kind="attributed") == pytest.approx(3 * 0.0035)  # fmt: skip
     assert value(out, "bauxite_tokens_total", kind="prompt", **labels) == 300
     assert value(out, "bauxite_tokens_total", kind="cached", **labels) == 60
     assert value(out, "bauxite_carbon_avoided_grams_total", model="llama", department="research",
@@ -291,7 +306,7 @@ def test_label_values_come_only_from_configuration(telemetry: Telemetry) -> None
     assert b"alice" not in out and b"4111" not in out
     allowed = {"llama", "qwen", "us-central1", "europe-west1", "iowa", "belgium", "research", "ops", "sales",
                "anonymous", "other", "none", "ok", "error", "prompt", "completion", "cached", "green_routing",
-               "kv_cache", "least_loaded"}  # fmt: skip
+               "kv_cache", "least_loaded", "attributed", "idle"}  # fmt: skip
     for (name, labels), _ in samples(out).items():
         for key, label in labels:
             if key != "le":
@@ -330,12 +345,12 @@ def test_malformed_record_is_counted_not_raised(telemetry: Telemetry) -> None:
 
 
 def test_cluster_energy_counter_never_decreases() -> None:
-    meter = [FakeClusterEnergy("iowa", "us-central1", 700.0, 1000.0, 400.0),
-             FakeClusterEnergy("not-configured", "mars", 1.0, 1.0, 1.0)]  # fmt: skip
+    meter = [account("iowa", "us-central1", 700.0, 1000.0, 400.0),
+             account("not-configured", "mars", 1.0, 1.0, 1.0)]  # fmt: skip
     tel = full_telemetry(meter)
     try:
         tel.render_metrics()
-        meter[0] = FakeClusterEnergy("iowa", "us-central1", 650.0, 10.0, 5.0)  # the source restarted
+        meter[0] = account("iowa", "us-central1", 650.0, 10.0, 5.0)  # the source restarted
         out = tel.render_metrics()
     finally:
         tel.ring.close()
@@ -382,7 +397,7 @@ def test_refuses_prometheus_multiprocess_mode(monkeypatch: pytest.MonkeyPatch, n
     fleet = Fleet(s.clusters)
     with pytest.raises(TelemetryConfigError, match="multiprocess"):
         Telemetry.from_settings(
-            s, fleet, IntensityService.from_settings(s), EnergyService.from_settings(s, fleet)
+            s, fleet, IntensityService.from_settings(s), EnergyService.from_settings(s, fleet).cluster_energy
         )
 
 
@@ -396,7 +411,7 @@ def test_token_env_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
     fleet = Fleet(s.clusters)
     with pytest.raises(TelemetryConfigError, match="BAUXITE_TEST_METRICS_TOKEN"):
         Telemetry.from_settings(
-            s, fleet, IntensityService.from_settings(s), EnergyService.from_settings(s, fleet)
+            s, fleet, IntensityService.from_settings(s), EnergyService.from_settings(s, fleet).cluster_energy
         )
 
 

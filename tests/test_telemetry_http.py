@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import logging
 import threading
@@ -13,6 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from bauxite.accounting import ClusterAccount
 from bauxite.settings import Settings, settings_from_mapping
 from bauxite.telemetry.http import token_matches
 from bauxite.telemetry.reports import REPORT_LOGGER
@@ -112,23 +115,60 @@ async def test_reports_serve_closed_windows_only(plain: tuple[Telemetry, Any]) -
 
 
 async def test_window_totals_use_cluster_meter_deltas() -> None:
-    meter = {"attributed": 100.0, "idle": 50.0}
-
-    class Row:
-        def __init__(self) -> None:
-            self.cluster, self.region, self.power_w = "iowa", "us-central1", 500.0
-            self.attributed_j_total, self.idle_j_total = meter["attributed"], meter["idle"]
-
-    tel = Telemetry(make_settings(), cluster_energy=lambda: [Row()])
+    iowa_account = ClusterAccount("iowa", "us-central1", "scope2", 500.0, True, 150.0, 100.0, 50.0, 0.5)
+    belgium_account = ClusterAccount("belgium", "europe-west1", "scope3_cat1")
+    tel = Telemetry(make_settings(), cluster_energy=lambda: [iowa_account, belgium_account])
     try:
-        meter.update(attributed=130.0, idle=90.0)
+        iowa_account.attributed_j_total, iowa_account.idle_j_total = 130.0, 90.0
+        iowa_account.idle_carbon_g_total = 0.75
+        tel.submit(make_record())  # iowa, carbon 0.0035 g
+        tel.submit(make_record(cluster="belgium", region="europe-west1", carbon_g=0.002,
+                               carbon_market_g=0.001, embodied_g=0.0004, scope="scope3_cat1"))  # fmt: skip
         window = tel.close_window()
     finally:
         tel.ring.close()
     iowa = next(row for row in window["clusters"] if row["cluster"] == "iowa")
     assert iowa["attributed_energy_j"] == pytest.approx(30.0) and iowa["idle_energy_j"] == pytest.approx(40.0)
+    assert iowa["idle_carbon_g"] == pytest.approx(0.25)
     belgium = next(row for row in window["clusters"] if row["cluster"] == "belgium")
     assert belgium["attributed_energy_j"] is None  # no meter for it: said so, not invented
+    # Scope 2: iowa's requests and its idle energy; Scope 3 cat. 1: the external API's requests.
+    assert window["scopes"]["scope2"]["location_g"] == pytest.approx(0.0035 + 0.25)
+    assert window["scopes"]["scope3_cat1"]["location_g"] == pytest.approx(0.002)
+    assert window["scopes"]["scope3_cat1"]["market_g"] == pytest.approx(0.001)
+    assert window["scopes"]["scope3_cat1"]["embodied_g"] == pytest.approx(0.0004)
+    totals = window["totals"]
+    assert totals["fleet_carbon_g"] == pytest.approx(0.0035 + 0.002 + 0.25)
+    # SCI = (E x I + M) per request: every operational gram plus every embodied gram, over 2 requests.
+    assert totals["sci_g_per_request"] == pytest.approx((0.2555 + 0.0002 + 0.0004) / 2)
+
+
+async def test_reports_as_csv() -> None:
+    tel = Telemetry(make_settings())
+    client = await serve(tel)
+    try:
+        tel.submit(make_record())
+        tel.submit(make_record(region="europe-west1", cluster="belgium", prompt_tokens=60,
+                               completion_tokens=40))  # fmt: skip
+        tel.close_window()
+        response = await client.get("/v1/carbon/reports?format=csv")
+        assert response.status == 200 and response.content_type == "text/csv"
+        rows = list(csv.DictReader(io.StringIO(await response.text())))
+        clusters = await client.get("/v1/carbon/reports?format=csv&table=clusters")
+        cluster_rows = list(csv.DictReader(io.StringIO(await clusters.text())))
+        assert (await client.get("/v1/carbon/reports?format=xml")).status == 400
+        assert (await client.get("/v1/carbon/reports?format=csv&table=x")).status == 400
+    finally:
+        await client.close()
+        tel.ring.close()
+    assert [(r["department"], r["model"], r["region"]) for r in rows] == [
+        ("research", "llama", "europe-west1"), ("research", "llama", "us-central1"),
+    ]  # fmt: skip
+    sales = rows[0]
+    assert float(sales["carbon_g"]) == pytest.approx(0.0035) and sales["intensity_basis"] == "lifecycle"
+    assert float(sales["sci_g_per_1k_tokens"]) == pytest.approx((0.0035 + 0.0002) / 0.1)
+    iowa = next(r for r in cluster_rows if r["cluster"] == "iowa")
+    assert iowa["scope"] == "scope2" and int(iowa["requests"]) == 1
 
 
 async def test_windows_kept_are_bounded() -> None:

@@ -31,6 +31,7 @@ from .records import Capture, Endpoint
 from .routing.router import RouteRequest
 
 MAX_LATENCY_HEADER = "x-bauxite-max-latency-ms"
+INCLUDE_CARBON_HEADER = "x-bauxite-include-carbon"  # "true": add the bauxite_carbon object to the response
 
 
 class Api:
@@ -126,6 +127,7 @@ class Api:
             prompt_tokens_est=route.prompt_tokens,
             prefix_key=route.prefix_key,
         )
+        capture.include_carbon = request.headers.get(INCLUDE_CARBON_HEADER, "").strip().lower() == "true"
         options = body.get("stream_options")
         capture.client_usage = isinstance(options, dict) and options.get("include_usage") is True
         try:

@@ -49,10 +49,13 @@ def create_app(settings: Settings, transport: UpstreamTransport | None = None) -
     fleet = Fleet(settings.clusters)
     intensity = IntensityService.from_settings(settings)
     energy = EnergyService.from_settings(settings, fleet)
-    telemetry = Telemetry.from_settings(settings, fleet, intensity, energy)
     router = Router.from_settings(settings, fleet, intensity, energy)
+    accountant = Accountant(
+        intensity, energy, router, clusters=list(fleet.clusters), settings=settings.accounting
+    )
+    telemetry = Telemetry.from_settings(settings, fleet, intensity, accountant.cluster_accounts)
+    accountant.add_sink(telemetry)
     upstream = Upstream(fleet.clusters, transport)
-    accountant = Accountant(intensity, energy, router, telemetry)
     auth = Authenticator(settings.auth)
     api = Api(
         auth,

@@ -41,6 +41,7 @@ from .records import Capture
 from .relay import AttemptFailed, StreamRelay, itl_s
 from .retry_after import retry_after_s
 from .routing.router import NoRouteError, Outcome, Router, RouteRequest
+from .sse import SseEvent
 from .transport import AiohttpTransport, UpstreamRequest, UpstreamResponse, UpstreamTransport, content_type
 from .usage import CHAT, COMPLETIONS, EMBEDDINGS, ApiDialect
 
@@ -129,6 +130,7 @@ class Forwarder:
             capture.counterfactual_cluster = decision.counterfactual.name if decision.counterfactual else ""
             capture.attempts += 1
             self._router.dispatched(cluster.name)
+            self._accountant.begin(capture)
             try:
                 return await self._attempt(request, capture, cluster, body, raw)
             except AttemptFailed as exc:
@@ -252,6 +254,8 @@ class Forwarder:
         if estimate is not None:
             headers["x-bauxite-energy-wh"] = f"{estimate[0]:.6g}"
             headers["x-bauxite-carbon-grams"] = f"{estimate[1]:.6g}"
+        if capture.include_carbon:
+            data = with_carbon(data, self._accountant.carbon_extension(capture))
         ctype = resp.headers.get("Content-Type") or "application/json"
         return web.Response(status=200, body=data, headers={**headers, "Content-Type": ctype})
 
@@ -263,11 +267,26 @@ class Forwarder:
         resp: UpstreamResponse,
         choices: int,
     ) -> web.StreamResponse:
-        stream = StreamRelay(capture, cluster, DIALECTS[capture.endpoint], self.route_headers)
+        on_usage = (lambda event: self._carbon_event(capture, event)) if capture.include_carbon else None
+        stream = StreamRelay(
+            capture, cluster, DIALECTS[capture.endpoint], self.route_headers, on_usage=on_usage
+        )
         response = await stream.run(request, resp, choices)
         if stream.failure:
             self._cluster_failed(cluster, stream.failure)
         return response
+
+    def _carbon_event(self, capture: Capture, event: SseEvent) -> bytes:
+        """The event that first carries usage, re-encoded with the ``bauxite_carbon`` object the client
+        asked for; unchanged bytes if it is not a JSON object or no figure is known."""
+        capture.duration_s = time.monotonic() - capture.started_mono
+        extension = self._accountant.carbon_extension(capture)
+        data = event.data or b""
+        patched = with_carbon(data, extension)
+        if patched is data:
+            return event.raw
+        prefix = f"event: {event.event}\n".encode() if event.event != "message" else b""
+        return prefix + b"data: " + patched + b"\n\n"
 
     def route_headers(self, capture: Capture) -> dict[str, str]:
         g_per_kwh = self._accountant.grid_intensity(capture.region)
@@ -282,6 +301,20 @@ class Forwarder:
 def _passed(header: str) -> bool:
     name = header.lower()
     return name in _PASSED_HEADERS or name.startswith(_PASSED_PREFIXES)
+
+
+def with_carbon(data: bytes, extension: dict[str, Any] | None) -> bytes:
+    """A JSON response body with ``bauxite_carbon`` added (only for clients that asked); else unchanged."""
+    if extension is None:
+        return data
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
+    if not isinstance(doc, dict):
+        return data
+    doc["bauxite_carbon"] = extension
+    return orjson.dumps(doc)
 
 
 def _is_json_object(data: bytes) -> bool:

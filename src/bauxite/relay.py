@@ -15,6 +15,7 @@ from aiohttp import web
 from .clusters import ClusterState
 from .errors import TransportError, error_body
 from .records import Capture
+from .sse import SseEvent
 from .transport import UpstreamResponse
 from .usage import ApiDialect, SseRelay
 
@@ -46,10 +47,12 @@ class StreamRelay:
         cluster: ClusterState,
         dialect: ApiDialect,
         route_headers: Callable[[Capture], dict[str, str]],
+        on_usage: Callable[[SseEvent], bytes] | None = None,
     ) -> None:
         self._capture = capture
         self._cluster = cluster
         self._relay = SseRelay(capture, strip_usage=not capture.client_usage, dialect=dialect)
+        self._relay.on_usage = on_usage  # replaces the usage-bearing event (the bauxite_carbon extension)
         self._route_headers = route_headers
         self._response: web.StreamResponse | None = None
         self.failure = ""

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .durations import DurationS
+from .embodied import AccountingSettings
 from .energy.config import EnergySettings, PowerSettings
 from .fleet.config import FleetSettings
 from .intensity.config import IntensitySettings
@@ -182,6 +183,7 @@ class Settings(Strict):
     energy: EnergySettings = EnergySettings()
     latency: LatencySettings = LatencySettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    accounting: AccountingSettings = AccountingSettings()  # market-based factors, embodied emissions
     fleet: FleetSettings | None = None  # only read by `bauxite fleet` and `bauxite demo`
 
     @model_validator(mode="after")
@@ -191,6 +193,10 @@ class Settings(Strict):
             if cluster.name in seen:
                 raise ValueError(f"cluster name {cluster.name!r} is used twice; names must be unique")
             seen.add(cluster.name)
+        regions = {cluster.region for cluster in self.clusters}
+        for region in self.accounting.market_factors:
+            if region not in regions:
+                raise ValueError(f"accounting.market_factors names region {region!r}, which no cluster is in")
         return self
 
     def model_names(self) -> list[str]:

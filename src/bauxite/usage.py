@@ -9,6 +9,7 @@ completions are the first dialects; other APIs (Responses, Messages) add their o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -202,7 +203,7 @@ class SseRelay:
     Only the usage-only event is ever dropped, and only when the gateway (not the client) asked for it.
     """
 
-    __slots__ = ("_capture", "_dialect", "_parser", "_strip_usage", "started", "state")
+    __slots__ = ("_capture", "_dialect", "_parser", "_strip_usage", "on_usage", "started", "state")
 
     def __init__(self, capture: Capture, strip_usage: bool, dialect: ApiDialect = CHAT) -> None:
         self._capture = capture
@@ -211,6 +212,9 @@ class SseRelay:
         self._parser = SseParser()
         self.state = StreamState()
         self.started = False  # an event with data (not just comments) has arrived
+        # When set, the event that first carries usage is replaced by what this returns for it, and is always
+        # forwarded (the bauxite_carbon extension the client asked for rides on it).
+        self.on_usage: Callable[[SseEvent], bytes] | None = None
 
     @property
     def content_events(self) -> int:
@@ -227,11 +231,15 @@ class SseRelay:
             return b""
         out: list[bytes] = []
         for event in events:
+            had_usage = self.state.saw_usage
             kind = self._dialect.classify(event, self._capture, self.state)
             if kind is not Kind.OTHER:
                 self.started = True
             if kind is Kind.CONTENT and self._capture.ttft_s is None:
                 self._capture.ttft_s = time.monotonic() - self._capture.started_mono
+            if self.on_usage is not None and self.state.saw_usage and not had_usage:
+                out.append(self.on_usage(event))
+                continue
             if kind is Kind.USAGE and self._strip_usage:
                 continue
             out.append(event.raw)

@@ -105,13 +105,11 @@ class ServingSettings(_Section):
 
 
 class EnergySettings(_Section):
-    boundary: Literal["gpu", "full"] = "full"
     method: Literal["calibrated", "ecologits"] = "calibrated"  # estimator for clusters without telemetry
     models: dict[str, ModelSizeSettings] = {}  # per model name (as clients or upstream name it)
     external_serving: ServingSettings = ServingSettings()
     self_hosted_batch_size: float = Field(default=32.0, gt=0)  # when no running-sequence count is known
-    host_frac: float = Field(default=0.43, ge=0)  # full boundary: host CPU/DRAM per GPU joule
-    idle_capacity_frac: float = Field(default=0.14, ge=0)  # full boundary: idle machines per GPU joule
+    host_frac: float = Field(default=0.43, ge=0)  # host CPU/DRAM joules per GPU joule (Google's split)
     pue_external: float = Field(default=1.1, ge=1.0, le=3.0)  # default PUE of external API providers
     pue_self_hosted: float = Field(default=1.2, ge=1.0, le=3.0)  # default PUE of vllm clusters
-    prefill_token_weight: float = Field(default=0.25, ge=0, le=1)  # attribution: prompt token vs output token
+    prefill_token_weight: float = Field(default=0.25, ge=0, le=1)  # router: prompt token vs output token

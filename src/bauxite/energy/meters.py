@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from ..clusters import ClusterState
 
 log = logging.getLogger(__name__)
-DEFAULT_OPEN_ITL_S = 0.03  # seconds per output token assumed for running requests when none is observed
 
 
 class ClusterMeter:
@@ -33,6 +32,7 @@ class ClusterMeter:
         source: PowerSource,
         ledger: ClusterLedger,
         clock: Callable[[], float],
+        report_idle: Callable[[float, float], None] | None = None,
     ) -> None:
         self.state = state
         self.region = state.region
@@ -46,13 +46,16 @@ class ClusterMeter:
             asyncio.TimerHandle, Callable[[], None]
         ] = {}  # deadline timers of waiting requests
         self._clock = clock
+        self._report_idle = report_idle
+        self._reported = (0.0, 0.0)  # ledger idle joules and unallocated seconds already reported
         self._last_good_s = clock()
         self._task: asyncio.Task[None] | None = None
 
     @property
     def deadline_s(self) -> float:
-        """How long after a request's end its measured figure may take before the estimate is used."""
-        return self.power.scrape_interval + self.power.grace + 0.5
+        """How long after a request's end its measured figure may take before the estimate is used: one missed
+        or slow scrape is tolerated (a late figure costs the account its exactness)."""
+        return 2.0 * self.power.scrape_interval + self.power.grace + self.power.timeout
 
     def stale(self, now_s: float) -> bool:
         return now_s - self._last_good_s > self.power.stale_after_s
@@ -88,7 +91,6 @@ class ClusterMeter:
             log.warning("power scrape of %s failed: %s", self.state.name, exc)
             return
         now_s = self._clock()
-        in_flight = self.state.in_flight
         gap_s = now_s - self._last_good_s
         self._last_good_s = now_s
         self.power_w = reading.total_power_w
@@ -96,21 +98,23 @@ class ClusterMeter:
         if interval is None:
             return
         await asyncio.sleep(self.power.grace)
-        self.close(interval, in_flight, gap_s)
+        self.close(interval, gap_s)
 
-    def close(self, interval: Interval, in_flight: int, gap_s: float) -> None:
+    def close(self, interval: Interval, gap_s: float) -> None:
+        """Split the interval in the ledger, then report the idle energy and time it added."""
         tainted = interval.counters_reset or (interval.from_power_only and gap_s > self.power.stale_after_s)
-        itl_s = self.state.itl_ewma_s or DEFAULT_OPEN_ITL_S
-        self.ledger.close_interval(
-            interval.start_s, interval.end_s, interval.energy_j, in_flight, 1.0 / max(itl_s, 1e-4), tainted
-        )
+        self.ledger.close_interval(interval.start_s, interval.end_s, interval.energy_j, tainted)
+        idle_j, unallocated_s = self.ledger.idle_j, self.ledger.unallocated_s
+        if self._report_idle is not None:
+            self._report_idle(idle_j - self._reported[0], unallocated_s - self._reported[1])
+        self._reported = (idle_j, unallocated_s)
 
 
 def idle_w_per_gpu(state: ClusterState, power: PowerSettings) -> float:
     """Resident-idle power of one GPU: configured, else the calibrated idle share of board power."""
     if power.idle_w_per_gpu is not None:
         return power.idle_w_per_gpu
-    return curves.gpu_spec(state.settings.gpu.type).board_w * curves.COEF.idle_frac
+    return curves.idle_w(curves.gpu_spec(state.settings.gpu.type))
 
 
 def build_source(state: ClusterState, power: PowerSettings, clock: Callable[[], float]) -> PowerSource | None:
@@ -129,14 +133,19 @@ def build_source(state: ClusterState, power: PowerSettings, clock: Callable[[], 
 
 
 def build_meter(
-    state: ClusterState, settings: EnergySettings, clock: Callable[[], float]
+    state: ClusterState,
+    settings: EnergySettings,
+    clock: Callable[[], float],
+    report_idle: Callable[[float, float], None] | None = None,
+    weigh: Callable[[str, float], tuple[float, float, float]] | None = None,
 ) -> ClusterMeter | None:
     """The meter for a cluster with a power source, else None (its requests are estimated)."""
     power = state.settings.power
     source = build_source(state, power, clock)
     if source is None:
         return None
-    ledger = ClusterLedger(
-        idle_w_per_gpu(state, power) * state.settings.gpu.count, settings.prefill_token_weight
-    )
-    return ClusterMeter(state, power, source, ledger, clock)
+    count = state.settings.gpu.count
+    idle_w = idle_w_per_gpu(state, power)
+    board_w = power.max_w_per_gpu or curves.gpu_spec(state.settings.gpu.type).board_w
+    ledger = ClusterLedger(idle_w * count, weigh, max(board_w - idle_w, 0.0) * count)
+    return ClusterMeter(state, power, source, ledger, clock, report_idle)

@@ -4,11 +4,12 @@ The curves live in ``bauxite.energy.curves`` (fitted on the ML.ENERGY v3 rows): 
 with the number of running sequences (batching slows each step but raises throughput), and each GPU's power
 is a resident-idle floor plus a dynamic part that follows what the step spends its time on.
 
-Calibration (checked in tests): Llama-3.1-70B on 4×H100 at 64 running sequences gives ≈0.85 J per output
-token (measured 0.797); Llama-3.1-8B on 1×H100 at 64 gives ≈0.115 J (measured 0.119), where
+Calibration (checked in tests): Llama-3.1-70B on 4×H100 at 64 running sequences gives ≈0.76 J per output
+token (measured 0.797); Llama-3.1-8B on 1×H100 at 64 gives ≈0.107 J (measured 0.119), where
 J per output token = gpu_count × gpu_power_w / (running / itl_s).
 
-Build profiles from configuration with ``profile_for(model, gpu_type, gpu_count)``.
+Build profiles from configuration with ``profile_for(model, gpu_type, gpu_count)``; a simulated cluster
+builds one per model it serves (``fleet.sim.SimCluster.profiles``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class ClusterProfile:
         """Power of one idle GPU with the model resident, in watts."""
         if self.idle_w_per_gpu is not None:
             return self.idle_w_per_gpu
-        return self.max_w * curves.COEF.idle_frac
+        return self.max_w * curves.idle_w(self.gpu) / self.gpu.board_w
 
 
 def profile_for(
@@ -104,13 +105,16 @@ def itl_s(profile: ClusterProfile, running: int) -> float:
     return _step(profile, running).total_s / profile.speed
 
 
+def prefill_s(profile: ClusterProfile, prompt_tokens: int) -> float:
+    """Seconds of compute-bound prefill for ``prompt_tokens`` on the whole cluster."""
+    per_token_s = curves.prefill_s_per_token(profile.active_params_b, profile.gpu, profile.gpu_count)
+    return max(prompt_tokens, 0) * per_token_s / profile.speed
+
+
 def ttft_s(profile: ClusterProfile, prompt_tokens: int, running: int) -> float:
     """Seconds until the first output token without queueing: prefill of the prompt (compute-bound) plus
     one decode step of the running batch it is interleaved with."""
-    prefill_s = max(prompt_tokens, 0) * curves.prefill_s_per_token(
-        profile.active_params_b, profile.gpu, profile.gpu_count
-    )
-    return prefill_s / profile.speed + itl_s(profile, running)
+    return prefill_s(profile, prompt_tokens) + itl_s(profile, running)
 
 
 def gpu_power_w(profile: ClusterProfile, running: int) -> float:
@@ -118,7 +122,7 @@ def gpu_power_w(profile: ClusterProfile, running: int) -> float:
     if running <= 0:
         return profile.idle_w
     dynamic_share = curves.step_power_w(_step(profile, running), profile.gpu) / profile.gpu.board_w
-    dynamic_share -= curves.COEF.idle_frac
+    dynamic_share -= curves.idle_w(profile.gpu) / profile.gpu.board_w
     return min(profile.max_w, profile.idle_w + dynamic_share * profile.max_w)
 
 

@@ -182,19 +182,30 @@ class _Job:
         self.created = int(time.time())
 
     async def _tokens(self) -> AsyncIterator[int]:
-        sim = self.sim
-        await sim.admit()
+        sim, name = self.sim, str(self.body["model"])
+        seq = await sim.admit(name, self.prompt_tokens)
+        produced = 0
         try:
             self.cached_tokens = sim.lookup_prefix(self.prompt, self.prompt_tokens)
             sim.prompt_tokens_total += self.prompt_tokens
-            await _sleep(sim.ttft_s(self.prompt_tokens, self.cached_tokens))
+            ttft_s = sim.ttft_s(self.prompt_tokens, self.cached_tokens, name)
+            prefill_s = min(sim.prefill_s(self.prompt_tokens, self.cached_tokens, name), ttft_s)
+            # Paced against a schedule, not by sleeping each gap: sleep overshoot must not accumulate, or
+            # tokens would come slower than the model (and its power) says.
+            due_s = time.monotonic() + prefill_s
+            await _sleep(due_s - time.monotonic())
+            sim.meter.prefill_done(seq)
+            due_s += ttft_s - prefill_s
+            await _sleep(due_s - time.monotonic())
             for index in range(self.output_tokens):
                 if index:
-                    await _sleep(sim.itl_s())
+                    due_s += sim.itl_s(name)
+                    await _sleep(due_s - time.monotonic())
                 sim.generation_tokens_total += 1
+                produced += 1
                 yield index
         finally:
-            sim.release()
+            sim.release(seq, produced)
 
     def usage(self) -> dict[str, Any]:
         details = {"cached_tokens": self.cached_tokens} if self.cached_tokens else None

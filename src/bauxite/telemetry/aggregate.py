@@ -6,17 +6,24 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable
 
+from ..records import INDEX, RawRecord, enum_index
 from .labels import NO_REASON
-from .ring import STATUS_ERROR, RawRecord
 
-# Slots of one usage accumulator, keyed by (model id, region id, department id).
-REQ_OK, REQ_ERROR, PROMPT, COMPLETION, CACHED, ENERGY, CARBON, AVOIDED_GREEN, AVOIDED_KV, ADDED_GREEN = range(
-    10
-)
-USAGE_SLOTS = 10
-# Slots of one cluster accumulator, keyed by cluster id: what the requests it served were charged.
-CL_REQUESTS, CL_ENERGY, CL_CARBON, CL_PROMPT, CL_COMPLETION = range(5)
-CLUSTER_SLOTS = 5
+SUMMED: tuple[str, ...] = (
+    "prompt_tokens", "completion_tokens", "cached_tokens", "energy_j", "gpu_j", "gpu_idle_j", "host_j",
+    "carbon_g", "carbon_market_g", "embodied_g", "avoided_green_g", "avoided_kv_g", "avoided_green_net_g",
+)  # fmt: skip
+"""Record fields summed into every accumulator (per model/region/department and per cluster)."""
+REQ_OK, REQ_ERROR = 0, 1
+SLOT: dict[str, int] = {name: 2 + i for i, name in enumerate(SUMMED)}
+USAGE_SLOTS = 2 + len(SUMMED)
+_SOURCES = tuple((SLOT[name], INDEX[name]) for name in SUMMED)
+_MODEL, _REGION, _CLUSTER, _DEPT, _REASON = (
+    INDEX["model"], INDEX["region"], INDEX["cluster"], INDEX["department"], INDEX["route_reason"]
+)  # fmt: skip
+_STATUS, _TTFT, _DURATION = INDEX["status"], INDEX["ttft_s"], INDEX["duration_s"]
+_SOURCE, _SIGNAL, _BASIS = INDEX["intensity_source"], INDEX["intensity_signal"], INDEX["intensity_basis"]
+_OK = enum_index("status", "ok")  # errors and cancellations both count as not ok
 
 UsageKey = tuple[int, int, int]
 
@@ -62,10 +69,12 @@ class Totals:
         self.ttft_bounds = ttft_bounds
         self.usage: dict[UsageKey, list[float]] = {}
         self.routing: dict[tuple[int, int, int], int] = {}  # (model, region, reason) -> decisions
-        self.clusters: dict[int, list[float]] = {}
+        self.clusters: dict[int, list[float]] = {}  # by cluster id, same slots as ``usage``
         self.duration: dict[tuple[int, int], Histogram] = {}
         self.ttft: dict[tuple[int, int], Histogram] = {}
         self.records = 0
+        # Per region id: (source id, signal index, basis index) of the latest record, for the reports.
+        self.region_basis: dict[int, tuple[int, int, int]] = {}
 
     def preinitialise(self, pairs: Iterable[tuple[int, int]], departments: Iterable[int]) -> None:
         """Zero series for configured combinations: dashboards and ``rate()`` see them from the start."""
@@ -79,32 +88,26 @@ class Totals:
         usage, clusters, routing = self.usage, self.clusters, self.routing
         count = 0
         for rec in records:
-            model, region, cluster, dept, reason = rec[0], rec[1], rec[2], rec[3], rec[4]
-            acc = usage.get((model, region, dept))
+            model, region, cluster, reason = rec[_MODEL], rec[_REGION], rec[_CLUSTER], rec[_REASON]
+            key = (model, region, rec[_DEPT])
+            acc = usage.get(key)
             if acc is None:
-                acc = usage[(model, region, dept)] = [0.0] * USAGE_SLOTS
-            acc[REQ_ERROR if rec[8] == STATUS_ERROR else REQ_OK] += 1
-            acc[PROMPT] += rec[10]
-            acc[COMPLETION] += rec[11]
-            acc[CACHED] += rec[12]
-            energy_j, carbon_g = clean(rec[15]), clean(rec[20])
-            acc[ENERGY] += energy_j
-            acc[CARBON] += carbon_g
-            acc[AVOIDED_GREEN] += clean(rec[21])
-            acc[AVOIDED_KV] += clean(rec[22])
-            acc[ADDED_GREEN] += clean(rec[24])
+                acc = usage[key] = [0.0] * USAGE_SLOTS
+            per_cluster = clusters.get(cluster) if cluster else None
+            if cluster and per_cluster is None:
+                per_cluster = clusters[cluster] = [0.0] * USAGE_SLOTS
+            outcome = REQ_OK if rec[_STATUS] == _OK else REQ_ERROR
+            acc[outcome] += 1
+            for slot, index in _SOURCES:
+                acc[slot] += clean(rec[index])
+            if per_cluster is not None:
+                per_cluster[outcome] += 1
+                for slot, index in _SOURCES:
+                    per_cluster[slot] += clean(rec[index])
             if reason != NO_REASON:
                 routing[(model, region, reason)] = routing.get((model, region, reason), 0) + 1
-            if cluster:
-                per_cluster = clusters.get(cluster)
-                if per_cluster is None:
-                    per_cluster = clusters[cluster] = [0.0] * CLUSTER_SLOTS
-                per_cluster[CL_REQUESTS] += 1
-                per_cluster[CL_ENERGY] += energy_j
-                per_cluster[CL_CARBON] += carbon_g
-                per_cluster[CL_PROMPT] += rec[10]
-                per_cluster[CL_COMPLETION] += rec[11]
-            self._observe(model, region, rec[13], rec[14])
+            self.region_basis[region] = (rec[_SOURCE], rec[_SIGNAL], rec[_BASIS])
+            self._observe(model, region, rec[_TTFT], rec[_DURATION])
             count += 1
         self.records += count
         return count

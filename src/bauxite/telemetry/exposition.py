@@ -18,26 +18,26 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ..intensity.base import RegionIntensity
-from .aggregate import (
-    ADDED_GREEN,
-    AVOIDED_GREEN,
-    AVOIDED_KV,
-    CACHED,
-    CARBON,
-    CL_COMPLETION,
-    CL_ENERGY,
-    CL_PROMPT,
-    CL_REQUESTS,
-    COMPLETION,
-    ENERGY,
-    PROMPT,
-    REQ_ERROR,
-    REQ_OK,
-    Histogram,
-    Totals,
-)
+from .aggregate import REQ_ERROR, REQ_OK, SLOT, USAGE_SLOTS, Histogram, Totals
 from .labels import LabelTables
 from .ring import RingBuffer
+
+_REQUEST_SUMS = (
+    ("bauxite_request_carbon_grams",
+     "Grams CO2e of requests, location-based: facility energy x grid intensity (SCI's E x I).",
+     ("carbon_g",)),
+    ("bauxite_request_energy_joules",
+     "Request energy at the facility boundary: (GPU + host share) x PUE, joules.", ("energy_j",)),
+    ("bauxite_request_it_energy_joules", "Request IT energy: GPU + host share, joules.", ("gpu_j", "host_j")),
+    ("bauxite_request_gpu_energy_joules",
+     "Request GPU energy (measured or estimated), including the resident-idle share, joules.", ("gpu_j",)),
+    ("bauxite_request_embodied_carbon_grams",
+     "Embodied grams CO2e of the hardware requests occupied, amortised over its lifetime (SCI's M).",
+     ("embodied_g",)),
+    ("bauxite_request_market_carbon_grams",
+     "Grams CO2e of requests, market-based: the region's configured residual-mix or contract factor, "
+     "else location-based.", ("carbon_market_g",)),
+)  # fmt: skip
 
 
 class TelemetryCollector(Collector):
@@ -47,7 +47,7 @@ class TelemetryCollector(Collector):
         ring: RingBuffer,
         tables: LabelTables,
         intensity: Callable[[], list[RegionIntensity]],
-        # Rows with cluster, region, power_w, attributed_j_total, idle_j_total (EnergyService.cluster_energy).
+        # ``accounting.ClusterAccount`` rows: power, metered energy totals, idle carbon and embodied totals.
         cluster_energy: Callable[[], Iterable[Any]] | None,
         cluster_regions: dict[str, str],
     ) -> None:
@@ -65,20 +65,17 @@ class TelemetryCollector(Collector):
         yield from self._histograms()
         yield from self._grid()
         yield from self._clusters()
+        yield from self._cluster_carbon()
         yield from self._cluster_requests()
         yield from self._buffer()
 
     def _usage(self) -> Iterator[Metric]:
         t = self._t
         labels = ["model", "region", "department"]
-        carbon = CounterMetricFamily(
-            "bauxite_request_carbon_grams",
-            "Grams CO2e attributed to requests (energy x PUE x grid intensity).",
-            labels=labels,
-        )
-        energy = CounterMetricFamily(
-            "bauxite_request_energy_joules", "IT energy attributed to requests, in joules.", labels=labels
-        )
+        per_request = [
+            (CounterMetricFamily(name, doc, labels=labels), tuple(SLOT[f] for f in fields))
+            for name, doc, fields in _REQUEST_SUMS
+        ]
         requests = CounterMetricFamily(
             "bauxite_requests", "Finished requests by outcome.", labels=[*labels, "status"]
         )
@@ -86,22 +83,26 @@ class TelemetryCollector(Collector):
         avoided: dict[tuple[str, str, str], float] = {}
         added: dict[tuple[str, str, str], float] = {}
         for (m, r, d), acc in self._totals.usage.items():
-            model, region, dept = t.models.value(m), t.regions.value(r), t.departments.value(d)
-            carbon.add_metric([model, region, dept], acc[CARBON])
-            energy.add_metric([model, region, dept], acc[ENERGY])
-            requests.add_metric([model, region, dept, "ok"], acc[REQ_OK])
-            requests.add_metric([model, region, dept, "error"], acc[REQ_ERROR])
-            tokens.add_metric([model, region, dept, "prompt"], acc[PROMPT])
-            tokens.add_metric([model, region, dept, "completion"], acc[COMPLETION])
-            tokens.add_metric([model, region, dept, "cached"], acc[CACHED])
+            values = [t.models.value(m), t.regions.value(r), t.departments.value(d)]
+            for family, slots in per_request:
+                family.add_metric(values, sum(acc[slot] for slot in slots))
+            requests.add_metric([*values, "ok"], acc[REQ_OK])
+            requests.add_metric([*values, "error"], acc[REQ_ERROR])
+            for kind in ("prompt", "completion", "cached"):
+                tokens.add_metric([*values, kind], acc[SLOT[f"{kind}_tokens"]])
             # Avoided carbon has no region label: sum over regions per (model, department, source).
-            for source, slot in (("green_routing", AVOIDED_GREEN), ("kv_cache", AVOIDED_KV)):
-                avoided[(model, dept, source)] = avoided.get((model, dept, source), 0.0) + acc[slot]
-            key = (model, dept, "green_routing")
-            added[key] = added.get(key, 0.0) + acc[ADDED_GREEN]
+            for source, field in (("green_routing", "avoided_green_g"), ("kv_cache", "avoided_kv_g")):
+                key = (values[0], values[2], source)
+                avoided[key] = avoided.get(key, 0.0) + acc[SLOT[field]]
+            # Added = gross − net, summed per record: what routing emitted beyond the counterfactual.
+            key = (values[0], values[2], "green_routing")
+            added[key] = added.get(key, 0.0) + max(
+                acc[SLOT["avoided_green_g"]] - acc[SLOT["avoided_green_net_g"]], 0.0
+            )
         avoided_family = CounterMetricFamily(
             "bauxite_carbon_avoided_grams",
-            "Grams CO2e avoided versus the latency-first choice (green_routing) and by KV-cache reuse.",
+            "Grams CO2e (location-based, facility boundary) avoided versus the latency-first choice "
+            "(green_routing) and by KV-cache reuse.",
             labels=["model", "department", "source"],
         )
         for key, grams in avoided.items():
@@ -114,7 +115,8 @@ class TelemetryCollector(Collector):
         )
         for key, grams in added.items():
             added_family.add_metric(list(key), grams)
-        yield from (carbon, energy, requests, tokens, avoided_family, added_family)
+        yield from (family for family, _ in per_request)
+        yield from (requests, tokens, avoided_family, added_family)
 
     def _routing(self) -> Iterator[Metric]:
         t = self._t
@@ -170,28 +172,61 @@ class TelemetryCollector(Collector):
 
     def _clusters(self) -> Iterator[Metric]:
         power = GaugeMetricFamily(
-            "bauxite_cluster_power_watts", "Current cluster power draw.", labels=["cluster", "region"]
+            "bauxite_cluster_power_watts",
+            "Current GPU power draw of a metered cluster (GPU boundary), watts.",
+            labels=["cluster", "region"],
         )
         energy = CounterMetricFamily(
             "bauxite_cluster_energy_joules",
-            "Cluster energy: attributed to requests, or idle/static.",
+            "Metered cluster energy at the facility boundary (GPU x (1 + host share) x PUE), joules: "
+            "attributed to requests, or idle (no request resident).",
             labels=["cluster", "region", "kind"],
         )
         for row in self._cluster_rows():
             cluster = str(row.cluster)
             region = self._cluster_regions.get(cluster)
-            if region is None:
+            if region is None or not row.metered:
                 continue
             power.add_metric([cluster, region], float(row.power_w))
             for kind, total in (("attributed", row.attributed_j_total), ("idle", row.idle_j_total)):
                 energy.add_metric([cluster, region, kind], self._monotonic(cluster, kind, float(total)))
         yield from (power, energy)
 
+    def _cluster_carbon(self) -> Iterator[Metric]:
+        """Every gram the fleet emitted: requests' carbon per cluster plus each cluster's idle carbon."""
+        labels = ["cluster", "region", "kind"]
+        carbon = CounterMetricFamily(
+            "bauxite_cluster_carbon_grams",
+            "Grams CO2e (location-based, facility boundary) per cluster: attributed to its requests, or its "
+            "idle energy with no request resident. Their sum is the fleet's operational total.",
+            labels=labels,
+        )
+        embodied = CounterMetricFamily(
+            "bauxite_cluster_embodied_carbon_grams",
+            "Embodied grams CO2e of a cluster's hardware amortised over its lifetime: the share of its "
+            "requests (attributed) and of time with no request resident (idle).",
+            labels=labels,
+        )
+        idle = {str(row.cluster): row for row in self._cluster_rows()}
+        for cluster, region in self._cluster_regions.items():
+            acc = self._totals.clusters.get(self._t.clusters.id(cluster), [0.0] * USAGE_SLOTS)
+            carbon.add_metric([cluster, region, "attributed"], acc[SLOT["carbon_g"]])
+            embodied.add_metric([cluster, region, "attributed"], acc[SLOT["embodied_g"]])
+            row = idle.get(cluster)
+            idle_g = float(row.idle_carbon_g_total) if row is not None else 0.0
+            idle_embodied_g = float(row.idle_embodied_g_total) if row is not None else 0.0
+            carbon.add_metric([cluster, region, "idle"], self._monotonic(cluster, "idle_g", idle_g))
+            embodied.add_metric(
+                [cluster, region, "idle"], self._monotonic(cluster, "idle_embodied_g", idle_embodied_g)
+            )
+        yield from (carbon, embodied)
+
     def _cluster_requests(self) -> Iterator[Metric]:
         """Per-cluster request figures (beyond the contract), for energy per 1,000 tokens per cluster."""
         energy = CounterMetricFamily(
             "bauxite_cluster_request_energy_joules",
-            "Energy attributed to the requests a cluster served (estimated or measured share).",
+            "Facility-boundary energy charged to the requests a cluster served (estimated or measured), "
+            "joules.",
             labels=["cluster", "region"],
         )
         tokens = CounterMetricFamily(
@@ -203,13 +238,11 @@ class TelemetryCollector(Collector):
             "bauxite_cluster_requests", "Requests a cluster served.", labels=["cluster", "region"]
         )
         for cluster, region in self._cluster_regions.items():
-            acc = self._totals.clusters.get(self._t.clusters.id(cluster))
-            if acc is None:
-                acc = [0.0] * (CL_COMPLETION + 1)
-            energy.add_metric([cluster, region], acc[CL_ENERGY])
-            tokens.add_metric([cluster, region, "prompt"], acc[CL_PROMPT])
-            tokens.add_metric([cluster, region, "completion"], acc[CL_COMPLETION])
-            requests.add_metric([cluster, region], acc[CL_REQUESTS])
+            acc = self._totals.clusters.get(self._t.clusters.id(cluster), [0.0] * USAGE_SLOTS)
+            energy.add_metric([cluster, region], acc[SLOT["energy_j"]])
+            tokens.add_metric([cluster, region, "prompt"], acc[SLOT["prompt_tokens"]])
+            tokens.add_metric([cluster, region, "completion"], acc[SLOT["completion_tokens"]])
+            requests.add_metric([cluster, region], acc[REQ_OK] + acc[REQ_ERROR])
         yield from (energy, tokens, requests)
 
     def _cluster_rows(self) -> list[Any]:

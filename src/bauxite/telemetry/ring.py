@@ -16,30 +16,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import mmap
-import struct
 from typing import Any
 
+from ..records import RECORD, RECORD_SIZE, RawRecord
+
 CAPACITY_BYTES = 2_097_152
-RECORD_SIZE = 128
-
-# Field order of one record. 7 uint16 label ids/status code, 3 uint8 enums/flags, 3 uint32 token counts and
-# 12 float64 measurements = 125 bytes, padded to 128 so the 2 MiB buffer holds exactly 16,384 slots.
-RECORD = struct.Struct("<7H3B3I12d3x")
-FIELDS = (
-    "model", "region", "cluster", "department", "reason", "source", "http_status",
-    "endpoint", "status", "flags",
-    "prompt_tokens", "completion_tokens", "cached_tokens",
-    "ttft_s", "duration_s", "energy_j", "energy_j_min", "energy_j_max", "intensity_g_per_kwh", "pue",
-    "carbon_g", "avoided_green_g", "avoided_kv_g", "finished_at",
-    "added_green_g",  # green routing's negative part: gross avoided − added = net
-)  # fmt: skip
-assert RECORD.size == RECORD_SIZE and len(FIELDS) == 25
-
-FLAG_MEASURED = 1
-STATUS_OK = 0
-STATUS_ERROR = 1
-
-RawRecord = tuple[Any, ...]
+# The slot layout is ``records.LAYOUT`` (label ids, enums, a flags byte, token counts, float64 measurements),
+# padded to a power of two so the 2 MiB buffer holds whole slots.
+assert CAPACITY_BYTES % RECORD_SIZE == 0
+__all__ = ["CAPACITY_BYTES", "RECORD", "RECORD_SIZE", "RawRecord", "RingBuffer"]
 
 
 def _libc() -> ctypes.CDLL | None:

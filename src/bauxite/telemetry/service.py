@@ -24,30 +24,25 @@ from prometheus_client import CollectorRegistry, generate_latest
 from ..intensity.base import RegionIntensity
 from ..records import RequestRecord
 from .aggregate import Totals
+from .codec import packer
 from .config import TelemetryConfigError
 from .dashboard import Dashboard
 from .exposition import TelemetryCollector
 from .http import token_middleware
-from .labels import NO_REASON, NONE, LabelTables
+from .labels import LabelTables
 from .reports import Reports
-from .ring import CAPACITY_BYTES, FLAG_MEASURED, STATUS_ERROR, STATUS_OK, RingBuffer
+from .ring import CAPACITY_BYTES, RingBuffer
 from .series import Series
 
 if TYPE_CHECKING:
     from ..clusters import Fleet
-    from ..energy.service import EnergyService
     from ..intensity.service import IntensityService
     from ..settings import Settings
 
 MULTIPROC_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
-U16, U32 = 0xFFFF, 0xFFFF_FFFF
 # The classic text format every Prometheus 2.x parses; all our names are legacy-valid, so no escaping applies.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _log = logging.getLogger(__name__)
-
-
-def _u(value: int, top: int) -> int:
-    return value if 0 <= value <= top else (0 if value < 0 else top)
 
 
 class Telemetry:
@@ -63,6 +58,7 @@ class Telemetry:
         cfg = settings.telemetry
         self.settings = cfg
         self.tables = LabelTables.from_settings(settings)
+        self._pack = packer(self.tables)
         self.ring = RingBuffer(capacity_bytes, lock_memory=cfg.lock_memory)
         self.totals = Totals(cfg.duration_buckets_s, cfg.ttft_buckets_s)
         self.totals.preinitialise(self.tables.served_pairs(settings), range(1, len(self.tables.departments)))
@@ -93,7 +89,11 @@ class Telemetry:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, fleet: Fleet, intensity: IntensityService, energy: EnergyService
+        cls,
+        settings: Settings,
+        fleet: Fleet,
+        intensity: IntensityService,
+        cluster_accounts: Callable[[], Iterable[Any]] | None = None,
     ) -> Telemetry:
         """Build from configuration; raises ``TelemetryConfigError`` for a setup that breaks a promise."""
         for name in MULTIPROC_ENV:
@@ -114,7 +114,7 @@ class Telemetry:
         return cls(
             settings,
             intensity=intensity.snapshot,
-            cluster_energy=energy.cluster_energy,
+            cluster_energy=cluster_accounts,
             token=token.strip() if token else None,
         )
 
@@ -124,26 +124,7 @@ class Telemetry:
             if threading.get_ident() != self._thread:
                 self._submit_elsewhere(record)
                 return
-            t = self.tables
-            self.ring.append(
-                t.models.id(record.model),
-                t.regions.id(record.region or NONE),
-                t.clusters.id(record.cluster or NONE),
-                t.departments.id(record.department),
-                t.reasons.id(record.route_reason) if record.route_reason else NO_REASON,
-                t.sources.id(record.intensity_source),
-                _u(record.http_status, U16),
-                t.endpoints.id(record.endpoint),
-                STATUS_OK if record.status == "ok" else STATUS_ERROR,
-                FLAG_MEASURED if record.energy_measured else 0,
-                _u(record.prompt_tokens, U32),
-                _u(record.completion_tokens, U32),
-                _u(record.cached_tokens, U32),
-                record.ttft_s, record.duration_s, record.energy_j, record.energy_j_min, record.energy_j_max,
-                record.intensity_g_per_kwh, record.pue, record.carbon_g, record.avoided_green_g,
-                record.avoided_kv_g, record.finished_at,
-                max(record.avoided_green_g - record.avoided_green_net_g, 0.0),
-            )  # fmt: skip
+            self.ring.append(*self._pack(record))
         except Exception:  # a malformed record must not break the request that produced it
             self.ring.dropped += 1
 
@@ -202,11 +183,17 @@ class Telemetry:
             try:
                 limit = int(request.query["limit"])
             except ValueError:
-                return web.json_response(
-                    {"error": {"message": "limit must be an integer", "type": "invalid_request_error",
-                               "param": "limit", "code": None}},
-                    status=400,
-                )  # fmt: skip
+                return _bad_query("limit", "limit must be an integer")
+        fmt = request.query.get("format", "json")
+        if fmt == "csv":
+            table = request.query.get("table", "usage")
+            if table not in ("usage", "clusters"):
+                return _bad_query("table", "table must be 'usage' or 'clusters'")
+            return web.Response(
+                body=self.reports.as_csv(limit, table), content_type="text/csv", charset="utf-8"
+            )
+        if fmt != "json":
+            return _bad_query("format", "format must be 'json' or 'csv'")
         return web.Response(body=self.reports.as_json(limit), content_type="application/json")
 
     # Lifecycle --------------------------------------------------------------------------------------
@@ -248,3 +235,8 @@ class Telemetry:
             now = time.time()
             await asyncio.sleep((math.floor(now / interval) + 1) * interval - now)
             self.close_window()
+
+
+def _bad_query(param: str, message: str) -> web.Response:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": None}
+    return web.json_response({"error": error}, status=400)
