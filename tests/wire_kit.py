@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -18,8 +18,10 @@ from bauxite.app import GATEWAY, Gateway, create_app
 from bauxite.records import Capture
 from bauxite.server import start_site
 from bauxite.settings import settings_from_mapping
-from bauxite.transport import UpstreamTransport
 from harness import RecordTap
+
+if TYPE_CHECKING:
+    from bauxite.transport import UpstreamTransport
 
 MODEL = "tiny-8b"
 REGIONS = {"a": "us-east-1", "b": "us-west-2", "c": "eu-west-1"}
@@ -101,7 +103,8 @@ class WireGateway:
         self.base_url = ""
 
     async def __aenter__(self) -> WireGateway:
-        app = create_app(self.settings, self.transport)
+        # Without a scripted transport the app builds its real network client.
+        app = create_app(self.settings, self.transport) if self.transport else create_app(self.settings)
         self.gateway = app[GATEWAY]
         self.gateway.accountant.add_sink(self.tap)
         finish = self.gateway.accountant.finish

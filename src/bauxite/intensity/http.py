@@ -14,6 +14,9 @@ import orjson
 from .base import IntensityError
 
 _ERROR_SNIPPET_CHARS = 200
+# The largest answer any provider gives (a 72-hour forecast) is tens of kilobytes. Reads stop here, so a
+# misbehaving endpoint cannot balloon memory or stall the event loop parsing megabytes of JSON.
+MAX_REPLY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +76,11 @@ def _retry_after_s(value: str | None) -> float | None:
 class HttpClient:
     """Lazily opens one ``aiohttp.ClientSession`` (it must be created inside the running loop)."""
 
-    def __init__(self, timeout_s: float, user_agent: str = "bauxite") -> None:
+    def __init__(
+        self, timeout_s: float, user_agent: str = "bauxite", max_reply_bytes: int = MAX_REPLY_BYTES
+    ) -> None:
         self.timeout_s = timeout_s
+        self.max_reply_bytes = max_reply_bytes
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
 
@@ -98,7 +104,7 @@ class HttpClient:
         """GET ``url``; network failures and time-outs raise ``IntensityError``, any status returns."""
         try:
             async with self._open().get(url, params=params, headers=headers) as response:
-                body = await response.read()
+                body = await self._bounded_body(provider, response)
                 return HttpReply(
                     response.status,
                     body,
@@ -109,6 +115,19 @@ class HttpClient:
             raise IntensityError(f"{provider}: no answer within {self.timeout_s:g}s") from None
         except aiohttp.ClientError as exc:
             raise IntensityError(f"{provider}: network error ({type(exc).__name__})") from None
+
+    async def _bounded_body(self, provider: str, response: aiohttp.ClientResponse) -> bytes:
+        limit = self.max_reply_bytes
+        if response.content_length is not None and response.content_length > limit:
+            raise IntensityError(f"{provider}: answer of {response.content_length} bytes exceeds {limit}")
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise IntensityError(f"{provider}: answer larger than {limit} bytes; not read further")
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def close(self) -> None:
         if self._session is not None:
