@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck bench venv clean system-deps
+.PHONY: run test lint typecheck bench venv clean system-deps node-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,15 @@ run: $(STAMP)
 system-deps:
 	bash scripts/system-deps.sh
 
-test: $(STAMP) system-deps lint typecheck
+# The official openai Node client, for the client conformance test (installed from the lock file).
+NODE_STAMP := tests/node/node_modules/.package-lock.json
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+node-deps: system-deps $(NODE_STAMP)
+
+test: $(STAMP) system-deps node-deps lint typecheck
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -35,4 +43,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/telemetry.py
 
 clean:
-	rm -rf $(VENV) .bench-venv .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .bench-venv .mypy_cache .ruff_cache .pytest_cache tests/node/node_modules
