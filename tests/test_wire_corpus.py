@@ -451,3 +451,29 @@ async def test_wire_behaviour(row: Row) -> None:
         if row.check is not None:
             row.check(transport, gw)
         assert transport.unused() == 0, "every scripted exchange was used"
+
+
+async def test_cluster_configured_without_stream_options_is_estimated_and_flagged() -> None:
+    transport = ScriptedTransport()
+    transport.script("a", sse(chunk("a"), chunk("b", finish="stop"), DONE))
+    async with WireGateway(transport, config(stream_options=False)) as gw:
+        status, _, body = await gw.post(chat(stream=True))
+        assert status == 200 and body == chunk("a") + chunk("b", finish="stop") + DONE
+        (record,) = await gw.records(1)
+        assert record.status == "ok" and record.usage_estimated
+        assert record.completion_tokens == 2 and record.prompt_tokens > 0 and record.energy_j > 0
+    assert b"stream_options" not in transport.sent[0].request.body
+
+
+async def test_client_hangup_mid_stream_aborts_the_upstream_exchange() -> None:
+    transport = ScriptedTransport()
+    transport.script("a", sse(chunk("a"), Delay(0.2), *[chunk("x") for _ in range(50)], Delay(30.0)))
+    async with WireGateway(transport, config(timeouts={"read_s": "60s"})) as gw:
+        assert gw.session is not None
+        async with gw.session.post(gw.base_url + "/v1/chat/completions", json=chat(stream=True)) as resp:
+            assert resp.status == 200
+            await resp.content.readany()
+        (record,) = await gw.records(1)
+        assert (record.status, record.http_status) == ("cancelled", 499)
+        assert record.usage_estimated and record.completion_tokens >= 1
+        assert transport.sent[0].aborted and gw.cluster("a").available()

@@ -8,6 +8,7 @@ completions are the first dialects; other APIs (Responses, Messages) add their o
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from .records import Capture
 from .sse import SseEvent, SseParser
 
 CHARS_PER_TOKEN = 4  # rough English average, used only when the upstream reports no usage
+# An event worth parsing beyond "one more token": a usage object, or a finish_reason that is not null.
+_NOTABLE = re.compile(rb'"(?:usage|finish_reason)"\s*:\s*["{]')
 
 
 class Kind(Enum):
@@ -122,7 +125,7 @@ class _Choices:
             if code:
                 state.error = code
                 return Kind.ERROR
-        if b'"usage"' in data or b'"finish_reason"' in data:
+        if _NOTABLE.search(data):
             doc = _loads(data) if doc is None else doc
             if isinstance(doc, dict):
                 return self._structured(doc, capture, state)
