@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import resource
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -118,3 +121,67 @@ async def test_provider_answers_are_read_within_a_bound() -> None:
     finally:
         await http.close()
         await runner.cleanup()
+
+
+def test_1100_slow_clients_at_a_1024_descriptor_limit_do_not_stop_the_gateway(tmp_path: Path) -> None:
+    """A real ``bauxite serve`` started with a soft limit of 1,024 open files: it raises the limit, serves
+    a normal request while 1,100 slowloris sockets are open, and closes those after ``header_timeout``."""
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        "auth: {allow_anonymous: true}\nserver: {header_timeout: 2s}\n"
+        "clusters: [{name: a, region: us-east-1, url: 'http://127.0.0.1:9/v1', models: [tiny-8b]}]\n"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.fail(f"this test needs a hard open-files limit of at least 4096 (have {hard})")
+    if soft != resource.RLIM_INFINITY and soft < 4096:  # this process holds the 1,100 client sockets
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bauxite.cli", "serve", "--config", str(config), "--port", str(port)],
+        preexec_fn=low_limit,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    slow: list[socket.socket] = []
+    try:
+        _wait_healthy(port)
+        for _ in range(1100):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+            slow.append(sock)
+        assert _healthz(port) == 200  # still serving with 1,100 held sockets
+        deadline = time.monotonic() + 30
+        for sock in slow:
+            sock.settimeout(max(deadline - time.monotonic(), 0.1))
+            assert sock.recv(1) == b""  # closed by the server: the head never completed
+    finally:
+        for sock in slow:
+            sock.close()
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert b"Traceback" not in err, err.decode()[-2000:]
+
+
+def _healthz(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return int(sock.recv(64).split()[1])
+
+
+def _wait_healthy(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if _healthz(port) == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail("the gateway did not start within 60 s")
