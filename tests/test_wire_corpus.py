@@ -376,6 +376,14 @@ DEAD_AND_SLOW = [
         cooled=("a",),
     ),
     Row(
+        "silent-after-200-single-cluster",
+        one(sse(b": ping\n\n", Delay(5.0))),
+        status=504,
+        body_has=[b'"upstream_timeout"'],
+        record={"status": "error", "error_type": "timeout"},
+        cooled=("a",),
+    ),
+    Row(
         "read-timeout-single-cluster",
         one(Exchange(delay_s=5.0)),
         status=504,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .clusters import ClusterState
-from .errors import TransportError, error_body
+from .errors import ReadTimeout, TransportError, error_body
 from .records import Capture
 from .sse import SseEvent
 from .transport import UpstreamResponse
@@ -67,6 +67,8 @@ class StreamRelay:
             return self._response or web.Response(status=CLIENT_CLOSED)
         except TransportError as exc:
             if self._response is None:  # nothing reached the client: a retryable failure
+                if isinstance(exc, ReadTimeout):
+                    raise AttemptFailed(exc.cause, "timeout", timeout=True) from None
                 raise AttemptFailed(exc.cause, "upstream_closed") from None
             return await self._fail(exc.cause, "upstream_stream_error")
         return await self._finish(response, choices)
