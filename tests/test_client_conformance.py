@@ -52,7 +52,8 @@ async def gateway() -> AsyncIterator[WireGateway]:
 
 async def _collect(client: openai.AsyncOpenAI, **params: Any) -> dict[str, Any]:
     stream = await client.chat.completions.create(model="tiny-8b", messages=MESSAGES, stream=True, **params)
-    text, usage, calls = "", None, {}
+    text, usage = "", None
+    calls: dict[int, dict[str, str]] = {}
     async for chunk in stream:
         if chunk.usage:
             usage = chunk.usage.total_tokens
