@@ -124,6 +124,12 @@ class _AiohttpResponse:
             raise translate(exc) from None
 
     async def read(self, limit: int) -> bytes:
+        length = self._resp.content_length
+        try:
+            if length is not None and length <= limit:  # the usual case: one read of a known size
+                return await self._resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise translate(exc) from None
         parts: list[bytes] = []
         size = 0
         try:
