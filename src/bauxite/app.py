@@ -100,6 +100,9 @@ def _lifecycle(gateway: Gateway) -> Callable[[web.Application], AsyncIterator[No
     return run
 
 
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
 @web.middleware
 async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Unknown paths, wrong methods and unexpected failures still answer in OpenAI's error shape."""
@@ -108,7 +111,7 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason, None)
+        return error_response(exc.status, exc.reason, _HTTP_CODES.get(exc.status))
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return error_response(500, "internal gateway error", "internal_error")

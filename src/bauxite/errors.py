@@ -47,7 +47,7 @@ CODES: Mapping[str, int] = {
     "request_timeout": 408,
     "request_too_large": 413,
     "internal_error": 500,
-    "upstream_error": 502,
+    "upstream_error": 503,  # or the upstream's own status when one answered
     "no_available_cluster": 503,
     "gateway_overloaded": 503,
     "upstream_timeout": 504,
