@@ -73,6 +73,16 @@ class SseParser:
         end = len(buf)
         lf_only = b"\r" not in buf  # the common case: a plain find is several times faster than the regex
         while pos < end:
+            if lf_only and self._data is None and not self._event and buf.startswith(b"data:", pos):
+                # A block that is one "data:" line: dispatch it without walking its lines.
+                block_end = buf.find(b"\n\n", pos)
+                if block_end >= 0 and buf.find(b"\n", pos, block_end) < 0:
+                    value = buf[pos + 5 : block_end]
+                    value = value[1:] if value[:1] == b" " else value
+                    pos = block_end + 2
+                    events.append(SseEvent(buf[start:pos], value, "message", self._id))
+                    start = pos
+                    continue
             if lf_only:
                 line_end = buf.find(b"\n", pos)
                 if line_end < 0:

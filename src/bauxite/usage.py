@@ -114,7 +114,7 @@ class _Choices:
         data = event.data
         if data is None:
             return Kind.OTHER
-        if data.strip() == b"[DONE]":
+        if len(data) < 16 and data.strip() == b"[DONE]":
             state.saw_done = True
             return Kind.DONE
         # Parse only events that can matter beyond "one more token": cheap substring tests first.
