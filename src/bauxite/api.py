@@ -154,6 +154,8 @@ class Api:
     async def _read_body(self, request: web.Request) -> bytes:
         """The whole body within ``body_timeout_s`` (a slow sender cannot hold a handler forever)."""
         try:
+            if request.content.is_eof():  # the usual case: it arrived with the head; no timer needed
+                return await request.read()
             async with asyncio.timeout(self._body_timeout_s):
                 return await request.read()
         except TimeoutError:

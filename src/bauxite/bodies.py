@@ -30,7 +30,7 @@ def member_spans(raw: bytes) -> tuple[dict[str, list[tuple[int, int]]], int]:
         first = token[0]
         if first == 0x22:  # string
             if depth == 1 and expect_key:
-                key = orjson.loads(token)
+                key = token[1:-1].decode() if b"\\" not in token else orjson.loads(token)
                 expect_key = False
             continue
         if token in (b"{", b"["):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -102,6 +102,27 @@ def translate(exc: BaseException) -> TransportError:
     return UpstreamClosed(f"connection error ({type(exc).__name__})")
 
 
+class _Chunks:
+    """Body bytes as they arrive: one awaited read per chunk (no extra generator layer per chunk)."""
+
+    __slots__ = ("_content",)
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self._content = content
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self._content.readany()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise translate(exc) from None
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+
 class _AiohttpResponse:
     __slots__ = ("_resp",)
 
@@ -116,12 +137,8 @@ class _AiohttpResponse:
     def headers(self) -> Mapping[str, str]:
         return self._resp.headers
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._resp.content.iter_any():
-                yield chunk
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise translate(exc) from None
+    def chunks(self) -> AsyncIterator[bytes]:
+        return _Chunks(self._resp.content)
 
     async def read(self, limit: int) -> bytes:
         length = self._resp.content_length
@@ -159,20 +176,38 @@ class AiohttpTransport:
             await self._session.close()
             self._session = None
 
-    @asynccontextmanager
-    async def send(self, request: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
+    def send(self, request: UpstreamRequest) -> _Exchange:
         if self._session is None:
             raise RuntimeError("upstream transport used before start()")
+        return _Exchange(self._session, request)
+
+
+class _Exchange:
+    """One upstream request as a context (a plain class: cheaper per request than asynccontextmanager)."""
+
+    __slots__ = ("_request", "_resp", "_session")
+
+    def __init__(self, session: aiohttp.ClientSession, request: UpstreamRequest) -> None:
+        self._session = session
+        self._request = request
+        self._resp: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> UpstreamResponse:
+        request = self._request
         timeout = aiohttp.ClientTimeout(
             total=request.total_s, sock_connect=request.connect_s, sock_read=request.read_s
         )
         try:
-            resp = await self._session.post(
-                request.url, data=request.body, headers=dict(request.headers), timeout=timeout
+            self._resp = await self._session.post(
+                request.url, data=request.body, headers=request.headers, timeout=timeout
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise translate(exc) from None
-        try:
-            yield _AiohttpResponse(resp)
-        finally:
+        return _AiohttpResponse(self._resp)
+
+    async def __aexit__(self, *exc: object) -> None:
+        resp = self._resp
+        if resp is not None:
+            # Read to the end: the connection goes back to the pool. Left early: closing it tells the
+            # upstream to stop generating.
             resp.release() if resp.content.at_eof() else resp.close()
