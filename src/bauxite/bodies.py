@@ -55,6 +55,12 @@ def member_spans(raw: bytes) -> tuple[dict[str, list[tuple[int, int]]], int]:
 def set_members(raw: bytes, values: Mapping[str, bytes]) -> bytes:
     """``raw`` with each top-level member in ``values`` set to the given JSON-encoded value: replaced where
     present (every repeat of the key), appended before the closing brace where absent."""
+    if not any(orjson.dumps(key) in raw for key in values):
+        # None of the keys occurs anywhere (the usual case): append before the closing brace, no scan.
+        close = raw.rstrip().rfind(b"}")
+        empty = raw[raw.find(b"{") + 1 : close].strip() == b""
+        added = b",".join(orjson.dumps(key) + b":" + value for key, value in values.items())
+        return raw[:close] + (b"" if empty else b",") + added + raw[close:]
     spans, close = member_spans(raw)
     edits: list[tuple[int, int, bytes]] = []
     appended: list[bytes] = []
