@@ -116,7 +116,9 @@ class Forwarder:
         failure: AttemptFailed | None = None
         while True:
             try:
-                decision = self._router.choose(replace(route, exclude=frozenset(exclude)))
+                decision = self._router.choose(
+                    replace(route, exclude=frozenset(exclude)) if exclude else route
+                )
             except NoRouteError as exc:
                 if failure is not None:  # the only candidate just failed: report that failure
                     return self._final(capture, failure)
