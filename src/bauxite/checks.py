@@ -4,9 +4,6 @@ them, so they agree: a problem refuses to start (exit 2), a note is printed as a
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
-import yaml
 
 from .settings import Settings
 
@@ -77,11 +74,12 @@ def _unknown_hardware_and_models(settings: Settings) -> list[str]:
 
 def simulation_file_message(file: str) -> str | None:
     """A message when ``file`` is a ``bauxite simulate`` file rather than a gateway config; else None."""
+    from .settings import ConfigError, read_yaml
     from .simulate.config import SimConfigError, load_sim_config, looks_like_sim_config
 
     try:
-        data = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        data = read_yaml(file)
+    except ConfigError:
         return None  # the gateway loader reports unreadable files in its own words
     if not looks_like_sim_config(data):
         return None

@@ -278,6 +278,12 @@ def settings_from_mapping(data: Any, file: str = "<config>") -> Settings:
 
 def load_settings(path: str | Path) -> Settings:
     """Read and validate a YAML config file. Every problem is a ``ConfigError`` naming the file."""
+    return settings_from_mapping(read_yaml(path), str(path))
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The parsed YAML document of a config file (any encoding with a BOM, UTF-8 without). Hostile input
+    (bad bytes, duplicate keys, deep nesting, huge integers) is a ``ConfigError``, never a crash."""
     file = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -295,7 +301,7 @@ def load_settings(path: str | Path) -> Settings:
         raise ConfigError(file, [("", f"invalid value: {_value_problem(exc)}")]) from None
     except RecursionError:
         raise ConfigError(file, [("", f"nested deeper than {MAX_NESTING} levels")]) from None
-    return settings_from_mapping(data, file)
+    return data
 
 
 def decode_config(file: str, raw: bytes) -> str:
