@@ -21,8 +21,8 @@ from .records import Capture
 from .sse import SseEvent, SseParser
 
 CHARS_PER_TOKEN = 4  # rough English average, used only when the upstream reports no usage
-# An event worth parsing beyond "one more token": a usage object, or a finish_reason that is not null.
-_NOTABLE = re.compile(rb'"(?:usage|finish_reason)"\s*:\s*["{]')
+# An event worth parsing beyond "one more token": an error, a usage object, or a non-null finish_reason.
+_NOTABLE = re.compile(rb'"error"|"(?:usage|finish_reason)"\s*:\s*["{]')
 
 
 class Kind(Enum):
@@ -117,16 +117,14 @@ class _Choices:
         if len(data) < 16 and data.strip() == b"[DONE]":
             state.saw_done = True
             return Kind.DONE
-        # Parse only events that can matter beyond "one more token": cheap substring tests first.
-        doc = None
-        if b'"error"' in data:
+        # One scan decides whether the event can matter beyond "one more token" (most cannot): only
+        # those are parsed.
+        if _NOTABLE.search(data):
             doc = _loads(data)
             code = error_code(doc)
             if code:
                 state.error = code
                 return Kind.ERROR
-        if _NOTABLE.search(data):
-            doc = _loads(data) if doc is None else doc
             if isinstance(doc, dict):
                 return self._structured(doc, capture, state)
         if event.event == "error":
