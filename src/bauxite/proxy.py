@@ -52,7 +52,6 @@ DIALECTS: dict[str, ApiDialect] = {"chat": CHAT, "completion": COMPLETIONS, "emb
 MAX_CLUSTERS_TRIED = 2  # per request: the first choice and one failover
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of an upstream error body relayed to the client
 RESPONSE_LIMIT = 256 * 1024 * 1024  # a complete (non-streaming) upstream answer larger than this is refused
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 # Upstream headers a client needs to back off correctly; relayed with error answers.
 _PASSED_HEADERS = ("retry-after", "x-request-id")
 _PASSED_PREFIXES = ("x-ratelimit-",)
