@@ -204,8 +204,6 @@ class Forwarder:
                     return await self._relay_stream(request, capture, cluster, resp, _choices(body))
                 return await self._relay_body(capture, cluster, resp)
         except LocalResourceError as exc:
-            # Nothing reached any cluster: nothing ran, so nothing is accounted against one.
-            capture.cluster = capture.region = ""
             raise GatewayOverloaded(f"the gateway is out of local resources: {exc.cause}") from None
         except ReadTimeout as exc:
             raise AttemptFailed(exc.cause, "timeout", timeout=True) from None
