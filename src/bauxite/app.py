@@ -19,6 +19,7 @@ from .intensity.service import IntensityService
 from .proxy import Forwarder, Upstream
 from .routing.router import Router
 from .settings import Settings
+from .telemetry.ring import Ring
 from .telemetry.service import Telemetry
 from .transport import UpstreamTransport
 
@@ -44,8 +45,11 @@ class Gateway:
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
-def create_app(settings: Settings, transport: UpstreamTransport | None = None) -> web.Application:
-    """The gateway application. ``transport`` replaces the network client (tests pass a scripted one)."""
+def create_app(
+    settings: Settings, transport: UpstreamTransport | None = None, ring: Ring | None = None
+) -> web.Application:
+    """The gateway application. ``transport`` replaces the network client (tests pass a scripted one);
+    ``ring`` is the telemetry buffer when it is shared between worker processes."""
     fleet = Fleet(settings.clusters)
     intensity = IntensityService.from_settings(settings)
     energy = EnergyService.from_settings(settings, fleet)
@@ -53,7 +57,7 @@ def create_app(settings: Settings, transport: UpstreamTransport | None = None) -
     accountant = Accountant(
         intensity, energy, router, clusters=list(fleet.clusters), settings=settings.accounting
     )
-    telemetry = Telemetry.from_settings(settings, fleet, intensity, accountant.cluster_accounts)
+    telemetry = Telemetry.from_settings(settings, fleet, intensity, accountant.cluster_accounts, ring)
     accountant.add_sink(telemetry)
     upstream = Upstream(fleet.clusters, transport)
     auth = Authenticator(settings.auth)

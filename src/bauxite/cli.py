@@ -31,6 +31,13 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
         help="listen port, 1-65535 or 0 for any free one (default: server.port, 8080)",
     )
     parser.add_argument(
+        "--workers",
+        default="1",
+        metavar="N",
+        help="gateway processes sharing the port (SO_REUSEPORT) under one supervisor, plus one process "
+        "serving /metrics and reports for all of them; 'auto' = one per CPU (default 1: a single process)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
     )
 
@@ -46,7 +53,13 @@ def _load(path: str) -> Settings | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .checks import check_settings
     from .server import serve
+    from .workers.supervisor import serve_workers, worker_count
 
+    try:
+        workers = worker_count(args.workers)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     settings = _load(args.config)
     if settings is None:
         return 2
@@ -59,7 +72,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return _refusing_unsafe(lambda: serve(settings, host=args.host, port=args.port))
+    if workers == 1:
+        return _refusing_unsafe(lambda: serve(settings, host=args.host, port=args.port))
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    return _refusing_unsafe(lambda: serve_workers(settings, host, port, workers))
 
 
 def _refusing_unsafe(start: Callable[[], int]) -> int:

@@ -17,6 +17,7 @@ from .http_server import GatewayRunner, raise_fd_limit
 from .settings import Settings
 
 log = logging.getLogger("bauxite.server")
+SHUTDOWN_TIMEOUT_S = 10.0
 
 
 def loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -44,14 +45,17 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
-def bind_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: any free port); raises ``OSError`` when it cannot."""
+def bind_socket(host: str, port: int, backlog: int = 1024, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port; ``reuse_port``: share the port with
+    sibling worker processes through ``SO_REUSEPORT``); raises ``OSError`` when it cannot."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(backlog)
         sock.setblocking(False)
@@ -62,12 +66,20 @@ def bind_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
 
 
 async def start_site(
-    app: web.Application, host: str, port: int, shutdown_timeout_s: float = 10.0
+    app: web.Application,
+    host: str,
+    port: int,
+    shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S,
+    *,
+    reuse_port: bool = False,
+    sock: socket.socket | None = None,
 ) -> tuple[web.AppRunner, int]:
-    """Serve ``app``; on cleanup, in-flight requests get ``shutdown_timeout_s`` to finish."""
+    """Serve ``app`` on ``host:port`` (``reuse_port``: share the port with sibling worker processes) or on
+    an already listening ``sock``; on cleanup, in-flight requests get ``shutdown_timeout_s`` to finish."""
     # Bind first: a taken port or a bad address fails here, before any service (meters, intensity feeds,
     # telemetry windows) has started, so a failed start leaves nothing behind and reports nothing.
-    sock = bind_socket(host, port)
+    if sock is None:
+        sock = bind_socket(host, port, reuse_port=reuse_port)
     # handler_cancellation: a client that hangs up cancels its handler, which aborts the upstream request.
     runner = GatewayRunner(
         app,
@@ -88,9 +100,11 @@ async def start_site(
     return runner, int(bound)
 
 
-async def start_gateway(app: web.Application, host: str, port: int) -> tuple[list[web.AppRunner], int]:
+async def start_gateway(
+    app: web.Application, host: str, port: int, sock: socket.socket | None = None
+) -> tuple[list[web.AppRunner], int]:
     """Serve the gateway app, plus the telemetry listener when one is configured. Runners: stop in order."""
-    runner, bound = await start_site(app, host, port)
+    runner, bound = await start_site(app, host, port, sock=sock)
     runners = [runner]
     admin = app[GATEWAY].telemetry.admin_app()
     if admin is not None:

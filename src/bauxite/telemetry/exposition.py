@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from ..intensity.base import RegionIntensity
 from .aggregate import REQ_ERROR, REQ_OK, SLOT, USAGE_SLOTS, Histogram, Totals
 from .labels import LabelTables
-from .ring import RingBuffer
+from .ring import Ring
 
 _REQUEST_SUMS = (
     ("bauxite_request_carbon_grams",
@@ -44,7 +44,7 @@ class TelemetryCollector(Collector):
     def __init__(
         self,
         totals: Totals,
-        ring: RingBuffer,
+        ring: Ring,
         tables: LabelTables,
         intensity: Callable[[], list[RegionIntensity]],
         # ``accounting.ClusterAccount`` rows: power, metered energy totals, idle carbon and embodied totals.

@@ -78,6 +78,11 @@ class LabelTables:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LabelTables:
+        """Tables seeded in a fixed order, so every process built from the same settings gives a value the
+        same id (``serve --workers`` relies on it: workers write ids, one other process reads them)."""
+        from ..intensity.registry import PROVIDERS
+        from ..routing.router import REASONS
+
         # The same set the auth module can assign: the anonymous department only when anonymous access is on.
         departments: dict[str, None] = {}
         if settings.auth.allow_anonymous:
@@ -91,8 +96,8 @@ class LabelTables:
             regions=Interner([NONE, *regions]),
             clusters=Interner([NONE, *(c.name for c in settings.clusters)]),
             departments=Interner(departments),
-            reasons=Interner([], open_cap=OPEN_CAP),
-            sources=Interner([], open_cap=OPEN_CAP),
+            reasons=Interner(REASONS, open_cap=OPEN_CAP),
+            sources=Interner(PROVIDERS, open_cap=OPEN_CAP),
             endpoints=Interner(ENDPOINTS),
         )
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import mmap
-from typing import Any
+from typing import Any, Protocol
 
 from ..records import RECORD, RECORD_SIZE, RawRecord
 
@@ -127,3 +127,26 @@ class RingBuffer:
                 libc.munlock(ctypes.c_void_p(self.address), ctypes.c_size_t(self.capacity_bytes))
             self.locked = False
         self._mm.close()
+
+
+class Ring(Protocol):
+    """What ``Telemetry`` and the collector use of a buffer: ``RingBuffer`` in one process, the shared
+    regions of ``bauxite.workers.shm`` with several workers."""
+
+    capacity_bytes: int
+    slots: int
+    high_water: int
+    locked: bool
+    dropped: int
+
+    @property
+    def used_bytes(self) -> int: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def append(self, *fields: Any) -> bool: ...
+
+    def drain(self) -> list[RawRecord]: ...
+
+    def close(self) -> None: ...

@@ -31,7 +31,7 @@ from .exposition import TelemetryCollector
 from .http import token_middleware
 from .labels import LabelTables
 from .reports import Reports
-from .ring import CAPACITY_BYTES, RingBuffer
+from .ring import CAPACITY_BYTES, Ring, RingBuffer
 from .series import Series
 
 if TYPE_CHECKING:
@@ -54,12 +54,16 @@ class Telemetry:
         cluster_energy: Callable[[], Iterable[Any]] | None = None,
         token: str | None = None,
         capacity_bytes: int = CAPACITY_BYTES,
+        ring: Ring | None = None,
     ) -> None:
         cfg = settings.telemetry
         self.settings = cfg
         self.tables = LabelTables.from_settings(settings)
         self._pack = packer(self.tables)
-        self.ring = RingBuffer(capacity_bytes, lock_memory=cfg.lock_memory)
+        # A given ring is shared with other processes (``serve --workers``); else this process owns one.
+        self.ring: Ring = (
+            ring if ring is not None else RingBuffer(capacity_bytes, lock_memory=cfg.lock_memory)
+        )
         self.totals = Totals(cfg.duration_buckets_s, cfg.ttft_buckets_s)
         self.totals.preinitialise(self.tables.served_pairs(settings), range(1, len(self.tables.departments)))
         cluster_regions = {c.name: c.region for c in settings.clusters}
@@ -94,6 +98,7 @@ class Telemetry:
         fleet: Fleet,
         intensity: IntensityService,
         cluster_accounts: Callable[[], Iterable[Any]] | None = None,
+        ring: Ring | None = None,
     ) -> Telemetry:
         """Build from configuration; raises ``TelemetryConfigError`` for a setup that breaks a promise."""
         for name in MULTIPROC_ENV:
@@ -116,6 +121,7 @@ class Telemetry:
             intensity=intensity.snapshot,
             cluster_energy=cluster_accounts,
             token=token.strip() if token else None,
+            ring=ring,
         )
 
     def submit(self, record: RequestRecord) -> None:

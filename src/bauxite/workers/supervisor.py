@@ -1,0 +1,212 @@
+"""``bauxite serve --workers N``: a supervisor forking N gateway workers and one telemetry hub.
+
+The supervisor runs no event loop and serves nothing. Before forking it creates the shared telemetry
+buffer (``shm.SharedRings``), reserves the public port with ``SO_REUSEPORT`` (so ``--port 0`` resolves once
+and a port held by another program fails at start, not in a restart loop), and opens the hub's loopback
+socket (kept across hub restarts, so workers can always reach it). Then it waits for children:
+
+- a worker that dies is replaced (same region, same port); the requests it had in flight are written into its
+  region as error records first, so the totals still count every request that reached the gateway;
+- a hub that dies is replaced; records wait in the shared buffer meanwhile and nothing is lost but the
+  hub's running totals (Prometheus sees a counter reset, which ``rate()`` handles);
+- SIGTERM or SIGINT stops the workers first (each finishes its in-flight requests), then the hub (which
+  drains the last records and closes the current report window).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from ..server import SHUTDOWN_TIMEOUT_S, run
+from ..settings import Settings
+from ..telemetry.labels import NO_REASON, NONE, LabelTables
+from ..telemetry.ring import STATUS_ERROR
+from .roles import run_hub, run_worker
+from .shm import Region, SharedRings
+
+log = logging.getLogger("bauxite.workers")
+RESTART_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)  # by how many quick deaths came just before
+QUICK_DEATH_S = 5.0  # a child that dies sooner than this after starting counts as crash-looping
+
+
+class _Stop(Exception):
+    """Raised from the signal handler to leave the blocking wait."""
+
+
+def worker_count(text: str) -> int:
+    """Parse ``--workers``: a positive integer, or ``auto`` for the CPUs this process may run on."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"--workers must be a positive integer or 'auto', got {text!r}")
+    return value
+
+
+@dataclass
+class _Child:
+    role: str  # "hub" or "worker"
+    index: int  # region index for workers, -1 for the hub
+    started: float = field(default_factory=time.monotonic)
+    quick_deaths: int = 0
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, host: str, port: int, workers: int) -> None:
+        self.settings = settings
+        self.host = host
+        self.workers = workers
+        self.shared = SharedRings(workers, lock_memory=settings.telemetry.lock_memory)
+        self.tables = LabelTables.from_settings(settings)
+        self._reserve = _reserve_port(host, port)
+        self.port = int(self._reserve.getsockname()[1])
+        self._hub_sock = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.hub_url = f"http://127.0.0.1:{self._hub_sock.getsockname()[1]}"
+        self.children: dict[int, _Child] = {}
+        self.lost_requests = 0
+
+    def serve(self) -> int:
+        """Fork everything, keep it running until SIGTERM/SIGINT, then stop it in order."""
+        previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._spawn(_Child("hub", -1))
+            for index in range(self.workers):
+                self._spawn(_Child("worker", index))
+            log.info(
+                "bauxite gateway listening on http://%s:%d (%d workers, %d clusters)",
+                self.host, self.port, self.workers, len(self.settings.clusters),
+            )  # fmt: skip
+            while True:
+                pid, status = os.waitpid(-1, 0)
+                self._replace(pid, status)
+        except _Stop:
+            pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._shutdown()
+        return 0
+
+    def _replace(self, pid: int, status: int) -> None:
+        child = self.children.pop(pid, None)
+        if child is None:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        if child.role == "worker":
+            lost = self.record_lost(self.shared.regions[child.index])
+            log.warning("worker %d (pid %d) exited with %d; %d in-flight requests recorded as errors; "
+                        "restarting", child.index, pid, code, lost)  # fmt: skip
+        else:
+            log.warning("telemetry hub (pid %d) exited with %d; restarting", pid, code)
+        quick = time.monotonic() - child.started < QUICK_DEATH_S
+        child.quick_deaths = child.quick_deaths + 1 if quick else 0
+        time.sleep(RESTART_BACKOFF_S[min(child.quick_deaths, len(RESTART_BACKOFF_S) - 1)])
+        self._spawn(_Child(child.role, child.index, quick_deaths=child.quick_deaths))
+
+    def record_lost(self, region: Region) -> int:
+        """Write one error record per request the dead worker had in flight (no worker writes meanwhile)."""
+        lost = region.in_flight
+        t = self.tables
+        for _ in range(lost):
+            region.append(
+                0, t.regions.id(NONE), t.clusters.id(NONE), 0, NO_REASON, 0, 0, 0, STATUS_ERROR, 0,
+                0, 0, 0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, time.time(),
+            )  # fmt: skip
+        region.set_in_flight(0)
+        self.lost_requests += lost
+        return lost
+
+    def _spawn(self, child: _Child) -> None:
+        child.started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the supervisor's code
+            code = 1
+            try:
+                code = self._child_main(child)
+            except BaseException:
+                log.exception("%s %d failed", child.role, child.index)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.children[pid] = child
+
+    def _child_main(self, child: _Child) -> int:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)  # the child's event loop installs its own handlers
+        self._reserve.close()
+        use_uvloop = self.settings.server.use_uvloop
+        if child.role == "hub":
+            return run(run_hub(self.settings, self.shared, self._hub_sock), use_uvloop)
+        self._hub_sock.close()
+        worker = run_worker(self.settings, self.shared, child.index, self.host, self.port, self.hub_url)
+        return run(worker, use_uvloop)
+
+    def _shutdown(self) -> None:
+        workers = [pid for pid, c in self.children.items() if c.role == "worker"]
+        hubs = [pid for pid, c in self.children.items() if c.role == "hub"]
+        _stop(workers, SHUTDOWN_TIMEOUT_S + 5)
+        _stop(hubs, SHUTDOWN_TIMEOUT_S + 5)
+        self.children.clear()
+        self._reserve.close()
+        self._hub_sock.close()
+
+
+def _stop(pids: list[int], timeout_s: float) -> None:
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL whatever is left."""
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    left = set(pids)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                left.discard(pid)
+        time.sleep(0.05)
+    for pid in left:
+        _signal(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (without listening) a SO_REUSEPORT socket on the public address: workers join its group."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve_workers(settings: Settings, host: str, port: int, workers: int) -> int:
+    """Entry point for ``bauxite serve --workers N`` with N > 1."""
+    supervisor = Supervisor(settings, host, port, workers)
+    sys.stdout.flush()
+    return supervisor.serve()

@@ -1,0 +1,328 @@
+"""``bauxite serve --workers N``: the shared telemetry buffer across real forked processes, and the whole
+supervisor (real subprocess, real simulated fleet, real sockets): exact totals with two workers, and a
+worker killed mid-request is restarted with its in-flight requests recorded as errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from bauxite.telemetry.ring import RECORD_SIZE, STATUS_ERROR, STATUS_OK
+from bauxite.workers.shm import SharedRings
+from bauxite.workers.supervisor import worker_count
+
+MODEL = "tiny-8b"
+
+
+def _fields(i: int, status: int = STATUS_OK) -> tuple[Any, ...]:
+    return (1, 1, 1, 1, 0, 0, 200, 1, status, 0, i, 2 * i, 0, 0.1, 0.2, 1.0, 0.9, 1.1, 100.0, 1.2, 0.5, 0, 0,
+            float(i))  # fmt: skip
+
+
+# The buffer --------------------------------------------------------------------------------------------
+
+
+def test_regions_split_two_mib_with_a_header_slot_each() -> None:
+    shared = SharedRings(3, lock_memory=False)
+    assert shared.capacity_bytes == 2 * 1024 * 1024
+    assert len(shared.regions) == 3
+    assert all(r.slots == shared.region_bytes // RECORD_SIZE - 1 for r in shared.regions)
+    assert sum((r.slots + 1) * RECORD_SIZE for r in shared.regions) <= shared.capacity_bytes
+    with pytest.raises(ValueError, match="per worker"):
+        SharedRings(20_000, lock_memory=False)
+
+
+def test_records_written_by_forked_children_are_drained_by_the_parent() -> None:
+    shared = SharedRings(2, lock_memory=False)
+    reader = shared.reader()
+    pids = []
+    for index, count in ((0, 500), (1, 700)):
+        pid = os.fork()
+        if pid == 0:  # child: write into its own region only, then leave without any cleanup
+            region = shared.regions[index]
+            for i in range(count):
+                region.append(*_fields(i))
+            region.set_in_flight(index + 3)
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        assert os.waitpid(pid, 0)[1] == 0
+    records = reader.drain()
+    assert len(records) == 1200
+    assert sorted(r[10] for r in records) == sorted([*range(500), *range(700)])
+    assert [r.in_flight for r in shared.regions] == [3, 4]
+    assert reader.drain() == []  # the tail moved past everything taken
+
+
+def test_a_full_region_counts_drops_and_wraps_after_draining() -> None:
+    shared = SharedRings(2, capacity_bytes=16 * RECORD_SIZE, lock_memory=False)
+    region = shared.regions[0]
+    reader = shared.reader()
+    assert region.slots == 7
+    assert all(region.append(*_fields(i)) for i in range(7))
+    assert not region.append(*_fields(99))
+    assert reader.dropped == 1
+    assert [r[10] for r in reader.drain()] == list(range(7))
+    for i in range(10, 15):  # crosses the end of the region's slots
+        assert region.append(*_fields(i, STATUS_ERROR))
+    drained = reader.drain()
+    assert [r[10] for r in drained] == list(range(10, 15))
+    assert all(r[8] == STATUS_ERROR for r in drained)
+    assert shared.regions[1].head == 0  # the neighbour region was never touched
+
+
+def test_worker_count_parses_auto_and_rejects_nonsense() -> None:
+    assert worker_count("3") == 3
+    assert worker_count("auto") >= 1
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(ValueError, match="--workers"):
+            worker_count(bad)
+
+
+# The supervisor, end to end ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout_s: float = 60.0) -> None:
+    async def probe() -> None:
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                try:
+                    async with session.get(url) as resp:
+                        if resp.status < 500:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"{url} did not answer within {timeout_s:.0f}s")
+
+    asyncio.run(probe())
+
+
+def children(pid: int) -> list[int]:
+    """Child pids of ``pid``, oldest first (by start time)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.append((int(fields[19]), int(entry.name)))
+    return [p for _, p in sorted(found)]
+
+
+def established(pid: int, port: int) -> int:
+    """TCP connections ``pid`` holds with local port ``port`` (from /proc: fds and the socket table)."""
+    inodes = set()
+    for fd in os.scandir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(fd.path)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "01" and cols[9] in inodes:
+                count += 1
+    return count
+
+
+class Deployment:
+    """A simulated fleet and ``bauxite serve --workers 2`` as real subprocesses."""
+
+    def __init__(self, tmp: Path, time_scale: float) -> None:
+        self.port = free_port()
+        fleet_port = free_port()
+        config = {
+            "auth": {"allow_anonymous": True},
+            "clusters": [
+                {"name": "sim", "region": "us-east-1", "url": f"http://127.0.0.1:{fleet_port}/v1",
+                 "models": [MODEL]},
+            ],
+            "fleet": {"time_scale": time_scale, "clusters": [
+                {"name": "sim", "port": fleet_port, "models": [MODEL], "default_output_tokens": 8},
+            ]},
+        }  # fmt: skip
+        path = tmp / "bauxite.yaml"
+        path.write_text(yaml.safe_dump(config))
+        cli = [sys.executable, "-m", "bauxite.cli"]
+        self.log = tmp / "serve.log"
+        self.fleet = subprocess.Popen([*cli, "fleet", "--config", str(path)], stdout=subprocess.DEVNULL)
+        with open(self.log, "wb") as log:
+            self.serve = subprocess.Popen(
+                [*cli, "serve", "--config", str(path), "--port", str(self.port), "--workers", "2"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_http(f"http://127.0.0.1:{fleet_port}/health")
+        wait_http(f"{self.url}/healthz")
+        wait_http(f"{self.url}/metrics")
+
+    def workers(self) -> list[int]:
+        """Worker pids (the supervisor forks the hub first, so it is the oldest child)."""
+        return children(self.serve.pid)[1:]
+
+    def close(self) -> None:
+        for proc in (self.serve, self.fleet):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (self.serve, self.fleet):
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def fast(tmp_path: Path) -> Iterator[Deployment]:
+    deployment = Deployment(tmp_path, time_scale=0.0)
+    try:
+        yield deployment
+    finally:
+        deployment.close()
+
+
+@pytest.fixture
+def slow(tmp_path: Path) -> Iterator[Deployment]:
+    deployment = Deployment(tmp_path, time_scale=30.0)
+    try:
+        yield deployment
+    finally:
+        deployment.close()
+
+
+def totals(metrics: str) -> dict[str, float]:
+    out = {"ok": 0.0, "error": 0.0}
+    pattern = r'^bauxite_requests_total\{[^}]*status="(ok|error)"[^}]*\} (\S+)$'
+    for match in re.finditer(pattern, metrics, re.M):
+        out[match.group(1)] += float(match.group(2))
+    return out
+
+
+async def scrape(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+async def chat(session: aiohttp.ClientSession, url: str, stream: bool = False) -> int:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    async with session.post(url + "/v1/chat/completions", json=body) as resp:
+        await resp.read()
+        return resp.status
+
+
+def test_two_workers_count_every_request_exactly(fast: Deployment) -> None:
+    sent = 240
+
+    async def load() -> list[int]:
+        # Many short connections, so the kernel spreads them over both workers.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            sem = asyncio.Semaphore(8)
+
+            async def one(i: int) -> int:
+                async with sem:
+                    return await chat(session, fast.url, stream=i % 2 == 1)
+
+            return await asyncio.gather(*(one(i) for i in range(sent)))
+
+    statuses = asyncio.run(load())
+    assert statuses == [200] * sent
+    assert len(fast.workers()) == 2
+    first = asyncio.run(scrape(fast.url))
+    assert totals(first) == {"ok": float(sent), "error": 0.0}
+    capacity = re.search(r"^bauxite_telemetry_buffer_capacity_bytes (\S+)$", first, re.M)
+    assert capacity is not None and float(capacity.group(1)) == 2 * 1024 * 1024
+    for _ in range(4):  # whichever worker takes the scrape, the answer comes from the one hub
+        assert totals(asyncio.run(scrape(fast.url))) == {"ok": float(sent), "error": 0.0}
+
+
+def test_a_killed_worker_is_restarted_and_its_in_flight_requests_recorded_as_errors(slow: Deployment) -> None:
+    count = 12
+    before = slow.workers()
+    assert len(before) == 2
+
+    async def run() -> tuple[list[int | str], int]:
+        connector = aiohttp.TCPConnector(force_close=True, limit=0)
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            started = asyncio.Event()
+            first_bytes = 0
+
+            async def one() -> int | str:
+                nonlocal first_bytes
+                body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True,
+                        "max_tokens": 64}  # fmt: skip
+                try:
+                    async with session.post(slow.url + "/v1/chat/completions", json=body) as resp:
+                        await resp.content.readany()  # the gateway is streaming: the request is in flight
+                        first_bytes += 1
+                        if first_bytes == count:
+                            started.set()
+                        await resp.read()
+                        return resp.status
+                except aiohttp.ClientError as exc:
+                    return type(exc).__name__
+
+            tasks = [asyncio.create_task(one()) for _ in range(count)]
+            await asyncio.wait_for(started.wait(), 60)
+            held = {pid: established(pid, slow.port) for pid in before}
+            victim = max(held, key=lambda pid: held[pid])
+            os.kill(victim, signal.SIGKILL)
+            return list(await asyncio.gather(*tasks)), held[victim]
+
+    results, on_victim = asyncio.run(run())
+    failed = [r for r in results if r != 200]
+    assert on_victim >= 1
+    assert len(failed) == on_victim, results
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (len(slow.workers()) != 2 or set(slow.workers()) == set(before)):
+        time.sleep(0.2)
+    after = slow.workers()
+    assert len(after) == 2 and set(after) != set(before), "the killed worker was not replaced"
+
+    async def scrape_until_settled() -> dict[str, float]:
+        deadline = time.monotonic() + 30
+        while True:
+            found = totals(await scrape(slow.url))
+            if found["ok"] + found["error"] >= count or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.3)
+
+    assert asyncio.run(scrape_until_settled()) == {"ok": float(count - on_victim), "error": float(on_victim)}
+    assert "in-flight requests recorded as errors" in slow.log.read_text()
+
+    async def more() -> list[int]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            return await asyncio.gather(*(chat(session, slow.url) for _ in range(6)))
+
+    assert asyncio.run(more()) == [200] * 6  # the replacement serves
