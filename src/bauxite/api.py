@@ -28,7 +28,9 @@ from .errors import (
 )
 from .proxy import Forwarder
 from .records import Capture, Endpoint
+from .routing.affinity import prefix_hash
 from .routing.router import RouteRequest
+from .state.base import LocalState, SharedState
 
 MAX_LATENCY_HEADER = "x-bauxite-max-latency-ms"
 INCLUDE_CARBON_HEADER = "x-bauxite-include-carbon"  # "true": add the bauxite_carbon object to the response
@@ -43,7 +45,9 @@ class Api:
         accountant: Accountant,
         department_header: str | None,
         body_timeout_s: float = 60.0,
+        state: SharedState | None = None,
     ) -> None:
+        self._state: SharedState = state or LocalState()
         self._auth = auth
         self._fleet = fleet
         self._forwarder = forwarder
@@ -100,7 +104,8 @@ class Api:
         now = time.monotonic()
         available = [c.name for c in self._fleet.clusters if c.available(now)]
         status = 200 if available else 503
-        return web.json_response({"ready": bool(available), "available_clusters": available}, status=status)
+        body = {"ready": bool(available), "available_clusters": available, "state": self._state.detail()}
+        return web.json_response(body, status=status)
 
     def _department(self, request: web.Request) -> str:
         header = request.headers.get(self._department_header) if self._department_header else None
@@ -180,7 +185,7 @@ class Api:
         return body, RouteRequest(
             model=model,
             max_latency_ms=_max_latency_ms(request),
-            prefix_key=prefix_key(body),
+            prefix_key=prefix_key(body, self._state.hash_key),
             prompt_tokens=len(raw) // 4,  # rough, used only until the upstream reports usage
             max_tokens=_max_tokens(body),
         )
@@ -208,28 +213,29 @@ def _max_tokens(body: dict[str, Any]) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
 
-def prefix_key(body: dict[str, Any]) -> int:
+def prefix_key(body: dict[str, Any], key: bytes) -> int:
     """A hash of the prompt prefix that a KV cache could reuse: the system prompt, or the conversation so far.
 
-    Process-local (Python's salted hash) and one-way: it groups requests without keeping any text.
-    A prefix too deeply nested to encode gets 0 (no affinity) rather than an error.
+    Keyed BLAKE2b (``routing.affinity.prefix_hash``): the same on every replica sharing ``key``, one-way, and
+    it groups requests without keeping any text. 0 when there is no reusable prefix, and for a prefix too
+    deeply nested to encode (no affinity rather than an error).
     """
     try:
-        return _prefix_key(body)
+        return _prefix_key(body, key)
     except TypeError:  # orjson: recursion limit
         return 0
 
 
-def _prefix_key(body: dict[str, Any]) -> int:
+def _prefix_key(body: dict[str, Any], key: bytes) -> int:
     messages = body.get("messages")
     if isinstance(messages, list) and messages:
         first = messages[0]
         if isinstance(first, dict) and first.get("role") in ("system", "developer"):
-            return hash(orjson.dumps(first))
+            return prefix_hash(orjson.dumps(first), key)
         if len(messages) > 1:
-            return hash(orjson.dumps(messages[:-1]))
+            return prefix_hash(orjson.dumps(messages[:-1]), key)
         return 0
     prompt = body.get("prompt")
     if isinstance(prompt, str) and len(prompt) >= 256:
-        return hash(prompt[:256])
+        return prefix_hash(prompt[:256].encode(), key)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -19,6 +19,8 @@ from .intensity.service import IntensityService
 from .proxy import Forwarder, Upstream
 from .routing.router import Router
 from .settings import Settings
+from .state.base import LocalState, SharedState, make_state
+from .state.metrics import StateCollector
 from .telemetry.ring import Ring
 from .telemetry.service import Telemetry
 from .transport import UpstreamTransport
@@ -40,6 +42,7 @@ class Gateway:
     router: Router
     upstream: Upstream
     accountant: Accountant
+    state: SharedState = field(default_factory=LocalState)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -51,7 +54,8 @@ def create_app(
     """The gateway application. ``transport`` replaces the network client (tests pass a scripted one);
     ``ring`` is the telemetry buffer when it is shared between worker processes."""
     fleet = Fleet(settings.clusters)
-    intensity = IntensityService.from_settings(settings)
+    state = make_state(settings.state)
+    intensity = IntensityService.from_settings(settings, state=state)
     energy = EnergyService.from_settings(settings, fleet)
     router = Router.from_settings(settings, fleet, intensity, energy)
     accountant = Accountant(
@@ -68,14 +72,16 @@ def create_app(
         accountant,
         settings.auth.department_header,
         settings.server.body_timeout,
+        state,
     )
+    _share(state, fleet, router, telemetry)
 
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[openai_errors],
         handler_args=handler_args(settings.server.header_timeout),
     )
-    gateway = Gateway(settings, fleet, intensity, energy, telemetry, router, upstream, accountant)
+    gateway = Gateway(settings, fleet, intensity, energy, telemetry, router, upstream, accountant, state)
     app[GATEWAY] = gateway
     api.add_routes(app)
     if settings.telemetry.listen_port is None:  # else /v1/carbon/* lives on the telemetry listener
@@ -85,9 +91,22 @@ def create_app(
     return app
 
 
+def _share(state: SharedState, fleet: Fleet, router: Router, telemetry: Telemetry) -> None:
+    """Connect the parts whose state replicas share (a no-op for in-process state)."""
+    if state.kind == "local":
+        return
+    state.attach(fleet, router.affinity)
+    telemetry.window_sinks.append(state.publish_window)
+    telemetry.shared_windows = state.windows
+    telemetry.registry.register(StateCollector(state))
+
+
 def _lifecycle(gateway: Gateway) -> Callable[[web.Application], AsyncIterator[None]]:
     async def run(app: web.Application) -> AsyncIterator[None]:
-        services = (gateway.upstream, gateway.intensity, gateway.energy, gateway.router, gateway.telemetry)
+        services = (
+            gateway.state, gateway.upstream, gateway.intensity, gateway.energy, gateway.router,
+            gateway.telemetry,
+        )  # fmt: skip
         started = []
         try:
             for service in services:

@@ -18,6 +18,7 @@ class ClusterState:
 
     settings: ClusterSettings
     in_flight: int = 0  # this gateway's requests running there now
+    peer_in_flight: int = 0  # other replicas' (or sibling workers') requests there, from shared state
     cooldown_until: float = 0.0  # router clock seconds; skipped by routing until then
     consecutive_failures: int = 0
     itl_ewma_s: float | None = None  # observed time between output tokens (read by energy attribution)

@@ -24,6 +24,7 @@ from .energy.config import EnergySettings, PowerSettings
 from .fleet.config import FleetSettings
 from .intensity.config import IntensitySettings
 from .routing.config import GreenRoutingSettings, LatencySettings
+from .state.config import StateSettings
 from .telemetry.config import TelemetrySettings
 
 MIB = 1024 * 1024
@@ -185,6 +186,7 @@ class Settings(Strict):
     telemetry: TelemetrySettings = TelemetrySettings()
     accounting: AccountingSettings = AccountingSettings()  # market-based factors, embodied emissions
     fleet: FleetSettings | None = None  # only read by `bauxite fleet` and `bauxite demo`
+    state: StateSettings = StateSettings()  # shared between replicas; in process by default
 
     @model_validator(mode="after")
     def _unique_clusters(self) -> Settings:

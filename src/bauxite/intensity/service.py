@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, cast
 
+from ..state.base import LocalState, SharedState
 from .api import register_routes
 from .base import (
     Intensity,
@@ -66,8 +67,11 @@ class IntensityService:
         catalogue: Catalogue | None = None,
         clock: Callable[[], float] = time.time,
         env: Mapping[str, str] | None = None,
+        state: SharedState | None = None,
     ) -> None:
         self.settings = settings or IntensitySettings()
+        # With shared state, one replica calls a provider per refresh and every replica reads its value.
+        self._state: SharedState = state or LocalState()
         self.provider_name = provider
         self.catalogue = catalogue or Catalogue.load()
         self._clock = clock
@@ -102,12 +106,18 @@ class IntensityService:
         *,
         clock: Callable[[], float] = time.time,
         env: Mapping[str, str] | None = None,
+        state: SharedState | None = None,
     ) -> IntensityService:
         regions: dict[str, str | None] = {}
         for cluster in settings.clusters:
             regions.setdefault(cluster.region, cluster.zone)
         return cls(
-            settings.enterprise.carbon_tracking.provider, regions, settings.intensity, clock=clock, env=env
+            settings.enterprise.carbon_tracking.provider,
+            regions,
+            settings.intensity,
+            clock=clock,
+            env=env,
+            state=state,
         )
 
     def _chain_for(self, location: Location) -> list[_Link]:
@@ -244,16 +254,26 @@ class IntensityService:
         if not breaker.allow():
             return max(breaker.remaining_s(), self.settings.retry_min)
         provider = self._by_name[feed.provider_name]
-        feed.calls += 1
-        try:
+        bound_s = 3 * self.settings.request_timeout
+
+        async def fetch() -> Intensity:
+            feed.calls += 1
             # The HTTP client has its own time-out; this outer bound also covers slow login + query pairs.
-            value = await asyncio.wait_for(provider.current(feed.key), 3 * self.settings.request_timeout)
+            value = await asyncio.wait_for(provider.current(feed.key), bound_s)
+            return replace(value, fetched_at=self._clock())
+
+        name = f"{feed.provider_name}:{feed.key}"
+        interval_s = self.settings.refresh_interval
+        try:
+            value = await self._state.fetch_once(name, interval_s, fetch, lock_s=bound_s + 1.0)
         except (IntensityError, TimeoutError) as exc:
             return self._failed(feed, breaker, exc)
-        feed.last = replace(value, fetched_at=self._clock())
+        feed.last = value
         feed.failures, feed.last_error = 0, ""
         breaker.record_success()
-        return self.settings.refresh_interval
+        # A value another replica fetched earlier is due for refresh sooner: stay in step with it.
+        age_s = max(0.0, self._clock() - value.fetched_at)
+        return max(interval_s - age_s, self.settings.retry_min)
 
     def _failed(self, feed: Feed, breaker: CircuitBreaker, exc: Exception) -> float:
         feed.failures += 1

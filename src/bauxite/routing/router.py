@@ -127,6 +127,8 @@ class Router:
         # running there, and its dispatches minus completions since that scrape. Kept behind the feedback
         # methods below so a shared store could replace them.
         self._in_flight: dict[str, int] = {c.name: 0 for c in fleet.clusters}
+        # Other replicas' (or sibling workers') requests running at each cluster, from shared state.
+        self._peer_in_flight: dict[str, int] = {c.name: 0 for c in fleet.clusters}
         self._since_scrape: dict[str, int] = {c.name: 0 for c in fleet.clusters}
         self._scraped_depth: dict[str, int] = {c.name: 0 for c in fleet.clusters}
         # Other replicas' requests in that scrape, and when it was taken (router clock): they keep arriving
@@ -165,6 +167,11 @@ class Router:
         while True:
             await asyncio.sleep(self._green.snapshot_interval)
             self.refresh()
+
+    @property
+    def affinity(self) -> PrefixAffinity:
+        """The prefix → cluster map (shared state pushes and pulls its entries)."""
+        return self._affinity
 
     def refresh(self) -> None:
         """Re-read intensity and energy figures now (the timer started by ``start`` does this every
@@ -209,8 +216,9 @@ class Router:
         completion = request.max_tokens or self.latency.typical_completion_tokens
         prompt = request.prompt_tokens
         grams_model, estimate, now = self.carbon.grams_model, self.latency.estimate, self._now
-        own, scraped, since, others_at = (
+        own, peers, scraped, since, others_at = (
             self._in_flight,
+            self._peer_in_flight,
             self._scraped_depth,
             self._since_scrape,
             self._others,
@@ -220,7 +228,8 @@ class Router:
             name = cluster.settings.name
             fixed_g, prompt_g, completion_g, g_per_kwh = grams_model(name, request.model)
             others, scraped_at, rate = others_at.get(name, _NO_OTHERS)
-            depth = max(own.get(name, 0), scraped.get(name, 0) + since.get(name, 0))
+            # Every gateway's running requests (own + peers) are a floor under the last scrape plus ours since.
+            depth = max(own.get(name, 0) + peers.get(name, 0), scraped.get(name, 0) + since.get(name, 0))
             ttft_ms, load = estimate(cluster, prompt, depth, others, now - scraped_at, rate, typical)
             grams = fixed_g + prompt_g * prompt + completion_g * completion
             options.append(Option(cluster, ttft_ms, grams, g_per_kwh, load))
@@ -298,9 +307,10 @@ class Router:
         return Decision(chosen, "failover" if request.exclude else "cooldown_fallback")
 
     def _least_loaded(self, candidates: list[ClusterState], request: RouteRequest) -> Decision:
-        own = self._in_flight
-        least = min(own.get(c.name, 0) for c in candidates)
-        tied = [c for c in candidates if own.get(c.name, 0) == least]
+        own, peers = self._in_flight, self._peer_in_flight
+        load = {c.name: own.get(c.name, 0) + peers.get(c.name, 0) for c in candidates}
+        least = min(load.values())
+        tied = [c for c in candidates if load[c.name] == least]
         chosen = tied[next(self._counter) % len(tied)]
         return Decision(chosen, "failover" if request.exclude else "least_loaded")
 
@@ -340,6 +350,20 @@ class Router:
         backoff_s = max(cooldown_s(state.consecutive_failures), at_least_s or 0.0)
         state.cooldown_until = max(state.cooldown_until, self._clock() + backoff_s)
 
+    def peers(self, cluster: str, in_flight: int) -> None:
+        """Shared state reports ``in_flight`` requests of other replicas (or sibling workers) running at
+        ``cluster`` now; they count towards its depth until the next report."""
+        if cluster in self._peer_in_flight:
+            count = max(int(in_flight), 0)
+            self._peer_in_flight[cluster] = count
+            self._fleet.by_name[cluster].peer_in_flight = count
+
+    def shared_cooldown(self, cluster: str, remaining_s: float) -> None:
+        """Another replica keeps traffic away from ``cluster`` for ``remaining_s`` more seconds."""
+        state = self._fleet.by_name.get(cluster)
+        if state is not None and remaining_s > 0:
+            state.cooldown_until = max(state.cooldown_until, self._clock() + remaining_s)
+
     def scraped(
         self,
         cluster: str,
@@ -377,7 +401,7 @@ class Router:
     def depth(self, cluster: str) -> int:
         """Requests at ``cluster`` as this replica knows: the last scrape plus its own dispatches minus its
         own completions since, never fewer than its own running requests."""
-        own = self._in_flight.get(cluster, 0)
+        own = self._in_flight.get(cluster, 0) + self._peer_in_flight.get(cluster, 0)
         return max(own, self._scraped_depth.get(cluster, 0) + self._since_scrape.get(cluster, 0))
 
 

@@ -15,9 +15,10 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -86,6 +87,10 @@ class Telemetry:
         threshold = green.threshold_gco2 if green.enabled else None
         self.dashboard = Dashboard(Series(self.registry.collect, threshold_g_per_kwh=threshold), self.drain)
         self._token = token
+        # Shared state hooks: closed windows are also handed to these, and when ``shared_windows`` gives
+        # every replica's windows, /v1/carbon/reports answers with them merged.
+        self.window_sinks: list[Callable[[dict[str, Any]], None]] = []
+        self.shared_windows: Callable[[], Awaitable[list[dict[str, Any]] | None]] | None = None
         self._thread = threading.get_ident()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -149,7 +154,13 @@ class Telemetry:
     def close_window(self, now: float | None = None) -> dict[str, Any]:
         """Drain, then close the current reporting window (normally done by the timer)."""
         self.drain()
-        return self.reports.close(time.time() if now is None else now, self.ring.dropped)
+        window = self.reports.close(time.time() if now is None else now, self.ring.dropped)
+        for sink in self.window_sinks:
+            try:
+                sink(window)
+            except Exception:  # sharing a report must never stop reporting
+                _log.exception("could not share a report window")
+        return window
 
     def render_metrics(self) -> bytes:
         """Prometheus text exposition, after draining the buffer so a scrape sees every finished request."""
@@ -200,7 +211,25 @@ class Telemetry:
             )
         if fmt != "json":
             return _bad_query("format", "format must be 'json' or 'csv'")
-        return web.Response(body=self.reports.as_json(limit), content_type="application/json")
+        merged = await self._merged_reports(limit)
+        body = merged if merged is not None else self.reports.as_json(limit)
+        return web.Response(body=body, content_type="application/json")
+
+    async def _merged_reports(self, limit: int | None) -> bytes | None:
+        """Every replica's closed windows merged per period, when shared state offers them."""
+        if self.shared_windows is None:
+            return None
+        windows = await self.shared_windows()
+        if windows is None:
+            return None
+        from ..state.reports import merge_windows
+
+        merged = merge_windows(windows, self.reports.interval_s)
+        if limit is not None:
+            merged = merged[-limit:] if limit > 0 else []
+        doc = orjson.loads(self.reports.as_json(0))
+        doc.update(windows=merged, shared=True)
+        return orjson.dumps(doc)
 
     # Lifecycle --------------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""State shared between gateway replicas (``state:`` config): in process by default, or Redis/Valkey."""
