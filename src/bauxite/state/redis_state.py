@@ -74,6 +74,7 @@ class RedisState:
         self._published: dict[str, float] = {}  # cluster -> the local cool-down end last published
         self._stream_id = b"0-0"
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def _key(self, name: str) -> str:
         return f"{self._settings.prefix}:{name}"
@@ -100,14 +101,18 @@ class RedisState:
             await self._connect()
         except ERRORS as exc:
             self._down(exc)
+        self._stopping = False
         self._task = asyncio.create_task(self._sync_forever(), name="shared-state-sync")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._stopping = True
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            # Cancel until it takes: asyncio.wait_for inside the client can swallow one cancellation.
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.warning("shared state sync ended with %r", task.exception())
         if self._up and (self._pending_windows or self._pending_affinity):
             with contextlib.suppress(*ERRORS):
                 await self._sync_once()  # the last report window, closed during shutdown
@@ -136,7 +141,7 @@ class RedisState:
                 cluster.peer_in_flight = 0
 
     async def _sync_forever(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 if not self._up:
                     await self._connect()
@@ -245,12 +250,12 @@ class RedisState:
         if holder:
             try:
                 value = await fetch()
+                ttl_ms = int(max(max_age_s, 1.0) * 1000 * 4)  # readers judge freshness by fetched_at
+                with contextlib.suppress(*ERRORS):  # the value first: waiters read it once the lock goes
+                    await self._redis.set(value_key, orjson.dumps(dataclasses.asdict(value)), px=ttl_ms)
             finally:
                 with contextlib.suppress(*ERRORS):
                     await self._redis.delete(lock_key)
-            ttl_ms = int(max(max_age_s, 1.0) * 1000 * 4)  # readers judge freshness by fetched_at
-            with contextlib.suppress(*ERRORS):
-                await self._redis.set(value_key, orjson.dumps(dataclasses.asdict(value)), px=ttl_ms)
             return value
         return await self._wait_for(value_key, max_age_s, lock_s, feed, fetch)
 
