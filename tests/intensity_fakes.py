@@ -34,6 +34,7 @@ class FakeProviders:
         self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []  # (path, query, headers)
         self.wt_valid_tokens: set[str] = set()
         self.wt_logins = 0
+        self.em_values: dict[str, float] = {}  # zone -> carbonIntensity answered instead of the example's
         self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -111,6 +112,8 @@ class FakeProviders:
             return web.json_response(fixture("em_error_400_or_404"), status=404)
         body = copy.deepcopy(fixture(name))
         body["zone"] = zone
+        if kind == "latest" and zone in self.em_values:
+            body["carbonIntensity"] = self.em_values[zone]
         if mode == "null":
             if kind == "latest":
                 body["carbonIntensity"] = None
