@@ -20,16 +20,18 @@ import aiohttp
 import pytest
 import yaml
 
-from bauxite.telemetry.ring import RECORD_SIZE, STATUS_ERROR, STATUS_OK
+from bauxite.telemetry.ring import FIELDS, RECORD_SIZE, STATUS_ERROR, STATUS_OK
 from bauxite.workers.shm import SharedRings
 from bauxite.workers.supervisor import worker_count
 
 MODEL = "tiny-8b"
+PROMPT, STATUS = FIELDS.index("prompt_tokens"), FIELDS.index("status")
 
 
 def _fields(i: int, status: int = STATUS_OK) -> tuple[Any, ...]:
-    return (1, 1, 1, 1, 0, 0, 200, 1, status, 0, i, 2 * i, 0, 0.1, 0.2, 1.0, 0.9, 1.1, 100.0, 1.2, 0.5, 0, 0,
-            float(i))  # fmt: skip
+    values: dict[str, Any] = dict.fromkeys(FIELDS, 1)
+    values.update(status=status, prompt_tokens=i, completion_tokens=2 * i, finished_at=float(i))
+    return tuple(values[name] for name in FIELDS)
 
 
 # The buffer --------------------------------------------------------------------------------------------
@@ -62,7 +64,7 @@ def test_records_written_by_forked_children_are_drained_by_the_parent() -> None:
         assert os.waitpid(pid, 0)[1] == 0
     records = reader.drain()
     assert len(records) == 1200
-    assert sorted(r[10] for r in records) == sorted([*range(500), *range(700)])
+    assert sorted(r[PROMPT] for r in records) == sorted([*range(500), *range(700)])
     assert [r.in_flight for r in shared.regions] == [3, 4]
     assert reader.drain() == []  # the tail moved past everything taken
 
@@ -75,12 +77,12 @@ def test_a_full_region_counts_drops_and_wraps_after_draining() -> None:
     assert all(region.append(*_fields(i)) for i in range(7))
     assert not region.append(*_fields(99))
     assert reader.dropped == 1
-    assert [r[10] for r in reader.drain()] == list(range(7))
+    assert [r[PROMPT] for r in reader.drain()] == list(range(7))
     for i in range(10, 15):  # crosses the end of the region's slots
         assert region.append(*_fields(i, STATUS_ERROR))
     drained = reader.drain()
-    assert [r[10] for r in drained] == list(range(10, 15))
-    assert all(r[8] == STATUS_ERROR for r in drained)
+    assert [r[PROMPT] for r in drained] == list(range(10, 15))
+    assert all(r[STATUS] == STATUS_ERROR for r in drained)
     assert shared.regions[1].head == 0  # the neighbour region was never touched
 
 

@@ -23,11 +23,12 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..server import SHUTDOWN_TIMEOUT_S, run
 from ..settings import Settings
 from ..telemetry.labels import NO_REASON, NONE, LabelTables
-from ..telemetry.ring import STATUS_ERROR
+from ..telemetry.ring import FIELDS, STATUS_ERROR
 from .roles import run_hub, run_worker
 from .shm import Region, SharedRings
 
@@ -117,11 +118,13 @@ class Supervisor:
         """Write one error record per request the dead worker had in flight (no worker writes meanwhile)."""
         lost = region.in_flight
         t = self.tables
+        fields: dict[str, Any] = dict.fromkeys(FIELDS, 0)  # model, department, endpoint: id 0, "other"
+        fields.update(
+            region=t.regions.id(NONE), cluster=t.clusters.id(NONE), reason=NO_REASON, status=STATUS_ERROR,
+            ttft_s=-1.0, pue=1.0, finished_at=time.time(),
+        )  # fmt: skip
         for _ in range(lost):
-            region.append(
-                0, t.regions.id(NONE), t.clusters.id(NONE), 0, NO_REASON, 0, 0, 0, STATUS_ERROR, 0,
-                0, 0, 0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, time.time(),
-            )  # fmt: skip
+            region.append(*(fields[name] for name in FIELDS))
         region.set_in_flight(0)
         self.lost_requests += lost
         return lost
