@@ -260,6 +260,14 @@ def lua_string(text: str) -> str:
     return "[==[" + text + "]==]"  # a Lua long string: no escaping needed for JSON
 
 
+def write_script(tmp: Path, target: Target, work: Workload) -> Path:
+    """The wrk Lua script posting ``work``'s body with ``target``'s key."""
+    path = tmp / f"{target.name}-{work.name}.lua"
+    body = orjson.dumps(work.body).decode()
+    path.write_text(WRK_SCRIPT.format(body=lua_string(body), key=target.key))
+    return path
+
+
 def run_wrk(script: Path, url: str, concurrency: int, seconds: int) -> dict[str, float]:
     cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(seconds, 1)}s", "--timeout", "10s"]
     out = subprocess.run([*cmd, "-s", str(script), url], capture_output=True, text=True, check=True).stdout
@@ -293,11 +301,7 @@ def run_all(
     """Per cell, the per-target medians over rounds; the target order rotates by one each round."""
     results: dict[str, dict[str, dict[str, float]]] = {}
     for work in WORKLOADS:
-        scripts = {}
-        for t in targets:
-            scripts[t.name] = tmp / f"{t.name}-{work.name}.lua"
-            body = orjson.dumps(work.body).decode()
-            scripts[t.name].write_text(WRK_SCRIPT.format(body=lua_string(body), key=t.key))
+        scripts = {t.name: write_script(tmp, t, work) for t in targets}
         serving = [t for t in targets if work.name not in t.skips]
         for conc in args.concurrency:
             samples: dict[str, list[dict[str, float]]] = {t.name: [] for t in serving}

@@ -167,31 +167,18 @@ def measure_gateway_max_rps(seconds: float = 3.0) -> float:
         fleet_ports = [overhead.free_port(), overhead.free_port()]
         config = overhead.write_configs(tmp, fleet_ports)["bauxite"]
         port = overhead.free_port()
-        procs.append(
-            overhead.start(
-                [sys.executable, "-m", "bauxite.cli", "fleet", "--config", str(config), "--zero-delay"]
-            )
-        )
-        procs.append(
-            overhead.start(
-                [
-                    sys.executable,
-                    "-m",
-                    "bauxite.cli",
-                    "serve",
-                    "--config",
-                    str(config),
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "WARNING",
-                ]
-            )
-        )
-        asyncio.run(overhead.wait_ready(f"http://127.0.0.1:{port}/healthz", 60))
-        target = overhead.Target("bauxite", f"http://127.0.0.1:{port}/v1")
+        fleet_cmd = [sys.executable, "-m", "bauxite.cli", "fleet", "--config", str(config), "--zero-delay"]
+        procs.append(overhead.start(fleet_cmd))
+        serve_cmd = [sys.executable, "-m", "bauxite.cli", "serve", "--config", str(config)]
+        gateway = overhead.start([*serve_cmd, "--port", str(port), "--log-level", "WARNING"])
+        procs.append(gateway)
+        overhead.wait_ready(f"http://127.0.0.1:{fleet_ports[0]}/health", 60, procs[0], None)
+        overhead.wait_ready(f"http://127.0.0.1:{port}/healthz", 60, gateway, None)
+        target = overhead.Target("bauxite", f"http://127.0.0.1:{port}", gateway)
+        work = overhead.WORKLOADS[0]
+        script = overhead.write_script(tmp, target, work)
         return max(
-            asyncio.run(overhead.measure(target, False, concurrency, seconds))["rps"]
+            overhead.measure(target, work, script, concurrency, max(round(seconds), 1))["rps"]
             for concurrency in (8, 32)
         )
     finally:

@@ -86,9 +86,15 @@ def test_a_full_region_counts_drops_and_wraps_after_draining() -> None:
     assert shared.regions[1].head == 0  # the neighbour region was never touched
 
 
-def test_worker_count_parses_auto_and_rejects_nonsense() -> None:
+def test_worker_count_parses_auto_and_rejects_nonsense(tmp_path: Path) -> None:
     assert worker_count("3") == 3
-    assert worker_count("auto") >= 1
+    cpus = len(os.sched_getaffinity(0))
+    assert worker_count("auto", tmp_path / "absent") == cpus
+    limit = tmp_path / "cpu.max"
+    limit.write_text("150000 100000\n")  # a container limited to 1.5 CPUs
+    assert worker_count("auto", limit) == min(cpus, 2)
+    limit.write_text("max 100000\n")
+    assert worker_count("auto", limit) == cpus
     for bad in ("0", "-2", "many"):
         with pytest.raises(ValueError, match="--workers"):
             worker_count(bad)

@@ -140,6 +140,9 @@ class Ring(Protocol):
     dropped: int
 
     @property
+    def used(self) -> int: ...
+
+    @property
     def used_bytes(self) -> int: ...
 
     @property

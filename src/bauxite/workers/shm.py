@@ -159,8 +159,12 @@ class RegionWriter:
         self._region.add_dropped(value - self._region.dropped)
 
     @property
+    def used(self) -> int:
+        return self._region.head - self._region.tail
+
+    @property
     def used_bytes(self) -> int:
-        return (self._region.head - self._region.tail) * RECORD_SIZE
+        return self.used * RECORD_SIZE
 
     @property
     def closed(self) -> bool:
@@ -202,8 +206,12 @@ class SharedReader:
         self._own_dropped += value - self.dropped
 
     @property
+    def used(self) -> int:
+        return sum(r.head - r.tail for r in self._shared.regions)
+
+    @property
     def used_bytes(self) -> int:
-        return sum(r.head - r.tail for r in self._shared.regions) * RECORD_SIZE
+        return self.used * RECORD_SIZE
 
     @property
     def closed(self) -> bool:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..server import SHUTDOWN_TIMEOUT_S, run
@@ -35,16 +37,20 @@ from .shm import Region, SharedRings
 log = logging.getLogger("bauxite.workers")
 RESTART_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)  # by how many quick deaths came just before
 QUICK_DEATH_S = 5.0  # a child that dies sooner than this after starting counts as crash-looping
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: the container's CPU limit, if any
 
 
 class _Stop(Exception):
     """Raised from the signal handler to leave the blocking wait."""
 
 
-def worker_count(text: str) -> int:
-    """Parse ``--workers``: a positive integer, or ``auto`` for the CPUs this process may run on."""
+def worker_count(text: str, cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """Parse ``--workers``: a positive integer, or ``auto`` for the CPUs this process may use: its CPU set,
+    lowered to its cgroup v2 CPU quota (a container's CPU limit) rounded up, when one is set."""
     if text == "auto":
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        quota = _cpu_quota(cgroup_cpu_max)
+        return max(1, min(cpus, quota)) if quota is not None else cpus
     try:
         value = int(text)
     except ValueError:
@@ -52,6 +58,15 @@ def worker_count(text: str) -> int:
     if value < 1:
         raise ValueError(f"--workers must be a positive integer or 'auto', got {text!r}")
     return value
+
+
+def _cpu_quota(path: Path) -> int | None:
+    """CPUs allowed by a cgroup v2 ``cpu.max`` ("<quota> <period>" or "max <period>"), rounded up."""
+    try:
+        quota, period = path.read_text().split()[:2]
+        return None if quota == "max" else math.ceil(int(quota) / int(period))
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 @dataclass
