@@ -5,6 +5,7 @@ worker killed mid-request is restarted with its in-flight requests recorded as e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -20,7 +21,10 @@ import aiohttp
 import pytest
 import yaml
 
+from bauxite.clusters import Fleet
+from bauxite.settings import ClusterSettings
 from bauxite.telemetry.ring import FIELDS, RECORD_SIZE, STATUS_ERROR, STATUS_OK
+from bauxite.workers.board import InFlightBoard
 from bauxite.workers.shm import SharedRings
 from bauxite.workers.supervisor import worker_count
 
@@ -84,6 +88,46 @@ def test_a_full_region_counts_drops_and_wraps_after_draining() -> None:
     assert [r[PROMPT] for r in drained] == list(range(10, 15))
     assert all(r[STATUS] == STATUS_ERROR for r in drained)
     assert shared.regions[1].head == 0  # the neighbour region was never touched
+
+
+def test_the_board_shares_in_flight_counts_between_forked_workers() -> None:
+    board = InFlightBoard(3, ["green", "dirty"])
+    pid = os.fork()
+    if pid == 0:  # worker 1 publishes its counts from another process
+        board.publish(1, [5, 1])
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    board.publish(2, [2, 0])
+    board.publish(0, [100, 100])  # a worker's own row is never its peer load
+    assert board.others(0) == [7, 1]
+    assert board.others(1) == [102, 100]
+    board.clear(1)  # a dead worker's requests no longer count
+    assert board.others(0) == [2, 0]
+
+
+async def test_a_worker_sees_its_siblings_load_unless_shared_state_carries_it() -> None:
+    board = InFlightBoard(2, ["green", "dirty"])
+    fleet = Fleet(
+        [
+            ClusterSettings.model_validate(
+                {"name": n, "region": "us-east-1", "url": "http://127.0.0.1:1/v1", "models": [MODEL]}
+            )
+            for n in ("green", "dirty")
+        ]
+    )
+    board.publish(1, [6, 0])
+    fleet.by_name["green"].in_flight = 3
+    shared = False
+    task = asyncio.create_task(board.run(0, fleet, lambda: shared, interval_s=0.01))
+    await asyncio.sleep(0.1)
+    assert fleet.by_name["green"].peer_in_flight == 6
+    assert board.others(1) == [3, 0]  # its own count went out too
+    shared, fleet.by_name["green"].peer_in_flight = True, 0
+    await asyncio.sleep(0.1)
+    assert fleet.by_name["green"].peer_in_flight == 0  # left to the shared store
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def test_worker_count_parses_auto_and_rejects_nonsense(tmp_path: Path) -> None:

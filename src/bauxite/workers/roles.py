@@ -12,16 +12,19 @@ when one is configured).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ..app import Handler, create_app
+from ..app import GATEWAY, Handler, create_app
 from ..server import start_gateway, start_site, wait_for_signal
 from ..settings import Settings
+from .board import InFlightBoard
 from .shm import Region, RegionWriter, SharedRings
 
 HUB_PATHS = frozenset({"/metrics", "/v1/carbon/reports"})
@@ -31,12 +34,19 @@ _ASKED_HEADERS = ("Authorization", "Accept")
 
 
 async def run_worker(
-    settings: Settings, shared: SharedRings, index: int, host: str, port: int, hub: str
+    settings: Settings,
+    shared: SharedRings,
+    board: InFlightBoard,
+    index: int,
+    host: str,
+    port: int,
+    hub: str,
 ) -> int:
     """Serve the gateway until SIGTERM/SIGINT; ``hub`` is the hub's base URL (http://127.0.0.1:PORT)."""
     writer = RegionWriter(shared, index)
     app = create_app(settings, ring=writer)
     app.middlewares.append(count_in_flight(shared.regions[index]))
+    app.cleanup_ctx.append(_board_task(board, index))
     if settings.telemetry.listen_port is None:  # else the hub alone serves the telemetry listener
         app.middlewares.append(to_hub(hub))
         app.cleanup_ctx.append(_hub_session)
@@ -98,6 +108,22 @@ def to_hub(hub: str) -> Middleware:
             )  # fmt: skip
 
     return middleware
+
+
+def _board_task(board: InFlightBoard, index: int) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        gateway = app[GATEWAY]
+
+        def shared_elsewhere() -> bool:
+            return gateway.state.kind != "local" and gateway.state.up
+
+        task = asyncio.create_task(board.run(index, gateway.fleet, shared_elsewhere), name="in-flight-board")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return run
 
 
 async def _hub_session(app: web.Application) -> AsyncIterator[None]:

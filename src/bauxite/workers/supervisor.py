@@ -31,6 +31,7 @@ from ..server import SHUTDOWN_TIMEOUT_S, run
 from ..settings import Settings
 from ..telemetry.labels import NO_REASON, NONE, LabelTables
 from ..telemetry.ring import FIELDS, STATUS_ERROR
+from .board import InFlightBoard
 from .roles import run_hub, run_worker
 from .shm import Region, SharedRings
 
@@ -83,6 +84,7 @@ class Supervisor:
         self.host = host
         self.workers = workers
         self.shared = SharedRings(workers, lock_memory=settings.telemetry.lock_memory)
+        self.board = InFlightBoard(workers, [c.name for c in settings.clusters])
         self.tables = LabelTables.from_settings(settings)
         self._reserve = _reserve_port(host, port)
         self.port = int(self._reserve.getsockname()[1])
@@ -120,6 +122,7 @@ class Supervisor:
         code = os.waitstatus_to_exitcode(status)
         if child.role == "worker":
             lost = self.record_lost(self.shared.regions[child.index])
+            self.board.clear(child.index)
             log.warning("worker %d (pid %d) exited with %d; %d in-flight requests recorded as errors; "
                         "restarting", child.index, pid, code, lost)  # fmt: skip
         else:
@@ -166,7 +169,9 @@ class Supervisor:
         if child.role == "hub":
             return run(run_hub(self.settings, self.shared, self._hub_sock), use_uvloop)
         self._hub_sock.close()
-        worker = run_worker(self.settings, self.shared, child.index, self.host, self.port, self.hub_url)
+        worker = run_worker(
+            self.settings, self.shared, self.board, child.index, self.host, self.port, self.hub_url
+        )
         return run(worker, use_uvloop)
 
     def _shutdown(self) -> None:
