@@ -20,10 +20,11 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
+import redis as redis_client
 import yaml
 
 from intensity_fakes import EM_KEY, FakeProviders
@@ -253,6 +254,59 @@ def test_replicas_share_intensity_fetches_count_exactly_and_herd_less(deployment
     targets = d.prometheus.query('up{job="bauxite"}')
     assert len(targets) == 3 and all(t["value"][1] == "1" for t in targets)
     assert d.prometheus.scalar("sum(bauxite_shared_state_up)") == 3.0
+
+
+def test_redis_holds_no_request_text_or_keys(deployment: Deployment) -> None:
+    marker = "CONFIDENTIAL-SYSTEM-PROMPT-7f3a"
+    key = "sk-CALLER-KEY-never-stored"
+
+    async def send() -> list[int]:
+        body = {
+            "model": MODEL,
+            "max_tokens": 4,
+            "messages": [
+                {"role": "system", "content": marker},
+                {"role": "user", "content": marker + " question"},
+            ],
+        }
+        headers = {"Authorization": f"Bearer {key}"}
+        async with aiohttp.ClientSession() as session:
+            statuses = []
+            for url in deployment.shared.urls:
+                async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as resp:
+                    await resp.read()
+                    statuses.append(resp.status)
+            return statuses
+
+    assert asyncio.run(send()) == [200] * 3
+    time.sleep(1.0)  # a few sync intervals: affinity entries and counts are in Redis by now
+    client = redis_client.Redis.from_url(deployment.redis.url)
+    try:
+        keys = list(client.scan_iter("*"))
+        dump = b"".join(_values(client, k) for k in keys)
+        assert any(k.endswith(b":affinity") for k in keys)  # the prefix map was written
+    finally:
+        client.close()
+    assert dump
+    for secret in (marker, key):
+        assert secret.encode() not in dump
+
+
+def _values(client: redis_client.Redis, key: bytes) -> bytes:
+    """Every byte stored under ``key``, whatever its type (the sync client's results are typed loosely)."""
+    kind = cast(bytes, client.type(key))
+    stored: Any
+    if kind == b"string":
+        stored = client.get(key)
+    elif kind == b"hash":
+        stored = client.hgetall(key.decode())
+    elif kind == b"stream":
+        stored = client.xrange(key)
+    elif kind == b"zset":
+        stored = client.zrange(key, 0, -1)
+    else:
+        stored = None
+    return key + repr(stored).encode()
 
 
 def test_redis_outage_keeps_requests_flowing_and_is_reported(deployment: Deployment) -> None:
