@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 log = logging.getLogger(__name__)
+CURRENT_CACHE_S = 1.0  # how long one lookup answers ``current`` for its region
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ class IntensityService:
                     feed.regions.append(region)
         self._preload_traces()
         self._tasks: list[asyncio.Task[None]] = []
+        self._current: dict[str, tuple[float, Intensity]] = {}  # region -> (looked up at, value)
 
     @classmethod
     def from_settings(
@@ -143,12 +145,22 @@ class IntensityService:
     # --- the request path: memory reads only -------------------------------------------------------
 
     def current(self, region: str) -> Intensity:
-        """Latest usable intensity for ``region``; never raises, never waits."""
+        """Latest usable intensity for ``region``; never raises, never waits.
+
+        A request asks several times (route headers, response estimate, settlement): the answer is kept for
+        ``CURRENT_CACHE_S`` of the service clock, and dropped at once when a feed brings a new value.
+        """
+        now_s = self._clock()
+        hit = self._current.get(region)
+        if hit is not None and hit[0] <= now_s < hit[0] + CURRENT_CACHE_S:
+            return hit[1]
         try:
-            return self._serve(region).value
+            value = self._serve(region).value
         except Exception:  # a bug here must not fail a request: the static table still answers
             log.exception("intensity lookup failed for region %s; using the static table", region)
             return self._static_for(region)
+        self._current[region] = (now_s, value)
+        return value
 
     def _static_for(self, region: str) -> Intensity:
         location = self._locations.get(region) or locate(self.catalogue, region)
@@ -269,6 +281,7 @@ class IntensityService:
         except (IntensityError, TimeoutError) as exc:
             return self._failed(feed, breaker, exc)
         feed.last = value
+        self._current.clear()  # the next lookup sees the new value
         feed.failures, feed.last_error = 0, ""
         breaker.record_success()
         # A value another replica fetched earlier is due for refresh sooner: stay in step with it.
