@@ -6,15 +6,19 @@ install it rather than skipping the test.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from intensity_fakes import FakeProviders
 
 
 def free_port() -> int:
@@ -117,3 +121,23 @@ class Prometheus:
             self._proc.kill()
             self._proc.wait(5)
         self._log.close()
+
+
+class FakeOnThread:
+    """The fake providers on their own event loop thread, so subprocesses can call them during sync tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.fake = FakeProviders()
+        asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
+
+    def em_calls(self) -> int:
+        return len(self.fake.paths("/em/"))
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()

@@ -14,7 +14,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,34 +26,13 @@ import pytest
 import redis as redis_client
 import yaml
 
-from intensity_fakes import EM_KEY, FakeProviders
-from servers import Prometheus, RedisServer, free_port
+from intensity_fakes import EM_KEY
+from servers import FakeOnThread, Prometheus, RedisServer, free_port
 
 MODEL = "tiny-8b"
 GREEN_SLOTS = 8
 REFRESH_S = 2.0
 ZONES = {"green": ("eu-north-1", "SE", 20.0), "dirty": ("us-east-1", "US-MIDA-PJM", 400.0)}
-
-
-class FakeOnThread:
-    """The fake providers on their own event loop thread, so subprocesses can call them during sync tests."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.fake = FakeProviders()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
-        self.fake.em_values = {zone: g for _, zone, g in ZONES.values()}
-
-    def em_calls(self) -> int:
-        return len(self.fake.paths("/em/"))
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.close(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 def config(fleet_ports: dict[str, int], em_url: str, state_url: str | None) -> dict[str, Any]:
@@ -144,6 +122,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     tmp = tmp_path_factory.mktemp("replicas")
     env = {**os.environ, "TEST_EM_KEY": EM_KEY}
     providers, providers_alone = FakeOnThread(), FakeOnThread()
+    for fake in (providers, providers_alone):
+        fake.fake.em_values = {zone: g for _, zone, g in ZONES.values()}
     redis = RedisServer(tmp)
     fleet_ports = {"green": free_port(), "dirty": free_port()}
     em_url = providers.fake.base_url + "/em/v3"

@@ -22,11 +22,15 @@ import pytest
 import yaml
 
 from bauxite.clusters import Fleet
+from bauxite.intensity.base import Intensity, IntensityError
 from bauxite.settings import ClusterSettings
 from bauxite.telemetry.ring import FIELDS, RECORD_SIZE, STATUS_ERROR, STATUS_OK
 from bauxite.workers.board import InFlightBoard
+from bauxite.workers.feeds import FeedBoard, HubFeeds, WorkerFeeds
 from bauxite.workers.shm import SharedRings
 from bauxite.workers.supervisor import worker_count
+from intensity_fakes import EM_KEY
+from servers import FakeOnThread
 
 MODEL = "tiny-8b"
 PROMPT, STATUS = FIELDS.index("prompt_tokens"), FIELDS.index("status")
@@ -130,6 +134,47 @@ async def test_a_worker_sees_its_siblings_load_unless_shared_state_carries_it() 
         await task
 
 
+def _intensity(g: float, fetched_at: float) -> Intensity:
+    return Intensity(zone="SE", g_per_kwh=g, at=fetched_at, source="electricity_maps", fetched_at=fetched_at)
+
+
+def test_the_hub_publishes_intensity_that_forked_workers_read() -> None:
+    board = FeedBoard()
+    assert board.read("electricity_maps:SE") is None
+    pid = os.fork()
+    if pid == 0:  # the hub, in another process
+        board.publish("electricity_maps:SE", _intensity(21.0, 1000.0))
+        board.publish("electricity_maps:DE", _intensity(300.0, 1000.0))
+        board.publish("electricity_maps:SE", _intensity(22.0, 1001.0))  # replaces, same slot
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    se, de = board.read("electricity_maps:SE"), board.read("electricity_maps:DE")
+    assert se is not None and (se.g_per_kwh, se.fetched_at) == (22.0, 1001.0)
+    assert de is not None and de.g_per_kwh == 300.0
+    assert board.read("watttime:CAISO_NORTH") is None
+
+
+async def test_workers_never_call_the_provider_and_wait_for_the_hubs_value() -> None:
+    board = FeedBoard()
+    hub, worker = HubFeeds(board), WorkerFeeds(board)
+    calls = 0
+
+    async def fetch() -> Intensity:
+        nonlocal calls
+        calls += 1
+        return _intensity(42.0, time.time())
+
+    waiting = asyncio.create_task(worker.fetch_once("em:SE", 60.0, fetch, lock_s=5.0))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()  # nothing published yet: the worker waits for the hub
+    assert (await hub.fetch_once("em:SE", 60.0, fetch)).g_per_kwh == 42.0
+    assert (await waiting).g_per_kwh == 42.0
+    assert calls == 1  # only the hub fetched
+    with pytest.raises(IntensityError, match="no fresh value"):
+        await worker.fetch_once("em:SE", 0.0, fetch, lock_s=0.2)  # too old for max_age 0
+    assert calls == 1
+
+
 def test_worker_count_parses_auto_and_rejects_nonsense(tmp_path: Path) -> None:
     assert worker_count("3") == 3
     cpus = len(os.sched_getaffinity(0))
@@ -208,10 +253,10 @@ def established(pid: int, port: int) -> int:
 class Deployment:
     """A simulated fleet and ``bauxite serve --workers 2`` as real subprocesses."""
 
-    def __init__(self, tmp: Path, time_scale: float) -> None:
+    def __init__(self, tmp: Path, time_scale: float, em_url: str | None = None) -> None:
         self.port = free_port()
         fleet_port = free_port()
-        config = {
+        config: dict[str, Any] = {
             "auth": {"allow_anonymous": True},
             "clusters": [
                 {"name": "sim", "region": "us-east-1", "url": f"http://127.0.0.1:{fleet_port}/v1",
@@ -221,6 +266,13 @@ class Deployment:
                 {"name": "sim", "port": fleet_port, "models": [MODEL], "default_output_tokens": 8},
             ]},
         }  # fmt: skip
+        env = dict(os.environ)
+        if em_url is not None:  # live intensity from a fake Electricity Maps, refreshed every second
+            config["enterprise"] = {"carbon_tracking": {"provider": "electricity_maps"}}
+            config["clusters"][0]["zone"] = "SE"
+            em = {"api_key_env": "TEST_EM_KEY", "base_url": em_url}
+            config["intensity"] = {"refresh_interval": "1s", "retry_min": "0.5s", "electricity_maps": em}
+            env["TEST_EM_KEY"] = EM_KEY
         path = tmp / "bauxite.yaml"
         path.write_text(yaml.safe_dump(config))
         cli = [sys.executable, "-m", "bauxite.cli"]
@@ -231,6 +283,7 @@ class Deployment:
                 [*cli, "serve", "--config", str(path), "--port", str(self.port), "--workers", "2"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=env,
             )
         self.url = f"http://127.0.0.1:{self.port}"
         wait_http(f"http://127.0.0.1:{fleet_port}/health")
@@ -378,3 +431,36 @@ def test_a_killed_worker_is_restarted_and_its_in_flight_requests_recorded_as_err
             return await asyncio.gather(*(chat(session, slow.url) for _ in range(6)))
 
     assert asyncio.run(more()) == [200] * 6  # the replacement serves
+
+
+@pytest.fixture
+def providers() -> Iterator[FakeOnThread]:
+    fake = FakeOnThread()
+    fake.fake.em_values = {"SE": 21.0}
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+def test_only_the_hub_calls_the_intensity_provider(tmp_path: Path, providers: FakeOnThread) -> None:
+    deployment = Deployment(tmp_path, time_scale=0.0, em_url=providers.fake.base_url + "/em/v3")
+    try:
+        time.sleep(1.5)  # past the first refresh of every process
+        before, started = providers.em_calls(), time.monotonic()
+        time.sleep(5.0)
+        calls, elapsed = providers.em_calls() - before, time.monotonic() - started
+
+        async def header() -> str:
+            async with aiohttp.ClientSession() as session:
+                body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+                async with session.post(deployment.url + "/v1/chat/completions", json=body) as resp:
+                    await resp.read()
+                    return resp.headers["x-bauxite-grid-intensity"]
+
+        served = {asyncio.run(header()) for _ in range(6)}
+    finally:
+        deployment.close()
+    # One zone refreshed every second by the hub alone; hub + 2 workers each polling would make ~3x.
+    assert 2 <= calls <= elapsed + 2, calls
+    assert served == {"21.0"}  # every worker serves the hub's live value, not the static table

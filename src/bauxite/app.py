@@ -49,12 +49,16 @@ GATEWAY = web.AppKey("gateway", Gateway)
 
 
 def create_app(
-    settings: Settings, transport: UpstreamTransport | None = None, ring: Ring | None = None
+    settings: Settings,
+    transport: UpstreamTransport | None = None,
+    ring: Ring | None = None,
+    state: SharedState | None = None,
 ) -> web.Application:
     """The gateway application. ``transport`` replaces the network client (tests pass a scripted one);
-    ``ring`` is the telemetry buffer when it is shared between worker processes."""
+    ``ring`` is the telemetry buffer and ``state`` the shared state when worker processes share them
+    (default: from ``settings.state``)."""
     fleet = Fleet(settings.clusters)
-    state = make_state(settings.state)
+    state = state if state is not None else make_state(settings.state)
     intensity = IntensityService.from_settings(settings, state=state)
     energy = EnergyService.from_settings(settings, fleet)
     router = Router.from_settings(settings, fleet, intensity, energy)

@@ -25,6 +25,7 @@ from ..app import GATEWAY, Handler, create_app
 from ..server import start_gateway, start_site, wait_for_signal
 from ..settings import Settings
 from .board import InFlightBoard
+from .feeds import FeedBoard, HubFeeds, WorkerFeeds
 from .shm import Region, RegionWriter, SharedRings
 
 HUB_PATHS = frozenset({"/metrics", "/v1/carbon/reports"})
@@ -37,6 +38,7 @@ async def run_worker(
     settings: Settings,
     shared: SharedRings,
     board: InFlightBoard,
+    feeds: FeedBoard,
     index: int,
     host: str,
     port: int,
@@ -44,7 +46,9 @@ async def run_worker(
 ) -> int:
     """Serve the gateway until SIGTERM/SIGINT; ``hub`` is the hub's base URL (http://127.0.0.1:PORT)."""
     writer = RegionWriter(shared, index)
-    app = create_app(settings, ring=writer)
+    # Without a state store, intensity comes from the hub (one provider call per refresh for the host).
+    state = WorkerFeeds(feeds) if settings.state.resolved_url() is None else None
+    app = create_app(settings, ring=writer, state=state)
     app.middlewares.append(count_in_flight(shared.regions[index]))
     app.cleanup_ctx.append(_board_task(board, index))
     if settings.telemetry.listen_port is None:  # else the hub alone serves the telemetry listener
@@ -58,9 +62,10 @@ async def run_worker(
     return 0
 
 
-async def run_hub(settings: Settings, shared: SharedRings, sock: socket.socket) -> int:
-    """Drain the shared buffer and serve telemetry until SIGTERM/SIGINT."""
-    app = create_app(settings, ring=shared.reader())
+async def run_hub(settings: Settings, shared: SharedRings, feeds: FeedBoard, sock: socket.socket) -> int:
+    """Drain the shared buffer, fetch intensity for the host, serve telemetry until SIGTERM/SIGINT."""
+    state = HubFeeds(feeds) if settings.state.resolved_url() is None else None
+    app = create_app(settings, ring=shared.reader(), state=state)
     runners, _ = await start_gateway(app, "127.0.0.1", 0, sock=sock)
     try:
         await wait_for_signal()

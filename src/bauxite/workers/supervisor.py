@@ -32,6 +32,7 @@ from ..settings import Settings
 from ..telemetry.labels import NO_REASON, NONE, LabelTables
 from ..telemetry.ring import FIELDS, STATUS_ERROR
 from .board import InFlightBoard
+from .feeds import FeedBoard
 from .roles import run_hub, run_worker
 from .shm import Region, SharedRings
 
@@ -85,6 +86,7 @@ class Supervisor:
         self.workers = workers
         self.shared = SharedRings(workers, lock_memory=settings.telemetry.lock_memory)
         self.board = InFlightBoard(workers, [c.name for c in settings.clusters])
+        self.feeds = FeedBoard()
         self.tables = LabelTables.from_settings(settings)
         self._reserve = _reserve_port(host, port)
         self.port = int(self._reserve.getsockname()[1])
@@ -167,10 +169,17 @@ class Supervisor:
         self._reserve.close()
         use_uvloop = self.settings.server.use_uvloop
         if child.role == "hub":
-            return run(run_hub(self.settings, self.shared, self._hub_sock), use_uvloop)
+            return run(run_hub(self.settings, self.shared, self.feeds, self._hub_sock), use_uvloop)
         self._hub_sock.close()
         worker = run_worker(
-            self.settings, self.shared, self.board, child.index, self.host, self.port, self.hub_url
+            self.settings,
+            self.shared,
+            self.board,
+            self.feeds,
+            child.index,
+            self.host,
+            self.port,
+            self.hub_url,
         )
         return run(worker, use_uvloop)
 
