@@ -32,6 +32,7 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "prometheus"
 KEYS = {"research": "key-research-0001", "sales": "key-sales-0002"}
 
+
 @pytest.fixture(autouse=True)
 def _prometheus_installed() -> None:
     # A missing tool is a failed set-up, never a skipped test: `make test` installs it.

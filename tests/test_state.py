@@ -15,7 +15,8 @@ from bauxite.clusters import Fleet
 from bauxite.intensity.base import Intensity, IntensityError
 from bauxite.intensity.config import IntensitySettings
 from bauxite.intensity.service import IntensityService
-from bauxite.routing.affinity import PrefixAffinity, prefix_hash
+from bauxite.routing.affinity import prefix_hash
+from bauxite.routing.router import Outcome, Router
 from bauxite.settings import ClusterSettings
 from bauxite.state.base import LocalState, make_state
 from bauxite.state.config import StateSettings
@@ -52,8 +53,9 @@ class Replica:
         settings = FAST.model_copy(update={"url": url, "prefix": prefix})
         self.state = RedisState(settings, url)
         self.fleet = fleet()
-        self.affinity = PrefixAffinity(100)
-        self.state.attach(self.fleet, self.affinity)
+        self.router = Router(self.fleet)
+        self.affinity = self.router.affinity
+        self.state.attach(self.fleet, self.router)
 
 
 @pytest.fixture
@@ -110,20 +112,26 @@ async def test_a_failed_refresh_is_reported_to_the_waiting_replicas(replicas: li
 
 async def test_cooldowns_in_flight_and_affinity_are_shared(replicas: list[Replica]) -> None:
     a, b, c = replicas
-    a.fleet.by_name["green"].record_failure()
-    a.fleet.by_name["dirty"].in_flight = 4
-    b.fleet.by_name["dirty"].in_flight = 3
+    a.router.dispatched("green")
+    a.router.failed("green")
+    a.router.finished("green", Outcome(ok=False))
+    for _ in range(4):
+        a.router.dispatched("dirty")
+    for _ in range(3):
+        b.router.dispatched("dirty")
     a.affinity.remember(777, "dirty")
     await settle()
     assert not c.fleet.by_name["green"].available()  # a's cool-down reached c
     assert c.fleet.by_name["dirty"].available()
     assert c.fleet.by_name["dirty"].peer_in_flight == 7
     assert a.fleet.by_name["dirty"].peer_in_flight == 3  # its own count is not a peer's
+    assert c.router.depth("dirty") == 7 and a.router.depth("dirty") == 7  # own + peers, none scraped yet
     assert b.affinity.get(777) == "dirty" and c.affinity.get(777) == "dirty"
     assert a.state.hash_key == b.state.hash_key == c.state.hash_key
     assert prefix_hash(b"system prompt", a.state.hash_key) == prefix_hash(b"system prompt", c.state.hash_key)
 
-    a.fleet.by_name["green"].record_success(None, None)  # recovered: the shared cool-down ends too
+    a.router.dispatched("green")
+    a.router.finished("green", Outcome(ok=True))  # recovered: the shared cool-down ends too
     await settle()
     c.fleet.by_name["green"].cooldown_until = 0.0
     await settle()

@@ -23,6 +23,7 @@ import yaml
 
 from bauxite.clusters import Fleet
 from bauxite.intensity.base import Intensity, IntensityError
+from bauxite.routing.router import Router
 from bauxite.settings import ClusterSettings
 from bauxite.telemetry.ring import FIELDS, RECORD_SIZE, STATUS_ERROR, STATUS_OK
 from bauxite.workers.board import InFlightBoard
@@ -120,13 +121,17 @@ async def test_a_worker_sees_its_siblings_load_unless_shared_state_carries_it() 
         ]
     )
     board.publish(1, [6, 0])
-    fleet.by_name["green"].in_flight = 3
+    router = Router(fleet)
+    for _ in range(3):
+        router.dispatched("green")  # this worker's own requests
     shared = False
-    task = asyncio.create_task(board.run(0, fleet, lambda: shared, interval_s=0.01))
+    task = asyncio.create_task(board.run(0, fleet, router, lambda: shared, interval_s=0.01))
     await asyncio.sleep(0.1)
     assert fleet.by_name["green"].peer_in_flight == 6
+    assert router.depth("green") == 3 + 6  # its own running requests plus its siblings'
     assert board.others(1) == [3, 0]  # its own count went out too
-    shared, fleet.by_name["green"].peer_in_flight = True, 0
+    shared = True
+    router.peers("green", 0)
     await asyncio.sleep(0.1)
     assert fleet.by_name["green"].peer_in_flight == 0  # left to the shared store
     task.cancel()

@@ -99,7 +99,7 @@ def _share(state: SharedState, fleet: Fleet, router: Router, telemetry: Telemetr
     """Connect the parts whose state replicas share (a no-op for in-process state)."""
     if state.kind == "local":
         return
-    state.attach(fleet, router.affinity)
+    state.attach(fleet, router)
     telemetry.window_sinks.append(state.publish_window)
     telemetry.shared_windows = state.windows
     telemetry.registry.register(StateCollector(state))

@@ -228,7 +228,7 @@ class Router:
             name = cluster.settings.name
             fixed_g, prompt_g, completion_g, g_per_kwh = grams_model(name, request.model)
             others, scraped_at, rate = others_at.get(name, _NO_OTHERS)
-            # Every gateway's running requests (own + peers) are a floor under the last scrape plus ours since.
+            # All gateways' running requests (own + peers): a floor under the last scrape plus ours since.
             depth = max(own.get(name, 0) + peers.get(name, 0), scraped.get(name, 0) + since.get(name, 0))
             ttft_ms, load = estimate(cluster, prompt, depth, others, now - scraped_at, rate, typical)
             grams = fixed_g + prompt_g * prompt + completion_g * completion

@@ -17,7 +17,7 @@ from .config import StateSettings
 if TYPE_CHECKING:
     from ..clusters import Fleet
     from ..intensity.base import Intensity
-    from ..routing.affinity import PrefixAffinity
+    from ..routing.router import Router
 
 Fetch = Callable[[], Awaitable["Intensity"]]
 
@@ -33,8 +33,9 @@ class SharedState(Protocol):
         """True while the shared store is in use (always True for in-process state)."""
         ...
 
-    def attach(self, fleet: Fleet, affinity: PrefixAffinity) -> None:
-        """Give the sync task the state it pushes and pulls (cluster counts and cool-downs, affinity)."""
+    def attach(self, fleet: Fleet, router: Router) -> None:
+        """Give the sync task what it pushes (the fleet's counts and cool-downs, the router's affinity map)
+        and where pulled figures go (the router's ``peers`` and ``shared_cooldown``)."""
 
     async def start(self) -> None: ...
 
@@ -71,7 +72,7 @@ class LocalState:
     def up(self) -> bool:
         return True
 
-    def attach(self, fleet: Fleet, affinity: PrefixAffinity) -> None:
+    def attach(self, fleet: Fleet, router: Router) -> None:
         return None
 
     async def start(self) -> None:

@@ -35,6 +35,7 @@ from .config import StateSettings
 if TYPE_CHECKING:
     from ..clusters import Fleet
     from ..routing.affinity import PrefixAffinity
+    from ..routing.router import Router
 
 log = logging.getLogger("bauxite.state")
 ERRORS = (RedisError, OSError, TimeoutError)
@@ -67,6 +68,9 @@ class RedisState:
         self.error = "not connected yet"
         self.fallbacks = 0  # times the store went from up to down
         self._fleet: Fleet | None = None
+        self._router: Router | None = (
+            None  # the only writer of routing state: peers and cool-downs go through it
+        )
         self._affinity: PrefixAffinity | None = None
         self._affinity_cap = 0
         self._pending_affinity: list[tuple[int, str]] = []
@@ -83,11 +87,12 @@ class RedisState:
     def up(self) -> bool:
         return self._up
 
-    def attach(self, fleet: Fleet, affinity: PrefixAffinity) -> None:
+    def attach(self, fleet: Fleet, router: Router) -> None:
         self._fleet = fleet
-        self._affinity = affinity
-        self._affinity_cap = max(affinity.capacity, 1)
-        affinity.on_remember = self._queue_affinity
+        self._router = router
+        self._affinity = router.affinity
+        self._affinity_cap = max(self._affinity.capacity, 1)
+        self._affinity.on_remember = self._queue_affinity
 
     def _queue_affinity(self, prefix_key: int, cluster: str) -> None:
         if len(self._pending_affinity) < PENDING_CAP:
@@ -136,9 +141,9 @@ class RedisState:
             log.warning("shared state unreachable, using this replica's own state: %s", exc)
         self._up = False
         self.error = f"{type(exc).__name__}: {exc}"[:200]
-        if self._fleet is not None:
+        if self._fleet is not None and self._router is not None:
             for cluster in self._fleet.clusters:
-                cluster.peer_in_flight = 0
+                self._router.peers(cluster.name, 0)
 
     async def _sync_forever(self) -> None:
         while not self._stopping:
@@ -209,7 +214,8 @@ class RedisState:
             for name, count in entry.get("c", {}).items():
                 peers[name] = peers.get(name, 0) + int(count)
         for cluster in self._fleet.clusters:
-            cluster.peer_in_flight = peers.get(cluster.name, 0)
+            if self._router is not None:
+                self._router.peers(cluster.name, peers.get(cluster.name, 0))
 
     def _pull_cooldowns(self, raw: dict[bytes, bytes], now: float, mono: float) -> None:
         if self._fleet is None:
@@ -218,10 +224,10 @@ class RedisState:
             cluster = self._fleet.by_name.get(name.decode())
             if cluster is None:
                 continue
-            until_mono = mono + (float(until) - now)
-            if until_mono > cluster.cooldown_until and until_mono > mono:
-                cluster.cooldown_until = until_mono
-                self._published[cluster.name] = until_mono  # adopted, not ours to publish again
+            remaining_s = float(until) - now
+            if mono + remaining_s > cluster.cooldown_until and remaining_s > 0 and self._router is not None:
+                self._router.shared_cooldown(cluster.name, remaining_s)
+                self._published[cluster.name] = cluster.cooldown_until  # adopted, not ours to publish again
 
     def _pull_affinity(self, raw: list[Any]) -> None:
         if not raw:

@@ -19,6 +19,7 @@ import struct
 from collections.abc import Callable
 
 from ..clusters import Fleet
+from ..routing.router import Router
 
 _COUNT = struct.Struct("<I")
 U32_MAX = 0xFFFF_FFFF
@@ -54,13 +55,18 @@ class InFlightBoard:
         self.publish(worker, [0] * len(self.clusters))
 
     async def run(
-        self, worker: int, fleet: Fleet, shared_elsewhere: Callable[[], bool], interval_s: float = 0.02
+        self,
+        worker: int,
+        fleet: Fleet,
+        router: Router,
+        shared_elsewhere: Callable[[], bool],
+        interval_s: float = 0.02,
     ) -> None:
-        """Publish and pull every ``interval_s`` until cancelled."""
+        """Publish and pull every ``interval_s`` until cancelled; siblings' counts go to ``router.peers``."""
         states = [fleet.by_name[name] for name in self.clusters]
         while True:
             self.publish(worker, [c.in_flight for c in states])
             if not shared_elsewhere():
-                for cluster, peers in zip(states, self.others(worker), strict=True):
-                    cluster.peer_in_flight = peers
+                for name, peers in zip(self.clusters, self.others(worker), strict=True):
+                    router.peers(name, peers)
             await asyncio.sleep(interval_s)

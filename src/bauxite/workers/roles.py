@@ -122,7 +122,9 @@ def _board_task(board: InFlightBoard, index: int) -> Callable[[web.Application],
         def shared_elsewhere() -> bool:
             return gateway.state.kind != "local" and gateway.state.up
 
-        task = asyncio.create_task(board.run(index, gateway.fleet, shared_elsewhere), name="in-flight-board")
+        task = asyncio.create_task(
+            board.run(index, gateway.fleet, gateway.router, shared_elsewhere), name="in-flight-board"
+        )
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
