@@ -23,9 +23,10 @@ import yaml
 
 from bauxite.clusters import Fleet
 from bauxite.intensity.base import Intensity, IntensityError
+from bauxite.records import INDEX, enum_index
 from bauxite.routing.router import Router
 from bauxite.settings import ClusterSettings
-from bauxite.telemetry.ring import FIELDS, RECORD_SIZE, STATUS_ERROR, STATUS_OK
+from bauxite.telemetry.ring import RECORD_SIZE
 from bauxite.workers.board import InFlightBoard
 from bauxite.workers.feeds import FeedBoard, HubFeeds, WorkerFeeds
 from bauxite.workers.shm import SharedRings
@@ -34,13 +35,16 @@ from intensity_fakes import EM_KEY
 from servers import FakeOnThread
 
 MODEL = "tiny-8b"
-PROMPT, STATUS = FIELDS.index("prompt_tokens"), FIELDS.index("status")
+PROMPT, STATUS = INDEX["prompt_tokens"], INDEX["status"]
+STATUS_OK, STATUS_ERROR = enum_index("status", "ok"), enum_index("status", "error")
 
 
 def _fields(i: int, status: int = STATUS_OK) -> tuple[Any, ...]:
-    values: dict[str, Any] = dict.fromkeys(FIELDS, 1)
-    values.update(status=status, prompt_tokens=i, completion_tokens=2 * i, finished_at=float(i))
-    return tuple(values[name] for name in FIELDS)
+    """A raw ring record (the ``records.LAYOUT`` order): id 1 for labels, ``i`` in the token counts."""
+    values: list[Any] = [1] * len(INDEX)
+    values[INDEX["prompt_tokens"]], values[INDEX["completion_tokens"]] = i, 2 * i
+    values[INDEX["status"]], values[INDEX["finished_at"]] = status, float(i)
+    return tuple(values)
 
 
 # The buffer --------------------------------------------------------------------------------------------

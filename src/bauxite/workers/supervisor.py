@@ -25,12 +25,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from ..records import RequestRecord
 from ..server import SHUTDOWN_TIMEOUT_S, run
 from ..settings import Settings
-from ..telemetry.labels import NO_REASON, NONE, LabelTables
-from ..telemetry.ring import FIELDS, STATUS_ERROR
+from ..telemetry.codec import packer
+from ..telemetry.labels import LabelTables
 from .board import InFlightBoard
 from .feeds import FeedBoard
 from .roles import run_hub, run_worker
@@ -87,7 +87,7 @@ class Supervisor:
         self.shared = SharedRings(workers, lock_memory=settings.telemetry.lock_memory)
         self.board = InFlightBoard(workers, [c.name for c in settings.clusters])
         self.feeds = FeedBoard()
-        self.tables = LabelTables.from_settings(settings)
+        self._pack = packer(LabelTables.from_settings(settings))
         self._reserve = _reserve_port(host, port)
         self.port = int(self._reserve.getsockname()[1])
         self._hub_sock = socket.create_server(("127.0.0.1", 0), backlog=256)
@@ -137,14 +137,9 @@ class Supervisor:
     def record_lost(self, region: Region) -> int:
         """Write one error record per request the dead worker had in flight (no worker writes meanwhile)."""
         lost = region.in_flight
-        t = self.tables
-        fields: dict[str, Any] = dict.fromkeys(FIELDS, 0)  # model, department, endpoint: id 0, "other"
-        fields.update(
-            region=t.regions.id(NONE), cluster=t.clusters.id(NONE), reason=NO_REASON, status=STATUS_ERROR,
-            ttft_s=-1.0, pue=1.0, finished_at=time.time(),
-        )  # fmt: skip
+        fields = self._pack(lost_request(time.time()))
         for _ in range(lost):
-            region.append(*(fields[name] for name in FIELDS))
+            region.append(*fields)
         region.set_in_flight(0)
         self.lost_requests += lost
         return lost
@@ -191,6 +186,20 @@ class Supervisor:
         self.children.clear()
         self._reserve.close()
         self._hub_sock.close()
+
+
+def lost_request(finished_at: float) -> RequestRecord:
+    """What is known of a request a dead worker had in flight: that it failed, and nothing else (model,
+    department and endpoint are the fallback label "other"; it was never routed as far as anyone knows)."""
+    return RequestRecord(
+        model="", region="", cluster="", department="", endpoint="chat", status="error", http_status=0,
+        prompt_tokens=0, completion_tokens=0, cached_tokens=0, ttft_s=-1.0, duration_s=0.0, energy_j=0.0,
+        energy_j_min=0.0, energy_j_max=0.0, gpu_j=0.0, gpu_idle_j=0.0, host_j=0.0, energy_measured=False,
+        intensity_g_per_kwh=0.0, intensity_source="", intensity_signal="average", intensity_basis="lifecycle",
+        pue=1.0, carbon_g=0.0, market_g_per_kwh=0.0, carbon_market_g=0.0, market_factor=False,
+        embodied_g=0.0, scope="scope2", sizes_default=False, avoided_green_g=0.0, avoided_kv_g=0.0,
+        route_reason="", finished_at=finished_at,
+    )  # fmt: skip
 
 
 def _stop(pids: list[int], timeout_s: float) -> None:
