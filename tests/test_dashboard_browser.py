@@ -125,6 +125,13 @@ def test_dashboard_renders_charts_and_figures(browser_page: Page, tmp_path: Path
         depts = page.locator("table", has_text="CO2e by department").inner_text()
         assert "research" in depts and "support" in depts
         assert "threshold" in page.locator("#chart-intensity").inner_text()
+        # Avoided carbon is shown net (gross minus what routing added), with both parts named.
+        series = get_json(gw.base_url + "/dashboard/series")["since_start"]
+        net_g = sum(series["avoided_g_by_source"].values()) - sum(series["added_g_by_source"].values())
+        card = page.locator("#avoided").inner_text()
+        assert "gross" in card and "added" in card, card
+        number, unit = page.locator('[data-value="avoided"]').inner_text().split()
+        assert float(number) * {"g": 1, "kg": 1e3, "t": 1e6}[unit] == pytest.approx(net_g, rel=5e-3, abs=1e-3)
         routed = page.locator('[data-value="decisions"]').inner_text()
         assert int(routed) == 12
         for chart in ("chart-carbon-region", "chart-carbon-department", "chart-intensity"):

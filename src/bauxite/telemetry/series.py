@@ -59,6 +59,7 @@ PICKS: tuple[Pick, ...] = (
     Pick("idle_carbon_g_by_region", "bauxite_cluster_carbon_grams", "region", "counter", "g", IDLE),
     Pick("energy_j", "bauxite_request_energy_joules", None, "counter", "J"),
     Pick("avoided_g_by_source", "bauxite_carbon_avoided_grams", "source", "counter", "g"),
+    Pick("added_g_by_source", "bauxite_carbon_added_grams", "source", "counter", "g"),
     Pick("routing_by_reason", "bauxite_routing_decisions", "reason", "counter", "decisions"),
     Pick("tokens_by_kind", "bauxite_tokens", "kind", "counter", "tokens"),
     Pick("cluster_energy_j", "bauxite_cluster_request_energy_joules", "cluster", "counter", "J"),

@@ -51,9 +51,13 @@ function renderCards(data) {
   const now = data.since_start, hour = data.last_hour;
   const idle = (w) => sum(w.idle_carbon_g_by_region);
   const carbon = (w) => sum(w.carbon_g_by_region) + idle(w);
-  const avoided = (w) => sum(w.avoided_g_by_source);
+  // Gross counts only requests where routing saved carbon; net also subtracts where it added some
+  // (fallbacks, cache affinity onto a dirtier cluster), so net is what routing really saved.
+  const gross = (w) => sum(w.avoided_g_by_source);
+  const added = (w) => sum(w.added_g_by_source);
+  const avoided = (w) => gross(w) - added(w);
   const tokens = (w, kind) => (w.tokens_by_kind || {})[kind] || 0;
-  const source = (w, name) => (w.avoided_g_by_source || {})[name] || 0;
+  const source = (w, name) => ((w.avoided_g_by_source || {})[name] || 0) - ((w.added_g_by_source || {})[name] || 0);
   const used = sum(now.buffer_used_bytes), cap = sum(now.buffer_capacity_bytes);
   const cards = [
     card("total-carbon", "CO2e, all clusters and APIs", grams(carbon(now)),
@@ -61,8 +65,9 @@ function renderCards(data) {
       (idle(now) > 0 ? " · of which clusters idle " + grams(idle(now)) : "")),
     card("energy", "Energy attributed to requests", joules(sum(now.energy_j)),
       "last hour " + joules(sum(hour.energy_j)) + " · since start"),
-    card("avoided", "CO2e avoided", grams(avoided(now)),
-      percent(avoided(now), carbon(now) + avoided(now)) + " of what would have been emitted · green routing " +
+    card("avoided", "CO2e avoided (net)", grams(avoided(now)),
+      percent(avoided(now), carbon(now) + avoided(now)) + " of what would have been emitted · gross " +
+      grams(gross(now)) + ", added " + grams(added(now)) + " · green routing " +
       grams(source(now, "green_routing")) + " · KV cache " + grams(source(now, "kv_cache"))),
     card("kv", "KV-aware routing", percent(tokens(now, "cached"), tokens(now, "prompt")),
       "of prompt tokens were cached · saved " + grams(source(now, "kv_cache")) + " CO2e · last hour " +
