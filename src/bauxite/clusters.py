@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from .records import Endpoint
 from .settings import ClusterSettings, ModelRoute
 
 FAILURE_COOLDOWN_S = 10.0
@@ -61,5 +62,6 @@ class Fleet:
             for model in state.routes:
                 self.by_model.setdefault(model, []).append(state)
 
-    def serving(self, model: str) -> list[ClusterState]:
-        return self.by_model.get(model, [])
+    def serving(self, model: str, endpoint: Endpoint = "chat") -> list[ClusterState]:
+        """Clusters that serve ``model`` through ``endpoint`` (as configured in ``clusters[].endpoints``)."""
+        return [c for c in self.by_model.get(model, []) if endpoint in c.settings.endpoints]

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 if TYPE_CHECKING:
     from .energy.service import Residency
 
 Status = Literal["ok", "error", "cancelled"]  # cancelled: the client hung up before the end
-Endpoint = Literal["chat", "completion", "embedding"]
+# The wire APIs the gateway serves, as a record field and the `endpoint` metric label value: chat
+# (/v1/chat/completions), completion (/v1/completions), embedding (/v1/embeddings), responses (OpenAI
+# Responses, /v1/responses) and messages (Anthropic Messages, /v1/messages).
+Endpoint = Literal["chat", "completion", "embedding", "responses", "messages"]
+ENDPOINTS: tuple[Endpoint, ...] = get_args(Endpoint)
 Signal = Literal["average", "marginal"]
 Basis = Literal["lifecycle", "direct"]
 Scope = Literal["scope2", "scope3_cat1"]  # GHG Protocol: purchased electricity / purchased services
@@ -40,6 +44,7 @@ class Capture:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0  # prompt tokens written to the prompt cache (Anthropic's cache creation)
     ttft_s: float | None = None
     duration_s: float = 0.0
     status: Status = "error"
@@ -51,6 +56,8 @@ class Capture:
     prefix_key: int = 0  # hash of the prompt prefix, for cache affinity; not reversible to text
     counterfactual_cluster: str = ""  # the latency-first choice, for avoided-carbon accounting
     residency: Residency | None = None  # the request's stay on its (last) cluster, from accounting.begin
+    # The upstream's id for a stored response (Responses API), so later retrievals reach the same cluster.
+    upstream_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +143,7 @@ LAYOUT: tuple[Column, ...] = (
     Column("route_reason", LABEL, "reasons"),
     Column("intensity_source", LABEL, "sources"),
     Column("http_status", U16),
-    Column("endpoint", ENUM, values=("chat", "completion", "embedding")),
+    Column("endpoint", ENUM, values=ENDPOINTS),
     Column("status", ENUM, values=("ok", "error", "cancelled")),
     Column("intensity_signal", ENUM, values=("average", "marginal")),
     Column("intensity_basis", ENUM, values=("lifecycle", "direct")),

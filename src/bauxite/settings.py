@@ -23,6 +23,7 @@ from .embodied import AccountingSettings
 from .energy.config import EnergySettings, PowerSettings
 from .fleet.config import FleetSettings
 from .intensity.config import IntensitySettings
+from .records import ENDPOINTS, Endpoint
 from .routing.config import GreenRoutingSettings, LatencySettings
 from .state.config import StateSettings
 from .telemetry.config import TelemetrySettings
@@ -149,6 +150,16 @@ class ClusterSettings(Strict):
     # False for OpenAI-compatible upstreams that reject ``stream_options`` (the gateway also learns this
     # from their first 400): their streams are then accounted from estimated tokens, flagged as such.
     stream_options: bool = True
+    # The wire APIs this cluster serves; requests for another API are routed only among clusters that
+    # serve it. vLLM serves all five; an external provider often only some (e.g. no Anthropic Messages).
+    endpoints: tuple[Endpoint, ...] = Field(default=ENDPOINTS, min_length=1)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _no_repeats(cls, value: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("each endpoint may be listed once")
+        return value
 
     @field_validator("models", mode="before")
     @classmethod

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..records import ENDPOINTS, Endpoint
+
 
 class SimClusterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -18,6 +20,7 @@ class SimClusterSettings(BaseModel):
     prefix_cache: bool = True
     default_output_tokens: int = Field(default=128, ge=1)  # when the request sets no max_tokens
     api_key_env: str | None = None  # when set, requests must carry this key (like vLLM --api-key)
+    endpoints: tuple[Endpoint, ...] = ENDPOINTS  # APIs served; others answer 404 like a missing route
 
 
 class FleetSettings(BaseModel):

@@ -6,7 +6,7 @@ import asyncio
 import hmac
 import os
 import time
-import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -17,9 +17,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .config import FleetSettings, SimClusterSettings
+from .responses_wire import ResponsesWire
 from .sim import SimCluster, count_tokens
+from .wire import ChatWire, MessagesWire, Usage, Wire, new_id
 
-WORD = "green "
+STORED_RESPONSES = 1000  # finished Responses API answers kept for retrieval, oldest dropped first
 
 
 class SimMetrics(Collector):
@@ -79,12 +81,22 @@ class SimServer:
         self._registry.register(SimMetrics(sim))
         key_env = sim.settings.api_key_env
         self._key = os.environ.get(key_env) if key_env else None
+        self.stored: OrderedDict[str, bytes] = OrderedDict()
 
     def app(self) -> web.Application:
         app = web.Application(handler_args={"access_log": None})
-        app.router.add_post("/v1/chat/completions", self.chat)
-        app.router.add_post("/v1/completions", self.completions)
-        app.router.add_post("/v1/embeddings", self.embeddings)
+        served = self.sim.settings.endpoints
+        for endpoint, method, path, handler in (
+            ("chat", "POST", "/v1/chat/completions", self.chat),
+            ("completion", "POST", "/v1/completions", self.completions),
+            ("embedding", "POST", "/v1/embeddings", self.embeddings),
+            ("responses", "POST", "/v1/responses", self.responses),
+            ("responses", "GET", "/v1/responses/{response_id}", self.retrieve_response),
+            ("messages", "POST", "/v1/messages", self.messages),
+            ("messages", "POST", "/v1/messages/count_tokens", self.count_tokens),
+        ):
+            if endpoint in served:  # like a vLLM build or model without that API: the route is absent (404)
+                app.router.add_route(method, path, handler)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/health", self.health)
@@ -101,6 +113,7 @@ class SimServer:
         data = orjson.loads(await request.read())
         self.sim.faults.refuse = int(data.get("refuse", 0))
         self.sim.faults.die_mid_stream = int(data.get("die_mid_stream", 0))
+        self.sim.faults.error_mid_stream = int(data.get("error_mid_stream", 0))
         return web.json_response({"ok": True})
 
     async def models(self, request: web.Request) -> web.Response:
@@ -115,8 +128,29 @@ class SimServer:
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(request, "completion")
 
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "responses")
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "messages")
+
+    async def count_tokens(self, request: web.Request) -> web.StreamResponse:
+        body, problem = await self._checked_body(request, "messages")
+        if problem is not None:
+            return problem
+        tokens = count_tokens(prompt_text(body, "messages"))
+        return web.json_response(
+            {"input_tokens": tokens, "context_management": {"original_input_tokens": tokens}}
+        )
+
+    async def retrieve_response(self, request: web.Request) -> web.StreamResponse:
+        stored = self.stored.get(request.match_info["response_id"])
+        if stored is None:
+            return _error(404, f"Response with id '{request.match_info['response_id']}' not found.")
+        return web.Response(body=stored, content_type="application/json")
+
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        body, problem = await self._checked_body(request)
+        body, problem = await self._checked_body(request, "embedding")
         if problem is not None:
             return problem
         inputs = body.get("input")
@@ -127,59 +161,77 @@ class SimServer:
             {"object": "embedding", "index": i, "embedding": _vector(str(t))} for i, t in enumerate(texts)
         ]
         usage = {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}
-        doc = {"object": "list", "data": data, "model": body["model"], "usage": usage, "id": _id("embd")}
+        doc = {"object": "list", "data": data, "model": body["model"], "usage": usage, "id": new_id("embd")}
         return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
-    async def _checked_body(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
+    async def _checked_body(
+        self, request: web.Request, kind: str
+    ) -> tuple[dict[str, Any], web.Response | None]:
+        shape = _anthropic_error if kind == "messages" else _error
         if self._key is not None:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self._key}".encode()):
-                return {}, _error(401, "Unauthorized")
+                return {}, shape(401, "Unauthorized")
         if self.sim.faults.refuse > 0:
             self.sim.faults.refuse -= 1
-            return {}, _error(503, "simulated overload")
+            return {}, shape(503, "simulated overload")
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
-            return {}, _error(400, "invalid JSON")
+            return {}, shape(400, "invalid JSON")
         if not isinstance(body, dict) or body.get("model") not in self.sim.settings.models:
-            return {}, _error(
+            return {}, shape(
                 404, f"The model `{body.get('model') if isinstance(body, dict) else ''}` does not exist."
             )
         return body, None
 
     async def _generate(self, request: web.Request, kind: str) -> web.StreamResponse:
-        body, problem = await self._checked_body(request)
+        body, problem = await self._checked_body(request, kind)
         if problem is not None:
             return problem
-        prompt = _prompt_text(body, kind)
+        prompt = prompt_text(body, kind)
         prompt_tokens = count_tokens(prompt)
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        output_tokens = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None
+        limit = body.get("max_output_tokens" if kind == "responses" else "max_completion_tokens")
+        limit = limit or body.get("max_tokens")
+        output_tokens = limit if isinstance(limit, int) and limit > 0 else None
         output_tokens = output_tokens or self.sim.settings.default_output_tokens
-        job = _Job(self.sim, body, kind, prompt, prompt_tokens, output_tokens)
+        job = _Job(self.sim, _wire(kind, body, prompt_tokens), prompt, prompt_tokens, output_tokens)
         if body.get("stream") is True:
-            return await job.stream(request)
-        return await job.complete()
+            response = await job.stream(request)
+        else:
+            response = await job.complete()
+        if isinstance(job.wire, ResponsesWire) and body.get("store") is not False and job.finished:
+            self._store(job)
+        return response
+
+    def _store(self, job: _Job) -> None:
+        """Keep a finished response for GET /v1/responses/{id}, as vLLM does with its response store."""
+        assert isinstance(job.wire, ResponsesWire)
+        self.stored[job.wire.id] = orjson.dumps(job.wire.body(job.usage(), job.output_tokens))
+        while len(self.stored) > STORED_RESPONSES:
+            self.stored.popitem(last=False)
+
+
+def _wire(kind: str, body: dict[str, Any], prompt_tokens: int) -> Wire:
+    model = str(body["model"])
+    if kind == "responses":
+        return ResponsesWire(model, body)
+    if kind == "messages":
+        return MessagesWire(model, prompt_tokens)
+    options = body.get("stream_options")
+    return ChatWire(kind, model, isinstance(options, dict) and options.get("include_usage") is True)
 
 
 class _Job:
     """One generation request moving through admission, prefill and decode."""
 
     def __init__(
-        self,
-        sim: SimCluster,
-        body: dict[str, Any],
-        kind: str,
-        prompt: str,
-        prompt_tokens: int,
-        output_tokens: int,
+        self, sim: SimCluster, wire: Wire, prompt: str, prompt_tokens: int, output_tokens: int
     ) -> None:
-        self.sim, self.body, self.kind = sim, body, kind
+        self.sim, self.wire = sim, wire
         self.prompt, self.prompt_tokens, self.output_tokens = prompt, prompt_tokens, output_tokens
         self.cached_tokens = 0
-        self.id = _id("chatcmpl" if kind == "chat" else "cmpl")
-        self.created = int(time.time())
+        self.finished = False
 
     async def _tokens(self) -> AsyncIterator[int]:
         sim, name = self.sim, str(self.body["model"])
@@ -207,98 +259,52 @@ class _Job:
         finally:
             sim.release(seq, produced)
 
-    def usage(self) -> dict[str, Any]:
-        details = {"cached_tokens": self.cached_tokens} if self.cached_tokens else None
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "total_tokens": self.prompt_tokens + self.output_tokens,
-            "completion_tokens": self.output_tokens,
-            "prompt_tokens_details": details,
-        }
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.output_tokens, self.cached_tokens)
 
     async def complete(self) -> web.Response:
         count = 0
         async for _ in self._tokens():
             count += 1
-        text = WORD * count
-        if self.kind == "chat":
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": "length",
-                "stop_reason": None,
-            }
-            obj = "chat.completion"
-        else:
-            choice = {
-                "index": 0,
-                "text": text,
-                "logprobs": None,
-                "finish_reason": "length",
-                "stop_reason": None,
-            }
-            obj = "text_completion"
-        doc = {
-            "id": self.id,
-            "object": obj,
-            "created": self.created,
-            "model": self.body["model"],
-            "choices": [choice],
-            "usage": self.usage(),
-        }
-        return web.Response(body=orjson.dumps(doc), content_type="application/json")
+        self.finished = True
+        return web.Response(
+            body=orjson.dumps(self.wire.body(self.usage(), count)), content_type="application/json"
+        )
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        die_after = 3 if self.sim.faults.die_mid_stream > 0 else -1
+        faults = self.sim.faults
+        die_after = 3 if faults.die_mid_stream > 0 else -1
         if die_after > 0:
-            self.sim.faults.die_mid_stream -= 1
+            faults.die_mid_stream -= 1
+        error_after = 3 if faults.error_mid_stream > 0 and die_after < 0 else -1
+        if error_after > 0:
+            faults.error_mid_stream -= 1
+        for event in self.wire.start():
+            await response.write(event)
         async for index in self._tokens():
             if index == die_after:
                 assert request.transport is not None
                 request.transport.abort()  # the connection drops without a final chunk
                 return response
-            await response.write(self._chunk(index))
-        await response.write(self._chunk(self.output_tokens, finish=True))
-        options = self.body.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage"):
-            await response.write(_sse(self._base("chunk") | {"choices": [], "usage": self.usage()}))
-        await response.write(b"data: [DONE]\n\n")
+            if index == error_after:
+                await response.write(self.wire.in_band_error("simulated failure during generation"))
+                await response.write_eof()
+                return response
+            await response.write(self.wire.delta(index))
+        for event in self.wire.finish(self.usage(), self.output_tokens):
+            await response.write(event)
+        self.finished = True
         await response.write_eof()
         return response
-
-    def _base(self, suffix: str) -> dict[str, Any]:
-        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.body["model"]}
-
-    def _chunk(self, index: int, finish: bool = False) -> bytes:
-        reason = "length" if finish else None
-        text = "" if finish else WORD
-        if self.kind == "chat":
-            delta: dict[str, Any] = {"content": text}
-            if index == 0:
-                delta["role"] = "assistant"
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
-        return _sse(self._base("chunk") | {"choices": [choice]})
 
 
 async def _sleep(seconds: float) -> None:
     if seconds > 0:
         await asyncio.sleep(seconds)
-
-
-def _sse(doc: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(doc) + b"\n\n"
-
-
-def _id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -312,17 +318,37 @@ def _error(status: int, message: str) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
 
 
-def _prompt_text(body: dict[str, Any], kind: str) -> str:
+def _anthropic_error(status: int, message: str) -> web.Response:
+    kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error"}
+    doc = {"type": "error", "error": {"type": kind.get(status, "api_error"), "message": message}}
+    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
+
+
+def _texts(items: Any) -> list[str]:
+    """Text of a message list (chat, Responses input items, Anthropic messages): strings or text parts."""
+    parts: list[str] = []
+    for item in items if isinstance(items, list) else []:
+        content = item.get("content") if isinstance(item, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return parts
+
+
+def prompt_text(body: dict[str, Any], kind: str) -> str:
+    """The prompt's text as the model would see it (the simulator counts 4 characters a token)."""
     if kind == "chat":
-        messages = body.get("messages")
-        parts = []
-        for message in messages if isinstance(messages, list) else []:
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, str):
-                parts.append(content)
-            elif isinstance(content, list):
-                parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        return "\n".join(parts)
+        return "\n".join(_texts(body.get("messages")))
+    if kind == "responses":
+        items = body.get("input")
+        instructions = body.get("instructions")
+        head = [instructions] if isinstance(instructions, str) and instructions else []
+        return "\n".join(head + ([items] if isinstance(items, str) else _texts(items)))
+    if kind == "messages":
+        system = body.get("system")
+        head = [system] if isinstance(system, str) else [t for t in _texts([{"content": system}]) if t]
+        return "\n".join(head + _texts(body.get("messages")))
     prompt = body.get("prompt")
     return (
         prompt if isinstance(prompt, str) else " ".join(map(str, prompt)) if isinstance(prompt, list) else ""

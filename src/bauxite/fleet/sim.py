@@ -28,6 +28,7 @@ class Faults:
 
     refuse: int = 0  # answer 503 before any byte
     die_mid_stream: int = 0  # drop the connection after a few tokens
+    error_mid_stream: int = 0  # report an in-band error event after a few tokens, then end the stream
 
 
 @dataclass(slots=True, eq=False)

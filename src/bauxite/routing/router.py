@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..clusters import ClusterState, Fleet, cooldown_s, ewma
 from ..intensity.base import Intensity
-from ..records import Capture
+from ..records import Capture, Endpoint
 from .affinity import PrefixAffinity
 from .config import GreenRoutingSettings, LatencySettings
 from .latency import LatencyModel
@@ -68,6 +68,7 @@ class RouteRequest:
     prefix_key: int = 0  # hash of the prompt prefix; 0 = unknown
     prompt_tokens: int = 0
     max_tokens: int = 0  # 0 = not given: the cluster's typical completion length is assumed
+    endpoint: Endpoint = "chat"  # only clusters serving this wire API are candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +185,7 @@ class Router:
         now = self._now = self._clock()
         candidates = [
             c
-            for c in self._fleet.serving(request.model)
+            for c in self._fleet.serving(request.model, request.endpoint)
             if c.name not in request.exclude and c.available(now)
         ]
         if not candidates:
@@ -300,7 +301,8 @@ class Router:
     def _cooling_fallback(self, request: RouteRequest, now: float) -> Decision:
         """Every cluster serving the model is cooling down after failures: rather than refuse, try the one
         whose cool-down ends first (one blip must not take a model down for the whole cool-down)."""
-        cooling = [c for c in self._fleet.serving(request.model) if c.name not in request.exclude]
+        serving = self._fleet.serving(request.model, request.endpoint)
+        cooling = [c for c in serving if c.name not in request.exclude]
         if not cooling:
             raise NoRouteError(f"no available cluster serves model {request.model!r}")
         chosen = min(cooling, key=lambda c: c.cooldown_until)

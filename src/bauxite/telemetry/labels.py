@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..records import ENDPOINTS
+
 if TYPE_CHECKING:
     from ..settings import Settings
 
@@ -21,7 +23,6 @@ NONE = "none"  # region/cluster of a request that was never routed
 NO_REASON = 0xFFFF  # reason id stored for a record without a routing decision; no interned id reaches it
 _TOKEN = re.compile(r"^[a-z0-9_]{1,40}$")
 OPEN_CAP = 64
-ENDPOINTS = ("chat", "completion", "embedding")
 
 
 class Interner:
