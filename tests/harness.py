@@ -92,7 +92,7 @@ class Harness:
         return self.call(poll(), timeout + 5)
 
 
-_PASSED_KEYS = ("api_key_env", "timeouts", "pue", "gpu", "power", "kind")
+_PASSED_KEYS = ("api_key_env", "timeouts", "pue", "gpu", "power", "kind", "endpoints")
 
 
 def fleet_config(

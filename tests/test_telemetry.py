@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bauxite.accounting import ClusterAccount
 from bauxite.intensity.base import RegionIntensity
-from bauxite.records import INDEX, PACKED, RequestRecord
+from bauxite.records import ENDPOINTS, INDEX, PACKED, RequestRecord
 from bauxite.settings import Settings, settings_from_mapping
 from bauxite.telemetry.config import TelemetryConfigError
 from bauxite.telemetry.labels import Interner
@@ -306,7 +306,7 @@ def test_label_values_come_only_from_configuration(telemetry: Telemetry) -> None
     assert b"alice" not in out and b"4111" not in out
     allowed = {"llama", "qwen", "us-central1", "europe-west1", "iowa", "belgium", "research", "ops", "sales",
                "anonymous", "other", "none", "ok", "error", "prompt", "completion", "cached", "green_routing",
-               "kv_cache", "least_loaded", "attributed", "idle"}  # fmt: skip
+               "kv_cache", "least_loaded", "attributed", "idle", *ENDPOINTS}  # fmt: skip
     for (name, labels), _ in samples(out).items():
         for key, label in labels:
             if key != "le":

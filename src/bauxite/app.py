@@ -12,11 +12,13 @@ from .accounting import Accountant
 from .api import Api
 from .auth import Authenticator
 from .clusters import Fleet
+from .dialects import error_response
 from .energy.service import EnergyService
-from .errors import error_response
 from .http_server import handler_args
 from .intensity.service import IntensityService
+from .passthrough import Passthrough
 from .proxy import Forwarder, Upstream
+from .records import Endpoint
 from .routing.router import Router
 from .settings import Settings
 from .state.base import LocalState, SharedState, make_state
@@ -88,6 +90,7 @@ def create_app(
     gateway = Gateway(settings, fleet, intensity, energy, telemetry, router, upstream, accountant, state)
     app[GATEWAY] = gateway
     api.add_routes(app)
+    Passthrough(api, fleet, upstream).add_routes(app)
     if settings.telemetry.listen_port is None:  # else /v1/carbon/* lives on the telemetry listener
         intensity.add_routes(app)
     telemetry.add_routes(app)
@@ -132,13 +135,15 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_la
 
 @web.middleware
 async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Unknown paths, wrong methods and unexpected failures still answer in OpenAI's error shape."""
+    """Unknown paths, wrong methods and unexpected failures still answer in the API's error shape (OpenAI's,
+    or Anthropic's under /v1/messages)."""
+    endpoint: Endpoint = "messages" if request.path.startswith("/v1/messages") else "chat"
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason, _HTTP_CODES.get(exc.status))
+        return error_response(endpoint, exc.status, exc.reason, _HTTP_CODES.get(exc.status))
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
-        return error_response(500, "internal gateway error", "internal_error")
+        return error_response(endpoint, 500, "internal gateway error", "internal_error")

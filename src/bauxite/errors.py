@@ -7,7 +7,7 @@ Exceptions::
     │   ├── BadRequest                400  invalid_json, invalid_body, missing_model, invalid_header,
     │   │                                  json_too_deep
     │   ├── Unauthorized              401  invalid_api_key
-    │   ├── NotFound                  404  model_not_found
+    │   ├── NotFound                  404  model_not_found, endpoint_not_served, response_not_found
     │   ├── RequestTimeout            408  request_timeout
     │   ├── PayloadTooLarge           413  request_too_large
     │   ├── UpstreamFailed            502/503 (or the upstream's own status)  upstream_error
@@ -42,6 +42,8 @@ CODES: Mapping[str, int] = {
     "bad_http_request": 400,
     "invalid_api_key": 401,
     "model_not_found": 404,
+    "endpoint_not_served": 404,
+    "response_not_found": 404,
     "not_found": 404,
     "method_not_allowed": 405,
     "request_timeout": 408,

@@ -27,6 +27,7 @@ from aiohttp import web
 from .accounting import Accountant
 from .bodies import set_members
 from .clusters import ClusterState
+from .dialects import DIALECTS
 from .errors import (
     GatewayOverloaded,
     LocalResourceError,
@@ -35,20 +36,18 @@ from .errors import (
     TransportError,
     UpstreamFailed,
     UpstreamTimeout,
-    error_body,
 )
 from .records import Capture
 from .relay import AttemptFailed, StreamRelay, itl_s
 from .retry_after import retry_after_s
-from .routing.router import NoRouteError, Outcome, Router, RouteRequest
+from .routing.router import Decision, NoRouteError, Outcome, Router, RouteRequest
 from .sse import SseEvent
 from .transport import AiohttpTransport, UpstreamRequest, UpstreamResponse, UpstreamTransport, content_type
-from .usage import CHAT, COMPLETIONS, EMBEDDINGS, ApiDialect
 
 log = logging.getLogger("bauxite.proxy")
 
-UPSTREAM_PATHS = {"chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings"}
-DIALECTS: dict[str, ApiDialect] = {"chat": CHAT, "completion": COMPLETIONS, "embedding": EMBEDDINGS}
+# Client headers that select Anthropic API behaviour; forwarded on Messages requests (never the client's key).
+ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
 MAX_CLUSTERS_TRIED = 2  # per request: the first choice and one failover
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of an upstream error body relayed to the client
 RESPONSE_LIMIT = 256 * 1024 * 1024  # a complete (non-streaming) upstream answer larger than this is refused
@@ -68,6 +67,7 @@ class Upstream:
     def __init__(self, clusters: list[ClusterState], transport: UpstreamTransport | None = None) -> None:
         self.transport: UpstreamTransport = transport or AiohttpTransport()
         self.headers: dict[str, dict[str, str]] = {}
+        self.anthropic_headers: dict[str, dict[str, str]] = {}  # Messages: Anthropic's own key header too
         self.hosts: dict[str, str] = {}
         # Clusters that reject ``stream_options``: set from config, and learned on the first rejection.
         self.no_stream_options: set[str] = set()
@@ -77,6 +77,7 @@ class Upstream:
             if key:
                 headers["Authorization"] = f"Bearer {key}"
             self.headers[c.name] = headers
+            self.anthropic_headers[c.name] = {**headers, "x-api-key": key} if key else headers
             self.hosts[c.name] = urlsplit(c.settings.url).netloc
             if not c.settings.stream_options:
                 self.no_stream_options.add(c.name)
@@ -87,13 +88,26 @@ class Upstream:
     async def stop(self) -> None:
         await self.transport.stop()
 
-    def request(self, cluster: ClusterState, path: str, body: bytes) -> UpstreamRequest:
+    def client_headers(self, cluster: str, capture: Capture, request: web.Request) -> dict[str, str]:
+        """Headers for one upstream request: the cluster's own key, plus Anthropic's version headers."""
+        if capture.endpoint != "messages":
+            return self.headers[cluster]
+        headers = dict(self.anthropic_headers[cluster])
+        for name in ANTHROPIC_HEADERS:
+            value = request.headers.get(name)
+            if value is not None:
+                headers[name] = value
+        return headers
+
+    def request(
+        self, cluster: ClusterState, path: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> UpstreamRequest:
         t = cluster.settings.timeouts
         return UpstreamRequest(
             cluster.name,
             cluster.settings.url + path,
             body,
-            self.headers[cluster.name],
+            headers if headers is not None else self.headers[cluster.name],
             t.connect_s,
             t.read_s,
             t.total_s,
@@ -109,15 +123,28 @@ class Forwarder:
         self._accountant = accountant
 
     async def forward(
-        self, request: web.Request, capture: Capture, body: dict[str, Any], raw: bytes, route: RouteRequest
+        self,
+        request: web.Request,
+        capture: Capture,
+        body: dict[str, Any],
+        raw: bytes,
+        route: RouteRequest,
+        pinned: ClusterState | None = None,
     ) -> web.StreamResponse:
+        """Route and relay one request. ``pinned``: the cluster that must serve it (it holds the state the
+        request refers to, such as a Responses API ``previous_response_id``); no failover then."""
         exclude: set[str] = set()
         failure: AttemptFailed | None = None
         while True:
             try:
-                decision = self._router.choose(
-                    replace(route, exclude=frozenset(exclude)) if exclude else route
-                )
+                if pinned is None:
+                    decision = self._router.choose(
+                        replace(route, exclude=frozenset(exclude)) if exclude else route
+                    )
+                elif failure is None:
+                    decision = Decision(pinned, "response_state")
+                else:
+                    return self._final(capture, failure)
             except NoRouteError as exc:
                 if failure is not None:  # the only candidate just failed: report that failure
                     return self._final(capture, failure)
@@ -189,7 +216,8 @@ class Forwarder:
         ask_usage: bool,
     ) -> web.StreamResponse:
         payload = _upstream_body(cluster, capture, body, raw, ask_usage)
-        upstream_request = self._upstream.request(cluster, UPSTREAM_PATHS[capture.endpoint], payload)
+        headers = self._upstream.client_headers(cluster.name, capture, request)
+        upstream_request = self._upstream.request(cluster, DIALECTS[capture.endpoint].path, payload, headers)
         try:
             async with self._upstream.transport.send(upstream_request) as resp:
                 status = resp.status
@@ -233,7 +261,7 @@ class Forwarder:
                 status=resp.status, body=data, headers=headers, content_type="application/json"
             )
         message = f"upstream cluster {cluster.name!r} answered HTTP {resp.status} without a JSON error body"
-        body = error_body(resp.status, message, "upstream_error")
+        body = DIALECTS[capture.endpoint].error_body(resp.status, message, "upstream_error", None)
         return web.Response(status=resp.status, body=body, headers=headers, content_type="application/json")
 
     async def _relay_body(
@@ -255,8 +283,8 @@ class Forwarder:
         if estimate is not None:
             headers["x-bauxite-energy-wh"] = f"{estimate[0]:.6g}"
             headers["x-bauxite-carbon-grams"] = f"{estimate[1]:.6g}"
-        if capture.include_carbon:
-            data = with_carbon(data, self._accountant.carbon_extension(capture))
+        if capture.include_carbon:  # re-serialised only when the client asked for the carbon object
+            data = self._with_carbon(capture, data)
         ctype = resp.headers.get("Content-Type") or "application/json"
         return web.Response(status=200, body=data, headers={**headers, "Content-Type": ctype})
 
@@ -269,25 +297,30 @@ class Forwarder:
         choices: int,
     ) -> web.StreamResponse:
         on_usage = (lambda event: self._carbon_event(capture, event)) if capture.include_carbon else None
-        stream = StreamRelay(
-            capture, cluster, DIALECTS[capture.endpoint], self.route_headers, on_usage=on_usage
-        )
+        stream = StreamRelay(capture, cluster, DIALECTS[capture.endpoint], self.route_headers, on_usage)
         response = await stream.run(request, resp, choices)
         if stream.failure:
             self._cluster_failed(cluster, stream.failure)
         return response
 
+    def _with_carbon(self, capture: Capture, data: bytes) -> bytes:
+        doc = _json_object(data)
+        carbon = self._accountant.carbon_extension(capture) if doc is not None else None
+        if doc is None or carbon is None:
+            return data
+        DIALECTS[capture.endpoint].with_carbon(doc, carbon, event=False)
+        return orjson.dumps(doc)
+
     def _carbon_event(self, capture: Capture, event: SseEvent) -> bytes:
-        """The event that first carries usage, re-encoded with the ``bauxite_carbon`` object the client
-        asked for; unchanged bytes if it is not a JSON object or no figure is known."""
-        capture.duration_s = time.monotonic() - capture.started_mono
-        extension = self._accountant.carbon_extension(capture)
-        data = event.data or b""
-        patched = with_carbon(data, extension)
-        if patched is data:
+        """The final usage event with the ``bauxite_carbon`` object added (the client asked for it)."""
+        capture.duration_s = time.monotonic() - capture.started_mono  # the estimate uses the time so far
+        doc = _json_object(event.data)
+        carbon = self._accountant.carbon_extension(capture) if doc is not None else None
+        if doc is None or carbon is None:
             return event.raw
-        prefix = f"event: {event.event}\n".encode() if event.event != "message" else b""
-        return prefix + b"data: " + patched + b"\n\n"
+        DIALECTS[capture.endpoint].with_carbon(doc, carbon, event=True)
+        head = b"" if event.event == "message" else b"event: " + event.event.encode() + b"\n"
+        return head + b"data: " + orjson.dumps(doc) + b"\n\n"
 
     def route_headers(self, capture: Capture) -> dict[str, str]:
         g_per_kwh = self._accountant.grid_intensity(capture.region)
@@ -304,18 +337,12 @@ def _passed(header: str) -> bool:
     return name in _PASSED_HEADERS or name.startswith(_PASSED_PREFIXES)
 
 
-def with_carbon(data: bytes, extension: dict[str, Any] | None) -> bytes:
-    """A JSON response body with ``bauxite_carbon`` added (only for clients that asked); else unchanged."""
-    if extension is None:
-        return data
+def _json_object(data: bytes | None) -> dict[str, Any] | None:
     try:
-        doc = orjson.loads(data)
+        doc = orjson.loads(data) if data is not None else None
     except orjson.JSONDecodeError:
-        return data
-    if not isinstance(doc, dict):
-        return data
-    doc["bauxite_carbon"] = extension
-    return orjson.dumps(doc)
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _is_json_object(data: bytes) -> bool:

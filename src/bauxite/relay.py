@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .clusters import ClusterState
-from .errors import ReadTimeout, TransportError, error_body
+from .dialects import DIALECTS
+from .errors import ReadTimeout, TransportError
 from .records import Capture
 from .sse import SseEvent
 from .transport import UpstreamResponse
@@ -131,7 +132,9 @@ class StreamRelay:
         self.failure = cause
         self._relay.estimate_missing_usage()
         message = f"upstream cluster {self._cluster.name!r} failed mid-stream: {cause}"
-        event = b"data: " + error_body(502, message, "upstream_error") + b"\n\n"
+        event = DIALECTS[capture.endpoint].stream_error_event(
+            502, message, "upstream_error", self._relay.forwarded
+        )
         with contextlib.suppress(ConnectionResetError):
             await self._response.write(event)
         await _close(self._response)

@@ -35,7 +35,8 @@ LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOME
 
 @dataclass(slots=True)  # built per request: a frozen dataclass constructs several times slower
 class UpstreamRequest:
-    """One POST to a cluster. Times in seconds; ``read_s`` bounds each silence, ``total_s`` the whole."""
+    """One request to a cluster (a POST unless ``method`` says otherwise). Times in seconds; ``read_s``
+    bounds each silence, ``total_s`` the whole."""
 
     cluster: str
     url: str
@@ -44,6 +45,7 @@ class UpstreamRequest:
     connect_s: float = 5.0
     read_s: float = 60.0
     total_s: float = 600.0
+    method: str = "POST"
 
 
 class UpstreamResponse(Protocol):
@@ -202,8 +204,8 @@ class _Exchange:
         request = self._request
         timeout = _timeout(request.total_s, request.connect_s, request.read_s)
         try:
-            self._resp = await self._session.post(
-                request.url, data=request.body, headers=request.headers, timeout=timeout
+            self._resp = await self._session.request(
+                request.method, request.url, data=request.body, headers=request.headers, timeout=timeout
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise translate(exc) from None

@@ -204,7 +204,16 @@ class SseRelay:
     Only the usage-only event is ever dropped, and only when the gateway (not the client) asked for it.
     """
 
-    __slots__ = ("_capture", "_dialect", "_parser", "_strip_usage", "on_usage", "started", "state")
+    __slots__ = (
+        "_capture",
+        "_dialect",
+        "_parser",
+        "_strip_usage",
+        "forwarded",
+        "on_usage",
+        "started",
+        "state",
+    )
 
     def __init__(self, capture: Capture, strip_usage: bool, dialect: ApiDialect = CHAT) -> None:
         self._capture = capture
@@ -213,6 +222,7 @@ class SseRelay:
         self._parser = SseParser()
         self.state = StreamState()
         self.started = False  # an event with data (not just comments) has arrived
+        self.forwarded = 0  # events forwarded to the client
         # When set, the event that first carries usage is replaced by what this returns for it, and is always
         # forwarded (the bauxite_carbon extension the client asked for rides on it).
         self.on_usage: Callable[[SseEvent], bytes] | None = None
@@ -244,6 +254,7 @@ class SseRelay:
             if kind is Kind.USAGE and self._strip_usage:
                 continue
             out.append(event.raw)
+        self.forwarded += len(out)
         return out[0] if len(out) == 1 else b"".join(out)
 
     def flush(self) -> bytes:

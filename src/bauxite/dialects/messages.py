@@ -15,10 +15,9 @@ from typing import Any
 import orjson
 
 from ..records import Capture, Endpoint
-from .base import CONTENT, OTHER, EventInfo, SseEvent, event_type, json_object, non_negative_int
-
-_END = EventInfo(end=True)
-_ERROR = EventInfo(error=True)
+from ..sse import SseEvent
+from ..usage import CHARS_PER_TOKEN, Kind, StreamState, estimate_unreported
+from .base import event_type, json_object, non_negative_int, output_chars
 
 # Anthropic's error types by HTTP status (its SDKs pick exception classes by status, people read the type).
 _TYPES = {
@@ -26,6 +25,7 @@ _TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    408: "timeout_error",
     413: "request_too_large",
     429: "rate_limit_error",
     503: "overloaded_error",
@@ -33,10 +33,10 @@ _TYPES = {
 }
 
 
-def apply_messages_usage(capture: Capture, usage: Any, *, final: bool) -> None:
+def apply_messages_usage(capture: Capture, usage: Any, *, final: bool) -> bool:
     """Merge an Anthropic ``usage`` object: fields that are absent or null keep their earlier value."""
     if not isinstance(usage, dict):
-        return
+        return False
     uncached = capture.prompt_tokens - capture.cached_tokens - capture.cache_write_tokens
     if isinstance(usage.get("input_tokens"), int):
         uncached = non_negative_int(usage["input_tokens"])
@@ -48,51 +48,62 @@ def apply_messages_usage(capture: Capture, usage: Any, *, final: bool) -> None:
     if isinstance(usage.get("output_tokens"), int):
         capture.completion_tokens = non_negative_int(usage["output_tokens"])
     if final:
-        capture.usage_reported = True
+        capture.usage_reported, capture.usage_estimated = True, False
+    return True
 
 
 def anthropic_error(status: int, message: str) -> dict[str, Any]:
-    error_type = _TYPES.get(status, "api_error")
-    return {"type": "error", "error": {"type": error_type, "message": message}}
+    return {"type": "error", "error": {"type": _TYPES.get(status, "api_error"), "message": message}}
 
 
 class MessagesDialect:
     endpoint: Endpoint = "messages"
     path = "/messages"
+    name = "messages"
 
-    def apply_body_usage(self, capture: Capture, doc: dict[str, Any]) -> None:
-        apply_messages_usage(capture, doc.get("usage"), final=True)
-
-    def inspect(self, capture: Capture, event: SseEvent) -> EventInfo:
+    def classify(self, event: SseEvent, capture: Capture, state: StreamState) -> Kind:
+        if event.data is None:
+            return Kind.OTHER
         kind, doc = event_type(event)
         if kind == "content_block_delta":
-            return CONTENT
-        if kind == "message_start":
+            state.content_events += 1
+            return Kind.CONTENT
+        if kind in ("message_start", "message_delta"):
             doc = doc if doc is not None else json_object(event.data)
-            message = doc.get("message") if doc is not None else None
-            if isinstance(message, dict):
-                # Input is known now, output is not: usage counts as reported only at message_delta.
-                apply_messages_usage(capture, message.get("usage"), final=False)
-            return OTHER
-        if kind == "message_delta":
-            doc = doc if doc is not None else json_object(event.data)
-            if doc is not None:
-                apply_messages_usage(capture, doc.get("usage"), final=True)
-            return EventInfo(final_usage=True)
+            if kind == "message_start":
+                message = doc.get("message") if doc is not None else None
+                if isinstance(message, dict):  # input known now; output only at message_delta
+                    apply_messages_usage(capture, message.get("usage"), final=False)
+                return Kind.OTHER  # held back until the first output: still retryable
+            if doc is not None and apply_messages_usage(capture, doc.get("usage"), final=True):
+                state.saw_usage = True
+            return Kind.USAGE  # the final usage-bearing event; never dropped (the client always gets it)
         if kind == "message_stop":
-            return _END
+            state.saw_done = True
+            return Kind.DONE
         if kind == "error":
-            return _ERROR
-        return OTHER
+            doc = doc if doc is not None else json_object(event.data)
+            error = doc.get("error") if doc is not None else None
+            code = error.get("type") if isinstance(error, dict) else None
+            state.error = str(code)[:40] if code else "error"
+            return Kind.ERROR
+        return Kind.OTHER
+
+    def complete(self, state: StreamState, choices: int) -> bool:
+        return state.saw_done
+
+    def account_body(self, capture: Capture, body: bytes) -> None:
+        doc = json_object(body)
+        if doc is not None and apply_messages_usage(capture, doc.get("usage"), final=True):
+            return
+        chars = output_chars(doc.get("content"), "text") if doc is not None else 0
+        estimate_unreported(capture, chars // CHARS_PER_TOKEN + 1 if doc else 0)
 
     def error_body(self, status: int, message: str, code: str | None, param: str | None) -> bytes:
         return orjson.dumps(anthropic_error(status, message))
 
     def stream_error_event(self, status: int, message: str, code: str, sequence: int) -> bytes:
         return b"event: error\ndata: " + orjson.dumps(anthropic_error(status, message)) + b"\n\n"
-
-    def stream_body(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        return None  # message_start and message_delta always carry usage
 
     def client_wants_usage(self, body: dict[str, Any]) -> bool:
         return True

@@ -195,7 +195,8 @@ class SimServer:
         limit = limit or body.get("max_tokens")
         output_tokens = limit if isinstance(limit, int) and limit > 0 else None
         output_tokens = output_tokens or self.sim.settings.default_output_tokens
-        job = _Job(self.sim, _wire(kind, body, prompt_tokens), prompt, prompt_tokens, output_tokens)
+        wire = _wire(kind, body, prompt_tokens)
+        job = _Job(self.sim, wire, str(body["model"]), prompt, prompt_tokens, output_tokens)
         if body.get("stream") is True:
             response = await job.stream(request)
         else:
@@ -226,15 +227,15 @@ class _Job:
     """One generation request moving through admission, prefill and decode."""
 
     def __init__(
-        self, sim: SimCluster, wire: Wire, prompt: str, prompt_tokens: int, output_tokens: int
+        self, sim: SimCluster, wire: Wire, model: str, prompt: str, prompt_tokens: int, output_tokens: int
     ) -> None:
-        self.sim, self.wire = sim, wire
+        self.sim, self.wire, self.model = sim, wire, model
         self.prompt, self.prompt_tokens, self.output_tokens = prompt, prompt_tokens, output_tokens
         self.cached_tokens = 0
         self.finished = False
 
     async def _tokens(self) -> AsyncIterator[int]:
-        sim, name = self.sim, str(self.body["model"])
+        sim, name = self.sim, self.model
         seq = await sim.admit(name, self.prompt_tokens)
         produced = 0
         try:

@@ -22,10 +22,12 @@ _MODEL, _REGION, _CLUSTER, _DEPT, _REASON = (
     INDEX["model"], INDEX["region"], INDEX["cluster"], INDEX["department"], INDEX["route_reason"]
 )  # fmt: skip
 _STATUS, _TTFT, _DURATION = INDEX["status"], INDEX["ttft_s"], INDEX["duration_s"]
+_ENDPOINT = INDEX["endpoint"]
 _SOURCE, _SIGNAL, _BASIS = INDEX["intensity_source"], INDEX["intensity_signal"], INDEX["intensity_basis"]
 _OK = enum_index("status", "ok")  # errors and cancellations both count as not ok
 
 UsageKey = tuple[int, int, int]
+EndpointKey = tuple[int, int]  # (endpoint id, model id): usage slots per wire API
 
 
 def clean(value: float) -> float:
@@ -70,6 +72,7 @@ class Totals:
         self.usage: dict[UsageKey, list[float]] = {}
         self.routing: dict[tuple[int, int, int], int] = {}  # (model, region, reason) -> decisions
         self.clusters: dict[int, list[float]] = {}  # by cluster id, same slots as ``usage``
+        self.endpoints: dict[EndpointKey, list[float]] = {}  # by (endpoint id, model id), same slots
         self.duration: dict[tuple[int, int], Histogram] = {}
         self.ttft: dict[tuple[int, int], Histogram] = {}
         self.records = 0
@@ -104,6 +107,7 @@ class Totals:
                 per_cluster[outcome] += 1
                 for slot, index in _SOURCES:
                     per_cluster[slot] += clean(rec[index])
+            self._add_endpoint(rec, model, outcome)
             if reason != NO_REASON:
                 routing[(model, region, reason)] = routing.get((model, region, reason), 0) + 1
             self.region_basis[region] = (rec[_SOURCE], rec[_SIGNAL], rec[_BASIS])
@@ -111,6 +115,15 @@ class Totals:
             count += 1
         self.records += count
         return count
+
+    def _add_endpoint(self, rec: RawRecord, model: int, outcome: int) -> None:
+        key = (rec[_ENDPOINT], model)
+        acc = self.endpoints.get(key)
+        if acc is None:
+            acc = self.endpoints[key] = [0.0] * USAGE_SLOTS
+        acc[outcome] += 1
+        for slot, index in _SOURCES:
+            acc[slot] += clean(rec[index])
 
     def _observe(self, model: int, region: int, ttft_s: float, duration_s: float) -> None:
         key = (model, region)

@@ -18,6 +18,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ..intensity.base import RegionIntensity
+from ..records import enum_value
 from .aggregate import REQ_ERROR, REQ_OK, SLOT, USAGE_SLOTS, Histogram, Totals
 from .labels import LabelTables
 from .ring import Ring
@@ -61,6 +62,7 @@ class TelemetryCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._usage()
+        yield from self._endpoints()
         yield from self._routing()
         yield from self._histograms()
         yield from self._grid()
@@ -117,6 +119,38 @@ class TelemetryCollector(Collector):
             added_family.add_metric(list(key), grams)
         yield from (family for family, _ in per_request)
         yield from (requests, tokens, avoided_family, added_family)
+
+    def _endpoints(self) -> Iterator[Metric]:
+        """The same request figures by wire API (chat, completion, embedding, responses, messages)."""
+        t = self._t
+        labels = ["endpoint", "model"]
+        requests = CounterMetricFamily(
+            "bauxite_endpoint_requests",
+            "Finished requests by wire API and outcome.",
+            labels=[*labels, "status"],
+        )
+        tokens = CounterMetricFamily(
+            "bauxite_endpoint_tokens", "Tokens processed by wire API, by kind.", labels=[*labels, "kind"]
+        )
+        energy = CounterMetricFamily(
+            "bauxite_endpoint_energy_joules",
+            "Request energy by wire API at the facility boundary: (GPU + host share) x PUE, joules.",
+            labels=labels,
+        )
+        carbon = CounterMetricFamily(
+            "bauxite_endpoint_carbon_grams",
+            "Grams CO2e of requests by wire API, location-based: facility energy x grid intensity.",
+            labels=labels,
+        )
+        for (e, m), acc in self._totals.endpoints.items():
+            values = [enum_value("endpoint", e), t.models.value(m)]
+            requests.add_metric([*values, "ok"], acc[REQ_OK])
+            requests.add_metric([*values, "error"], acc[REQ_ERROR])
+            for kind in ("prompt", "completion", "cached"):
+                tokens.add_metric([*values, kind], acc[SLOT[f"{kind}_tokens"]])
+            energy.add_metric(values, acc[SLOT["energy_j"]])
+            carbon.add_metric(values, acc[SLOT["carbon_g"]])
+        yield from (requests, tokens, energy, carbon)
 
     def _routing(self) -> Iterator[Metric]:
         t = self._t

@@ -1,0 +1,75 @@
+"""A Responses or Messages request is accounted exactly like a chat request with the same usage."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from bauxite.records import Capture, Endpoint, RequestRecord
+from harness import Harness, fleet_config
+
+ONE = [{"name": "east", "region": "us-east-1", "models": ["tiny-8b"]}]
+PROMPT = "Count the carbon of this exact prompt, please."
+
+
+def capture(endpoint: Endpoint) -> Capture:
+    c = Capture("tiny-8b", "anonymous", endpoint, time.time(), time.monotonic(), stream=True)
+    c.cluster, c.region, c.route_reason, c.status, c.http_status = (
+        "east",
+        "us-east-1",
+        "least_loaded",
+        "ok",
+        200,
+    )
+    c.prompt_tokens, c.completion_tokens, c.cached_tokens, c.usage_reported = 120, 48, 64, True
+    c.ttft_s, c.duration_s, c.attempts = 0.05, 0.9, 1
+    return c
+
+
+def comparable(record: RequestRecord) -> tuple[Any, ...]:
+    return (record.prompt_tokens, record.completion_tokens, record.cached_tokens, record.energy_j,
+            record.energy_j_min, record.energy_j_max, record.carbon_g, record.intensity_g_per_kwh,
+            record.pue, record.energy_measured)  # fmt: skip
+
+
+def test_same_usage_gives_identical_records_and_carbon_objects() -> None:
+    with Harness(fleet_config(clusters=ONE)) as h:
+        assert h.gateway is not None
+        accountant = h.gateway.accountant
+
+        async def settle() -> list[dict[str, Any] | None]:
+            objects = []
+            for endpoint in ("chat", "responses", "messages"):
+                c = capture(endpoint)
+                objects.append(accountant.carbon_extension(c))
+                accountant.finish(c)
+            return objects
+
+        objects = h.call(settle())
+        records = h.wait_records(3)
+    assert [r.endpoint for r in records] == ["chat", "responses", "messages"]
+    assert comparable(records[0]) == comparable(records[1]) == comparable(records[2])
+    assert records[0].carbon_g > 0
+    assert objects[0] is not None and objects[0] == objects[1] == objects[2]
+
+
+def test_same_prompt_through_three_apis_accounts_the_same_tokens_and_close_energy() -> None:
+    with Harness(fleet_config(clusters=ONE)) as h:
+        oai = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
+        ant = anthropic.Anthropic(base_url=h.base_url, api_key="k", max_retries=0)
+        oai.chat.completions.create(
+            model="tiny-8b", messages=[{"role": "user", "content": PROMPT}], max_tokens=20
+        )
+        oai.responses.create(model="tiny-8b", input=PROMPT, max_output_tokens=20)
+        ant.messages.create(model="tiny-8b", max_tokens=20, messages=[{"role": "user", "content": PROMPT}])
+        chat, responses, messages = h.wait_records(3)
+    assert [chat.endpoint, responses.endpoint, messages.endpoint] == ["chat", "responses", "messages"]
+    for other in (responses, messages):
+        assert (other.prompt_tokens, other.completion_tokens) == (chat.prompt_tokens, chat.completion_tokens)
+        # Energy depends on tokens and (weakly) on the measured duration, which differs by scheduling noise.
+        assert other.energy_j == pytest.approx(chat.energy_j, rel=0.05)
+        assert other.carbon_g == pytest.approx(chat.carbon_g, rel=0.05)
