@@ -20,9 +20,9 @@ from .api import Api
 from .auth import AuthError
 from .clusters import ClusterState, Fleet
 from .dialects import error_response
-from .errors import TransportError
+from .errors import TransportError, clip
 from .proxy import Upstream
-from .records import Capture, Endpoint
+from .records import Endpoint
 
 _PASSED_RESPONSE_HEADERS = ("Content-Type", "Cache-Control")
 
@@ -70,10 +70,11 @@ class Passthrough:
         except orjson.JSONDecodeError:
             return error_response("messages", 400, "request body is not valid JSON", "invalid_json")
         model = doc.get("model") if isinstance(doc, dict) else None
-        if not isinstance(model, str) or model not in self._fleet.by_model:
-            return error_response(
-                "messages", 404, f"the model {model!r} is not served here", "model_not_found"
-            )
+        if not isinstance(model, str) or not model:
+            return error_response("messages", 400, "you must provide a model parameter", "missing_model")
+        if model not in self._fleet.by_model:
+            message = f"the model {clip(model)!r} does not exist or is not served here"
+            return error_response("messages", 404, message, "model_not_found")
         now = time.monotonic()
         candidates = [c for c in self._fleet.serving(model, "messages") if c.available(now)]
         if not candidates:
@@ -89,8 +90,7 @@ class Passthrough:
     async def _relay(
         self, request: web.Request, endpoint: Endpoint, cluster: ClusterState, tail: str, body: bytes | None
     ) -> web.StreamResponse:
-        capture = Capture("", "", endpoint, time.time(), time.monotonic())
-        headers = self._upstream.client_headers(cluster.name, capture, request)
+        headers = self._upstream.client_headers(cluster.name, endpoint, request)
         upstream_request = replace(
             self._upstream.request(cluster, tail, body or b"", headers), method=request.method
         )

@@ -37,7 +37,7 @@ from .errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
-from .records import Capture
+from .records import Capture, Endpoint
 from .relay import AttemptFailed, StreamRelay, itl_s
 from .retry_after import retry_after_s
 from .routing.router import Decision, NoRouteError, Outcome, Router, RouteRequest
@@ -88,9 +88,9 @@ class Upstream:
     async def stop(self) -> None:
         await self.transport.stop()
 
-    def client_headers(self, cluster: str, capture: Capture, request: web.Request) -> dict[str, str]:
+    def client_headers(self, cluster: str, endpoint: Endpoint, request: web.Request) -> dict[str, str]:
         """Headers for one upstream request: the cluster's own key, plus Anthropic's version headers."""
-        if capture.endpoint != "messages":
+        if endpoint != "messages":
             return self.headers[cluster]
         headers = dict(self.anthropic_headers[cluster])
         for name in ANTHROPIC_HEADERS:
@@ -216,7 +216,7 @@ class Forwarder:
         ask_usage: bool,
     ) -> web.StreamResponse:
         payload = _upstream_body(cluster, capture, body, raw, ask_usage)
-        headers = self._upstream.client_headers(cluster.name, capture, request)
+        headers = self._upstream.client_headers(cluster.name, capture.endpoint, request)
         upstream_request = self._upstream.request(cluster, DIALECTS[capture.endpoint].path, payload, headers)
         try:
             async with self._upstream.transport.send(upstream_request) as resp:
