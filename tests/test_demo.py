@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 
+import anthropic
 import openai
 
 
@@ -38,6 +39,13 @@ def test_demo_serves_and_stops_cleanly() -> None:
             assert b"bauxite_request_carbon_grams_total" in resp.read()
         with urllib.request.urlopen(base + "/v1/carbon/intensity", timeout=10) as resp:
             assert b'"provider":"trace"' in resp.read()
+        response = client.responses.create(model="llama-3.1-8b", input="Hi", max_output_tokens=3)
+        assert response.output_text and response.usage is not None and response.usage.output_tokens == 3
+        claude = anthropic.Anthropic(base_url=base, api_key="demo", max_retries=0)
+        message = claude.messages.create(
+            model="llama-3.1-8b", max_tokens=3, messages=[{"role": "user", "content": "Hi"}]
+        )
+        assert message.usage.output_tokens == 3
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, output
