@@ -73,3 +73,27 @@ def test_same_prompt_through_three_apis_accounts_the_same_tokens_and_close_energ
         # Energy depends on tokens and (weakly) on the measured duration, which differs by scheduling noise.
         assert other.energy_j == pytest.approx(chat.energy_j, rel=0.05)
         assert other.carbon_g == pytest.approx(chat.carbon_g, rel=0.05)
+
+
+def test_three_apis_take_the_same_green_routing_decision() -> None:
+    clusters = [
+        {"name": "dirty", "region": "ap-south-1", "models": ["tiny-8b"]},  # coal-heavy grid
+        {"name": "clean", "region": "eu-north-1", "models": ["tiny-8b"]},  # hydro and nuclear
+    ]
+    green = {"green_routing": {"enabled": True, "priority": "low_carbon"}}
+    with Harness(fleet_config(clusters=clusters, enterprise=green)) as h:
+        oai = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
+        ant = anthropic.Anthropic(base_url=h.base_url, api_key="k", max_retries=0)
+        chat = oai.chat.completions.with_raw_response.create(
+            model="tiny-8b", messages=[{"role": "user", "content": PROMPT}], max_tokens=2
+        )
+        responses = oai.responses.with_raw_response.create(model="tiny-8b", input=PROMPT, max_output_tokens=2)
+        messages = ant.messages.with_raw_response.create(
+            model="tiny-8b", max_tokens=2, messages=[{"role": "user", "content": PROMPT}]
+        )
+    routes = {
+        (raw.headers["x-bauxite-cluster"], raw.headers["x-bauxite-route-reason"])
+        for raw in (chat, responses, messages)
+    }
+    assert routes == {("clean", chat.headers["x-bauxite-route-reason"])}
+    assert chat.headers["x-bauxite-route-reason"] == "low_carbon"
