@@ -1,4 +1,5 @@
-"""The gateway's error tree, and the OpenAI-shaped error bodies it becomes at the HTTP edge.
+"""The gateway's error tree, and the OpenAI-shaped error bodies it becomes at the HTTP edge (the Anthropic
+Messages API answers in its own shape: see ``dialects``).
 
 Exceptions::
 
@@ -215,10 +216,6 @@ def error_response(
         content_type="application/json",
         headers=headers,
     )
-
-
-def from_exception(exc: GatewayError, headers: Mapping[str, str] | None = None) -> web.Response:
-    return error_response(exc.status, exc.message, exc.code, exc.param, {**(headers or {}), **exc.headers})
 
 
 def clip(text: str, limit: int = 64) -> str:
