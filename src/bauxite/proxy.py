@@ -320,6 +320,8 @@ class Forwarder:
             return event.raw
         DIALECTS[capture.endpoint].with_carbon(doc, carbon, event=True)
         head = b"" if event.event == "message" else b"event: " + event.event.encode() + b"\n"
+        if event.id is not None:
+            head += b"id: " + event.id.encode() + b"\n"
         return head + b"data: " + orjson.dumps(doc) + b"\n\n"
 
     def route_headers(self, capture: Capture) -> dict[str, str]:

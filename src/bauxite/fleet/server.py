@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from .config import FleetSettings, SimClusterSettings
 from .responses_wire import ResponsesWire
 from .sim import SimCluster, count_tokens
-from .wire import ChatWire, MessagesWire, Usage, Wire, new_id
+from .wire import ChatWire, MessagesWire, Usage, Wire, new_id, prompt_text
 
 STORED_RESPONSES = 1000  # finished Responses API answers kept for retrieval, oldest dropped first
 
@@ -143,7 +143,16 @@ class SimServer:
             {"input_tokens": tokens, "context_management": {"original_input_tokens": tokens}}
         )
 
+    def _authorized(self, request: web.Request) -> bool:
+        """Like vLLM's --api-key: every /v1 request must carry the key as a bearer token."""
+        if self._key is None:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {self._key}".encode())
+
     async def retrieve_response(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return _error(401, "Unauthorized")
         stored = self.stored.get(request.match_info["response_id"])
         if stored is None:
             return _error(404, f"Response with id '{request.match_info['response_id']}' not found.")
@@ -168,10 +177,8 @@ class SimServer:
         self, request: web.Request, kind: str
     ) -> tuple[dict[str, Any], web.Response | None]:
         shape = _anthropic_error if kind == "messages" else _error
-        if self._key is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self._key}".encode()):
-                return {}, shape(401, "Unauthorized")
+        if not self._authorized(request):
+            return {}, shape(401, "Unauthorized")
         if self.sim.faults.refuse > 0:
             self.sim.faults.refuse -= 1
             return {}, shape(503, "simulated overload")
@@ -323,37 +330,6 @@ def _anthropic_error(status: int, message: str) -> web.Response:
     kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error"}
     doc = {"type": "error", "error": {"type": kind.get(status, "api_error"), "message": message}}
     return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
-
-
-def _texts(items: Any) -> list[str]:
-    """Text of a message list (chat, Responses input items, Anthropic messages): strings or text parts."""
-    parts: list[str] = []
-    for item in items if isinstance(items, list) else []:
-        content = item.get("content") if isinstance(item, dict) else None
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return parts
-
-
-def prompt_text(body: dict[str, Any], kind: str) -> str:
-    """The prompt's text as the model would see it (the simulator counts 4 characters a token)."""
-    if kind == "chat":
-        return "\n".join(_texts(body.get("messages")))
-    if kind == "responses":
-        items = body.get("input")
-        instructions = body.get("instructions")
-        head = [instructions] if isinstance(instructions, str) and instructions else []
-        return "\n".join(head + ([items] if isinstance(items, str) else _texts(items)))
-    if kind == "messages":
-        system = body.get("system")
-        head = [system] if isinstance(system, str) else [t for t in _texts([{"content": system}]) if t]
-        return "\n".join(head + _texts(body.get("messages")))
-    prompt = body.get("prompt")
-    return (
-        prompt if isinstance(prompt, str) else " ".join(map(str, prompt)) if isinstance(prompt, list) else ""
-    )
 
 
 def _vector(text: str, dims: int = 16) -> list[float]:

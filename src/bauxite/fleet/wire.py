@@ -181,3 +181,34 @@ class MessagesWire:
             "stop_reason": "max_tokens",
             "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
         }
+
+
+def _texts(items: Any) -> list[str]:
+    """Text of a message list (chat, Responses input items, Anthropic messages): strings or text parts."""
+    parts: list[str] = []
+    for item in items if isinstance(items, list) else []:
+        content = item.get("content") if isinstance(item, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return parts
+
+
+def prompt_text(body: dict[str, Any], kind: str) -> str:
+    """The prompt's text as the model would see it (the simulator counts 4 characters a token)."""
+    if kind == "chat":
+        return "\n".join(_texts(body.get("messages")))
+    if kind == "responses":
+        items = body.get("input")
+        instructions = body.get("instructions")
+        head = [instructions] if isinstance(instructions, str) and instructions else []
+        return "\n".join(head + ([items] if isinstance(items, str) else _texts(items)))
+    if kind == "messages":
+        system = body.get("system")
+        head = [system] if isinstance(system, str) else [t for t in _texts([{"content": system}]) if t]
+        return "\n".join(head + _texts(body.get("messages")))
+    prompt = body.get("prompt")
+    return (
+        prompt if isinstance(prompt, str) else " ".join(map(str, prompt)) if isinstance(prompt, list) else ""
+    )
