@@ -158,3 +158,30 @@ def test_in_band_error_before_output_reached_the_client_is_retried_elsewhere() -
         records = h.wait_records(4)
         assert h.fleet is not None and h.fleet.sim("east").faults.error_mid_stream == 0  # east did fail once
         assert [r.status for r in records] == ["ok"] * 4
+
+
+def test_retrieval_through_another_gateway_finds_the_cluster_holding_the_response(gw: Harness) -> None:
+    """A restarted gateway, another worker or replica has not seen the id: it asks each cluster in turn."""
+    assert gw.fleet is not None
+    clusters = [
+        {
+            "name": c.name,
+            "region": c.region,
+            "models": ["tiny-8b"],
+            "url": gw.fleet.url(c.name),
+            "no_sim": True,
+        }
+        for c in gw.settings.clusters
+    ]
+    created = [
+        client(gw).responses.with_raw_response.create(model="tiny-8b", input=f"r{i}", max_output_tokens=1)
+        for i in range(4)
+    ]
+    with Harness(fleet_config(clusters=clusters)) as other:
+        for raw in created:
+            again = client(other).responses.with_raw_response.retrieve(raw.parse().id)
+            assert again.parse().id == raw.parse().id
+            assert again.headers["x-bauxite-cluster"] == raw.headers["x-bauxite-cluster"]
+        with pytest.raises(openai.NotFoundError) as missing:
+            client(other).responses.retrieve("resp_nowhere")
+        assert missing.value.code == "response_not_found"

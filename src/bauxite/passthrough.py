@@ -2,7 +2,7 @@
 
 - ``GET``/``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items`` and
   ``POST /v1/responses/{id}/cancel`` reach the cluster that created the response (the stored response lives
-  there); an id the gateway did not route answers 404.
+  there); an id this process did not route is looked for on each cluster serving the Responses API.
 - ``POST /v1/messages/count_tokens`` reaches a cluster serving the model through the Messages API.
 
 Nothing here is accounted as a request: no tokens are generated. Bodies are relayed byte for byte.
@@ -47,18 +47,28 @@ class Passthrough:
             return error_response("responses", 401, str(exc), "invalid_api_key")
         response_id = request.match_info["response_id"]
         name = self._api.response_ids.cluster(response_id)
-        cluster = self._fleet.by_name.get(name) if name else None
-        if cluster is None:
-            return error_response(
-                "responses",
-                404,
-                "no response with this id was created through this gateway since it started (or it was "
-                "forgotten: the gateway remembers a bounded number of ids)",
-                "response_not_found",
-            )
-        # The path after /v1, query included (stream, starting_after, include …).
-        tail = request.rel_url.path_qs[len("/v1") :]
-        return await self._relay(request, "responses", cluster, tail, None)
+        owner = self._fleet.by_name.get(name) if name else None
+        # An id this process did not see (a restart, another worker or replica, or forgotten) is looked for
+        # on each cluster serving the Responses API in turn: retrieval, deletion and cancellation are safe to
+        # ask of a cluster that does not hold the response (it answers 404).
+        candidates = [owner] if owner is not None else self._responses_clusters()
+        tail = request.rel_url.path_qs[len("/v1") :]  # the path after /v1, query included (stream, …)
+        for cluster in candidates:
+            answer = await self._relay(request, "responses", cluster, tail, None, pass_404=owner is None)
+            if answer is not None:
+                if owner is None and answer.status < 400:
+                    self._api.response_ids.remember(response_id, cluster.name)
+                return answer
+        return error_response(
+            "responses",
+            404,
+            "no cluster serving the Responses API holds this response id",
+            "response_not_found",
+        )
+
+    def _responses_clusters(self) -> list[ClusterState]:
+        now = time.monotonic()
+        return [c for c in self._fleet.clusters if "responses" in c.settings.endpoints and c.available(now)]
 
     async def count_tokens(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -85,11 +95,20 @@ class Passthrough:
         upstream_model = cluster.routes[model].upstream_name
         if upstream_model != model:
             raw = orjson.dumps({**doc, "model": upstream_model})
-        return await self._relay(request, "messages", cluster, "/messages/count_tokens", raw)
+        answer = await self._relay(request, "messages", cluster, "/messages/count_tokens", raw)
+        assert answer is not None  # only a pass_404 relay answers None
+        return answer
 
     async def _relay(
-        self, request: web.Request, endpoint: Endpoint, cluster: ClusterState, tail: str, body: bytes | None
-    ) -> web.StreamResponse:
+        self,
+        request: web.Request,
+        endpoint: Endpoint,
+        cluster: ClusterState,
+        tail: str,
+        body: bytes | None,
+        pass_404: bool = False,
+    ) -> web.StreamResponse | None:
+        """Relay the cluster's answer as it comes; None (nothing sent) when it is a 404 and ``pass_404``."""
         headers = self._upstream.client_headers(cluster.name, endpoint, request)
         upstream_request = replace(
             self._upstream.request(cluster, tail, body or b"", headers), method=request.method
@@ -98,6 +117,8 @@ class Passthrough:
         out: web.StreamResponse | None = None
         try:
             async with self._upstream.transport.send(upstream_request) as resp:
+                if resp.status == 404 and pass_404:
+                    return None
                 out = web.StreamResponse(status=resp.status, headers=route_headers)
                 for name in _PASSED_RESPONSE_HEADERS:
                     if name in resp.headers:
@@ -110,6 +131,8 @@ class Passthrough:
         except (TransportError, ConnectionResetError) as exc:
             if out is not None and out.prepared:
                 return out  # bytes already reached the client: nothing more can be said
+            if pass_404:
+                return None  # another cluster may still hold it
             cause = exc.cause if isinstance(exc, TransportError) else "client gone"
             message = f"upstream cluster {cluster.name!r} failed: {cause}"
             return error_response(endpoint, 502, message, "upstream_error", headers=route_headers)
