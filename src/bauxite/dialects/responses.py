@@ -43,9 +43,15 @@ def _response_id(capture: Capture, response: Any) -> None:
 
 
 def _error_code(doc: dict[str, Any] | None, fallback: str) -> str:
-    error = doc.get("response", {}).get("error") if doc and isinstance(doc.get("response"), dict) else None
-    code = (error or {}).get("code") if isinstance(error, dict) else (doc or {}).get("code")
-    return str(code)[:40] if code else fallback
+    """The failure's code: ``response.error.code`` (response.failed), a top-level ``error.code``, or the
+    event's own ``code`` (the ``error`` event); ``fallback`` when none is given."""
+    if doc is None:
+        return fallback
+    response = doc.get("response")
+    for error in (response.get("error") if isinstance(response, dict) else None, doc.get("error"), doc):
+        if isinstance(error, dict) and error.get("code"):
+            return str(error["code"])[:40]
+    return fallback
 
 
 class ResponsesDialect:
