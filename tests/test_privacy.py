@@ -19,14 +19,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
+from anthropic.types import MessageParam
 
 from bauxite.settings import sha256_hex
 from harness import Harness, fleet_config
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "privacy-test-key-7f3a"
+# The test's own HTTP clients log what they send at DEBUG (the anthropic SDK its request bodies, httpx its
+# URLs); what is checked is everything the gateway and the fleet log.
+CLIENT_LOGGERS = ("anthropic", "openai", "httpx", "httpcore")
 SKIP_DIRS = {".git", ".venv", "node_modules", ".mypy_cache", ".ruff_cache", ".hypothesis", "__pycache__"}
 
 
@@ -94,6 +99,38 @@ def send_canary_traffic(harness: Harness, c: dict[str, str]) -> None:
     bad_key = openai.OpenAI(base_url=harness.base_url + "/v1", api_key=c["marker"], max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad_key.chat.completions.create(model="tiny-8b", messages=[{"role": "user", "content": secret_text}])
+    send_agent_api_canaries(harness, c, secret_text, headers)
+
+
+def send_agent_api_canaries(
+    harness: Harness, c: dict[str, str], secret_text: str, headers: dict[str, str]
+) -> None:
+    """The same canaries through the Responses and Anthropic Messages APIs (bodies, keys, ids, errors)."""
+    client = openai.OpenAI(
+        base_url=harness.base_url + "/v1", api_key=KEY, max_retries=0, default_headers=headers
+    )
+    created = client.responses.create(
+        model="tiny-8b", instructions=c["marker"], input=secret_text, max_output_tokens=3, user=c["email"]
+    )
+    client.responses.retrieve(created.id)
+    for _ in client.responses.create(model="tiny-8b", input=secret_text, max_output_tokens=3, stream=True):
+        pass
+    claude = anthropic.Anthropic(
+        base_url=harness.base_url, api_key=KEY, max_retries=0, default_headers=headers
+    )
+    said: list[MessageParam] = [{"role": "user", "content": secret_text}]
+    claude.messages.create(model="tiny-8b", max_tokens=3, system=c["marker"], messages=said,
+                           metadata={"user_id": c["email"]})  # fmt: skip
+    with claude.messages.stream(model="tiny-8b", max_tokens=3, messages=said) as stream:
+        "".join(stream.text_stream)
+    claude.messages.count_tokens(model="tiny-8b", messages=said)
+    with pytest.raises(anthropic.NotFoundError):
+        claude.messages.create(model=f"model-{c['marker']}", max_tokens=1, messages=said)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(f"resp_{c['marker']}")
+    bad_key = anthropic.Anthropic(base_url=harness.base_url, api_key=c["marker"], max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError):
+        bad_key.messages.create(model="tiny-8b", max_tokens=1, messages=said)
 
 
 def needles(c: dict[str, str]) -> list[bytes]:
@@ -134,7 +171,11 @@ def test_canaries_never_leave_the_request(
         "/v1/carbon/reports": reports,
         "ring buffer": ring_bytes,
         "records": repr(records).encode(),
-        "logs": "\n".join(r.getMessage() + repr(r.args) + repr(r.__dict__) for r in caplog.records).encode(),
+        "logs": "\n".join(
+            r.getMessage() + repr(r.args) + repr(r.__dict__)
+            for r in caplog.records
+            if not r.name.startswith(CLIENT_LOGGERS)
+        ).encode(),
         "stdout": captured.out.encode(),
         "stderr": captured.err.encode(),
     }
