@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import urllib.request
 from collections.abc import Iterator
 
 import anthropic
@@ -140,6 +141,17 @@ def test_routes_only_to_clusters_serving_messages_and_models_lists_endpoints() -
         {"name": "chat-only", "region": "us-west-2", "models": ["chat-8b"], "endpoints": ["chat"]},
     ]
     with Harness(keyed_config(clusters=clusters)) as h:
+        with urllib.request.urlopen(h.base_url + "/metrics", timeout=10) as resp:
+            exposition = resp.read().decode()
+        # Zero series from the start for what is served, none for what is not.
+        assert (
+            'bauxite_endpoint_requests_total{endpoint="messages",model="tiny-8b",status="ok"} 0.0'
+            in exposition
+        )
+        assert (
+            'bauxite_endpoint_tokens_total{endpoint="chat",kind="prompt",model="chat-8b"} 0.0' in exposition
+        )
+        assert 'endpoint="messages",model="chat-8b"' not in exposition
         api = client(h)
         for _ in range(6):
             raw = api.messages.with_raw_response.create(model="tiny-8b", max_tokens=1, messages=MESSAGES)

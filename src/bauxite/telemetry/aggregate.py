@@ -86,6 +86,11 @@ class Totals:
             for dept in depts:
                 self.usage.setdefault((model, region, dept), [0.0] * USAGE_SLOTS)
 
+    def preinitialise_endpoints(self, pairs: Iterable[EndpointKey]) -> None:
+        """Zero per-API series for the (endpoint, model) pairs configured clusters serve."""
+        for key in pairs:
+            self.endpoints.setdefault(key, [0.0] * USAGE_SLOTS)
+
     def add(self, records: Iterable[RawRecord]) -> int:
         """Fold drained records into the totals; returns how many there were."""
         usage, clusters, routing = self.usage, self.clusters, self.routing

@@ -109,3 +109,12 @@ class LabelTables:
             for model in cluster.models:
                 pairs[(self.models.id(model.name), self.regions.id(cluster.region))] = None
         return list(pairs)
+
+    def served_endpoints(self, settings: Settings) -> list[tuple[int, int]]:
+        """(endpoint id, model id) for every API and model a configured cluster serves together."""
+        pairs: dict[tuple[int, int], None] = {}
+        for cluster in settings.clusters:
+            for endpoint in cluster.endpoints:
+                for model in cluster.models:
+                    pairs[(self.endpoints.id(endpoint), self.models.id(model.name))] = None
+        return list(pairs)

@@ -67,6 +67,7 @@ class Telemetry:
         )
         self.totals = Totals(cfg.duration_buckets_s, cfg.ttft_buckets_s)
         self.totals.preinitialise(self.tables.served_pairs(settings), range(1, len(self.tables.departments)))
+        self.totals.preinitialise_endpoints(self.tables.served_endpoints(settings))
         cluster_regions = {c.name: c.region for c in settings.clusters}
         self.reports = Reports(
             self.totals, self.tables, cluster_regions, cluster_energy,
