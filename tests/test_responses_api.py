@@ -102,7 +102,7 @@ def test_carbon_object_only_when_asked_in_body_and_stream(gw: Harness) -> None:
     assert carbon["energy_wh_min"] <= carbon["energy_wh"] <= carbon["energy_wh_max"]
     assert carbon["carbon_g_min"] <= carbon["carbon_g"] <= carbon["carbon_g_max"] and carbon["carbon_g"] > 0
     assert carbon["region"] == raw.headers["x-bauxite-region"]
-    assert carbon["energy_source"] in ("estimated", "measured") and carbon["intensity_source"]
+    assert carbon["source"] in ("estimated", "measured") and carbon["grid_intensity_source"]
     assert carbon["grid_intensity_g_per_kwh"] == pytest.approx(
         float(raw.headers["x-bauxite-grid-intensity"]), abs=0.1
     )
