@@ -47,9 +47,15 @@ def test_create_returns_text_usage_headers_and_is_accounted(gw: Harness) -> None
 def test_stream_yields_typed_events_and_usage_from_response_completed(gw: Harness) -> None:
     before = len(gw.tap.records)
     metered = endpoint_tokens(gw, "responses", "prompt")
-    events = list(
-        client(gw).responses.create(model="tiny-8b", input="Stream, please", max_output_tokens=5, stream=True)
+    raw = client(gw).responses.with_raw_response.create(
+        model="tiny-8b", input="Stream, please", max_output_tokens=5, stream=True
     )
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    assert (
+        raw.headers["x-bauxite-cluster"] in {"east", "west"}
+        and float(raw.headers["x-bauxite-grid-intensity"]) > 0
+    )
+    events = list(raw.parse())
     kinds = [e.type for e in events]
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
