@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import urllib.request
 from collections.abc import Iterator
 
@@ -202,3 +204,20 @@ def test_anthropic_wire_format_upstream_cache_tokens_version_header_and_key() ->
         assert headers["anthropic-version"] == "2023-06-01"  # the client's, passed through
         assert headers["x-api-key"] == "upstream-secret"  # the cluster's key, never the caller's
         assert KEY not in str(headers)
+
+
+def test_client_that_hangs_up_mid_stream_is_recorded_as_cancelled() -> None:
+    one = [{"name": "east", "region": "us-east-1", "models": ["tiny-8b"]}]
+    with Harness(keyed_config(clusters=one, time_scale=1.0)) as h:  # paced, so the stream is still running
+        host, port = h.base_url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        body = {"model": "tiny-8b", "max_tokens": 200, "stream": True, "messages": MESSAGES}
+        conn.request(
+            "POST", "/v1/messages", json.dumps(body), {"x-api-key": KEY, "Content-Type": "application/json"}
+        )
+        resp = conn.getresponse()
+        assert resp.status == 200 and b"content_block_delta" in resp.read1(65536) + resp.read1(65536)
+        conn.close()  # the client leaves while the cluster is still generating
+        record = h.wait_records(1)[0]
+        assert (record.endpoint, record.status, record.http_status) == ("messages", "cancelled", 499)
+        assert 0 < record.completion_tokens < 200
