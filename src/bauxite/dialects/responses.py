@@ -93,7 +93,9 @@ class ResponsesDialect:
             _response_id(capture, doc)
             if apply_responses_usage(capture, doc.get("usage")):
                 return
-        chars = sum(output_chars(item.get("content"), "text") for item in _items(doc))
+        chars = sum(
+            output_chars(item.get("content"), "text") + _chars(item.get("arguments")) for item in _items(doc)
+        )
         estimate_unreported(capture, chars // CHARS_PER_TOKEN + 1 if doc else 0)
 
     def error_body(self, status: int, message: str, code: str | None, param: str | None) -> bytes:
@@ -133,3 +135,7 @@ class ResponsesDialect:
 def _items(doc: dict[str, Any] | None) -> list[dict[str, Any]]:
     output = doc.get("output") if doc is not None else None
     return [item for item in output if isinstance(item, dict)] if isinstance(output, list) else []
+
+
+def _chars(value: Any) -> int:
+    return len(value) if isinstance(value, str) else 0  # a function call's arguments are generated text too
