@@ -204,3 +204,14 @@ def test_routing_hints_per_api() -> None:
     assert not DIALECTS["chat"].client_wants_usage({"stream_options": {"x": 1}})
     # Responses and Messages always carry usage: the gateway never asks for it nor drops events.
     assert DIALECTS["responses"].client_wants_usage({}) and DIALECTS["messages"].client_wants_usage({})
+
+
+def test_messages_estimate_counts_thinking_and_tool_input() -> None:
+    cap = capture("messages")
+    blocks = [
+        {"type": "thinking", "thinking": "t" * 40},
+        {"type": "text", "text": "x" * 40},
+        {"type": "tool_use", "id": "t1", "name": "f", "input": {"q": "y" * 30}},
+    ]
+    usage_from_body(cap, orjson.dumps({"content": blocks}), DIALECTS["messages"])
+    assert cap.usage_estimated and cap.completion_tokens == (40 + 40 + len('{"q":""}') + 30) // 4 + 1

@@ -96,7 +96,12 @@ class MessagesDialect:
         doc = json_object(body)
         if doc is not None and apply_messages_usage(capture, doc.get("usage"), final=True):
             return
-        chars = output_chars(doc.get("content"), "text") if doc is not None else 0
+        blocks = doc.get("content") if doc is not None else None
+        # Generated text in every block kind: text, thinking, and a tool call's JSON input.
+        chars = output_chars(blocks, "text") + output_chars(blocks, "thinking")
+        for block in blocks if isinstance(blocks, list) else ():
+            if isinstance(block, dict) and isinstance(block.get("input"), dict):
+                chars += len(orjson.dumps(block["input"]))
         estimate_unreported(capture, chars // CHARS_PER_TOKEN + 1 if doc else 0)
 
     def error_body(self, status: int, message: str, code: str | None, param: str | None) -> bytes:
