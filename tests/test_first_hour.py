@@ -23,14 +23,18 @@ def test_demo_banner_commands_run_as_printed() -> None:
     with running_demo() as (base, banner):
         assert f"dashboard       : {base}/dashboard" in banner
         commands = re.findall(r"^  (curl .*?|\S*python\S* -c .*?)(?=\n\n)", banner, flags=re.M | re.S)
-        assert len(commands) == 2, banner
-        for command in commands:
+        assert len(commands) == 4, banner
+        # What each printed command must answer: chat (curl and the Python client), Responses, Messages.
+        expected = ["chat.completion", "chat.completion", '"object":"response"', '"type":"message"']
+        for command, answer in zip(commands, expected, strict=True):
             assert shutil.which("curl"), "curl is required (see .ci/system-packages.txt)"
             done = subprocess.run(
                 ["bash", "-c", command], capture_output=True, text=True, timeout=60, cwd=ROOT, env=clean_env()
             )
             assert done.returncode == 0, (command, done.stderr)
-            assert "chat.completion" in done.stdout.replace("ChatCompletion", "chat.completion"), done.stdout
+            assert answer in done.stdout.replace("ChatCompletion", "chat.completion"), done.stdout
+            if "x-bauxite-include-carbon" in command:
+                assert '"bauxite_carbon":{' in done.stdout, done.stdout
 
 
 def run_with_terminal_stderr(args: list[str], timeout: float = 180.0) -> tuple[int, str, str]:

@@ -67,9 +67,11 @@ Bauxite demo is running: a simulated three-region fleet behind the gateway (offl
 
 {client}
 
-  OpenAI Responses and Anthropic Messages APIs, with the carbon object in the answer:
+  The OpenAI Responses and Anthropic Messages APIs, with the carbon object in the answer:
+
   curl {base}/v1/responses -H 'Content-Type: application/json' -H 'x-bauxite-include-carbon: true' \\
        -d '{{"model": "llama-3.1-8b", "input": "Hello", "max_output_tokens": 16}}'
+
   curl {base}/v1/messages -H 'Content-Type: application/json' -H 'anthropic-version: 2023-06-01' \\
        -H 'x-bauxite-include-carbon: true' \\
        -d '{{"model": "llama-3.1-8b", "max_tokens": 16, "messages": [{{"role": "user", "content": "Hi"}}]}}'
