@@ -79,6 +79,28 @@ WORKLOADS: list[Workload] = [
             "stream": True,
         },
     ),
+    # The OpenAI Responses and Anthropic Messages APIs (the fleet speaks both in vLLM's wire format).
+    Workload("responses", "/responses", {"model": MODEL, "input": "hi", "max_output_tokens": STREAM_TOKENS}),
+    Workload(
+        "responses-stream",
+        "/responses",
+        {"model": MODEL, "input": "hi", "max_output_tokens": STREAM_TOKENS, "stream": True},
+    ),
+    Workload(
+        "messages",
+        "/messages",
+        {"model": MODEL, "max_tokens": STREAM_TOKENS, "messages": [{"role": "user", "content": "hi"}]},
+    ),
+    Workload(
+        "messages-stream",
+        "/messages",
+        {
+            "model": MODEL,
+            "max_tokens": STREAM_TOKENS,
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        },
+    ),
 ]
 
 
@@ -231,7 +253,10 @@ def start_targets(tmp: Path, args: argparse.Namespace) -> tuple[list[Target], li
         cmd = [str(exe), "--config", str(litellm_config(tmp, fleet_ports[0]))]
         cmd += ["--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
         proc = start(cmd, env=env, log=tmp / "litellm.log")
-        targets.append(Target("litellm", f"http://127.0.0.1:{port}", proc, key))
+        # Compared on Chat Completions only: for an OpenAI-compatible upstream LiteLLM translates the other
+        # APIs into chat calls, which is not the same work.
+        agent_apis = frozenset({"responses", "responses-stream", "messages", "messages-stream"})
+        targets.append(Target("litellm", f"http://127.0.0.1:{port}", proc, key, skips=agent_apis))
         pending.append((f"http://127.0.0.1:{port}/health/liveliness", proc, tmp / "litellm.log"))
     for url, proc, log in pending:
         wait_ready(url, 180, proc, log)
