@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..records import ENDPOINTS
+from ..records import ENDPOINTS, enum_index
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -116,5 +116,5 @@ class LabelTables:
         for cluster in settings.clusters:
             for endpoint in cluster.endpoints:
                 for model in cluster.models:
-                    pairs[(self.endpoints.id(endpoint), self.models.id(model.name))] = None
+                    pairs[(enum_index("endpoint", endpoint), self.models.id(model.name))] = None
         return list(pairs)
