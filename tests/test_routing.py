@@ -294,6 +294,56 @@ def test_strict_threshold_counts_only_clusters_meeting_latency() -> None:
         router.choose(req())  # west is green but too slow
 
 
+# Strict mode holds in every path: no fallback, retry or warm cache lands on a cluster over the threshold.
+STRICT_10 = {"threshold_gco2": 10, "strict": True}
+
+
+def test_strict_holds_when_nothing_meets_the_latency_requirement() -> None:
+    """A 1 ms bound (the x-bauxite-max-latency-ms header) is met by no cluster: the SLO fallback must not
+    hand the request to a cluster over the threshold."""
+    router, _ = make_router(green=STRICT_10)
+    with pytest.raises(NoRouteError, match="strict") as info:
+        router.choose(req(max_latency_ms=1.0))
+    assert info.value.status == 503
+
+
+def test_strict_slo_fallback_takes_the_fastest_green_cluster() -> None:
+    router, _ = make_router(green={"threshold_gco2": 100, "strict": True})  # only west (50 g/kWh) is green
+    decision = router.choose(req(max_latency_ms=1.0))
+    assert (decision.cluster.name, decision.reason) == ("west", "slo_fallback")
+    assert decision.counterfactual is not None and decision.counterfactual.name == "east"  # the fastest
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [(10, None), (100, "west")])
+def test_strict_holds_when_every_cluster_is_cooling_down(threshold: float, expected: str | None) -> None:
+    router, fleet = make_router(green={"threshold_gco2": threshold, "strict": True})
+    for offset, name in enumerate(("east", "mid", "west")):
+        fleet.by_name[name].cooldown_until = 1e12 + offset  # east would recover first
+    if expected is None:
+        with pytest.raises(NoRouteError, match="strict"):
+            router.choose(req())
+    else:
+        decision = router.choose(req())
+        assert (decision.cluster.name, decision.reason) == (expected, "cooldown_fallback")
+
+
+def test_strict_holds_for_a_failover_retry() -> None:
+    router, _ = make_router(green={"threshold_gco2": 100, "strict": True})
+    assert router.choose(req()).cluster.name == "west"
+    with pytest.raises(NoRouteError, match="strict"):
+        router.choose(req(exclude=frozenset({"west"})))  # east and mid remain, both over 100 g/kWh
+
+
+def test_strict_ignores_a_warm_prefix_cache_on_a_dirty_cluster() -> None:
+    grid = {"us-east": 400.0, "us-west": 50.0, "us-central": 60.0}
+    green = {"threshold_gco2": 100, "strict": True, "kv_affinity_tolerance": 10.0}
+    router, _ = make_router(intensity=grid, green=green)
+    router.affinity.remember(42, "east")  # east holds the prefix; 10x the grams would be tolerated
+    for _ in range(5):
+        assert router.choose(req(prefix_key=42)).cluster.name in {"west", "mid"}
+        router.affinity.remember(42, "east")
+
+
 # ---------------------------------------------------------------- priorities
 
 

@@ -114,6 +114,10 @@ def test_threshold_fallback_is_flagged_and_strict_mode_is_503(tmp_path: Path) ->
         response = chat(h)
         assert response.status_code == 503
         assert "threshold" in response.body["error"]["message"]
+        # A latency bound nobody meets must not open a way around strict mode (the SLO fallback).
+        hurried = chat(h, {"x-bauxite-max-latency-ms": "1"})
+        assert hurried.status_code == 503
+        assert hurried.body["error"]["code"] == "no_available_cluster"
 
 
 def test_a_cluster_beyond_the_latency_requirement_is_never_chosen(tmp_path: Path) -> None:

@@ -196,16 +196,12 @@ class Router:
         fastest = min(options, key=_by_ttft)
         feasible = self._meets_latency(options, request, fastest.ttft_ms)
         if not feasible:
-            likeliest = self._likeliest(candidates, request)
-            return self._decide(likeliest, "slo_fallback", request, likeliest)
-        pool = [o for o in feasible if o.g_per_kwh <= self._green.threshold_gco2]
+            return self._slo_fallback(candidates, request)
+        pool = [o for o in feasible if self._under_threshold(o.g_per_kwh)]
         reason = self._policy.reason
         if not pool:
             if self._green.strict:
-                raise NoRouteError(
-                    f"no cluster for model {request.model!r} meets threshold_gco2 "
-                    f"{self._green.threshold_gco2:g} gCO2eq/kWh within its latency requirement (strict mode)"
-                )
+                raise self._strict_refusal(request, "within its latency requirement")
             pool, reason = feasible, "threshold_fallback"
         chosen, reason = self._pick(pool, request, reason)
         return self._decide(chosen, reason, request, self._latency_first(fastest))
@@ -236,11 +232,29 @@ class Router:
             options.append(Option(cluster, ttft_ms, grams, g_per_kwh, load))
         return options
 
-    def _likeliest(self, candidates: list[ClusterState], request: RouteRequest) -> Option:
+    def _slo_fallback(self, candidates: list[ClusterState], request: RouteRequest) -> Decision:
         """No cluster meets the requirement at the predicted quantile: take the one with the lowest *typical*
         TTFT, the likeliest to make it (a busy cluster's high quantile may be slower than a far idle one's
-        certain miss, while it usually is not). The counterfactual does the same, so nothing is claimed."""
-        return min(self._candidate_options(candidates, request, typical=True), key=_by_ttft)
+        certain miss, while it usually is not). The counterfactual does the same over every candidate, so
+        nothing is claimed unless strict mode forced a greener one. Strict mode only falls back among
+        clusters under the threshold: a latency miss never licenses a dirtier grid."""
+        options = self._candidate_options(candidates, request, typical=True)
+        likeliest = min(options, key=_by_ttft)
+        if self._green.strict:
+            green = [o for o in options if self._under_threshold(o.g_per_kwh)]
+            if not green:
+                raise self._strict_refusal(request, "among clusters that could take it")
+            return self._decide(min(green, key=_by_ttft), "slo_fallback", request, likeliest)
+        return self._decide(likeliest, "slo_fallback", request, likeliest)
+
+    def _under_threshold(self, g_per_kwh: float) -> bool:
+        return g_per_kwh <= self._green.threshold_gco2
+
+    def _strict_refusal(self, request: RouteRequest, where: str) -> NoRouteError:
+        return NoRouteError(
+            f"no cluster for model {request.model!r} meets threshold_gco2 "
+            f"{self._green.threshold_gco2:g} gCO2eq/kWh {where} (strict mode)"
+        )
 
     def _meets_latency(self, options: list[Option], request: RouteRequest, fastest_ms: float) -> list[Option]:
         slo, slack = self._latency_settings.requirement(request.model)
@@ -305,6 +319,11 @@ class Router:
         cooling = [c for c in serving if c.name not in request.exclude]
         if not cooling:
             raise NoRouteError(f"no available cluster serves model {request.model!r}")
+        if self._green.enabled and self._green.strict:
+            grams_model = self.carbon.grams_model
+            cooling = [c for c in cooling if self._under_threshold(grams_model(c.name, request.model)[3])]
+            if not cooling:
+                raise self._strict_refusal(request, "among clusters cooling down after failures")
         chosen = min(cooling, key=lambda c: c.cooldown_until)
         return Decision(chosen, "failover" if request.exclude else "cooldown_fallback")
 
