@@ -274,6 +274,7 @@ class Forwarder:
             raise AttemptFailed(
                 f"answer larger than {RESPONSE_LIMIT} bytes", "upstream_too_large", retry=False
             )
+        self._accountant.leave(capture)  # the whole answer is in: the request no longer holds the cluster
         capture.http_status = 200
         DIALECTS[capture.endpoint].account_body(capture, data)
         capture.status = "ok"

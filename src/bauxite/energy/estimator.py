@@ -134,6 +134,34 @@ def request_gpu_j(
     return decode_j + prefill_j
 
 
+def request_compute_s(shape: RequestShape, params: ModelParams, serving: Serving) -> float:
+    """Cluster seconds of the request's own compute at the serving batch: its uncached prompt tokens at the
+    compute-bound prefill rate and, for a decoder, its share (1 / batch) of one decode step per output token.
+
+    The calibrated GPU figure is power over exactly this time, so it holds the resident-idle power of this
+    time and no more; the rest of the time the request held the cluster (queueing, network, the batch's
+    other steps) is idle time the figure does not see.
+    """
+    gpu = curves.gpu_spec(serving.gpu_type)
+    count = serving.gpus_for(params)
+    prefill_tokens = max(shape.input_tokens - max(shape.cached_tokens, 0), 0)
+    prefill_s = prefill_tokens * curves.prefill_s_per_token(params.active_b, gpu, count, params.precision)
+    if params.encoder or shape.output_tokens <= 0:
+        return prefill_s
+    batch = max(serving.batch_size, 1.0)
+    step = curves.decode_step(
+        params.active_b,
+        max(params.total_b, params.active_b),
+        gpu,
+        count,
+        batch,
+        params.precision,
+        arch=params.arch,
+        context_tokens=shape.decode_context_tokens,
+    )
+    return prefill_s + shape.output_tokens * step.total_s / batch
+
+
 def _typical_moe(params: ModelParams, active_b: float) -> Architecture | None:
     """Architecture for the low end of a MoE model's range when only active/total are known."""
     if not params.moe or (params.arch is not None and params.arch.num_experts > 0):

@@ -85,6 +85,7 @@ class ClusterMeter:
 
     async def scrape_once(self) -> None:
         """Read, then after the grace period split the interval; failures only age the data."""
+        sent_s = self._clock()
         try:
             reading = await self.source.read()
         except PowerError as exc:
@@ -94,7 +95,10 @@ class ClusterMeter:
         gap_s = now_s - self._last_good_s
         self._last_good_s = now_s
         self.power_w = reading.total_power_w
-        interval = self.meter.update(reading, now_s)
+        # The counters were sampled somewhere between asking and having the answer: stamp the middle. Stamping
+        # the end shifts each interval by the scrape's duration, and its idle-power × shift joules land on
+        # whichever short request happened to be resident.
+        interval = self.meter.update(reading, 0.5 * (sent_s + now_s))
         if interval is None:
             return
         await asyncio.sleep(self.power.grace)

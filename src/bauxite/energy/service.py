@@ -5,7 +5,9 @@ it leaves, then a ``RequestWork`` (its tokens and timing) in and an ``EnergyFigu
 
 * ``estimate`` — best figure now (response headers, the ``bauxite_carbon`` object): the estimator's GPU
   energy at the batch the cluster actually ran over the request's life (time-averaged concurrency of the
-  same model on the cluster), so a stream and a non-stream of the same request get the same figure.
+  same model on the cluster), so a stream and a non-stream of the same request get the same figure; plus
+  the resident-idle energy of the rest of the time it held the cluster (its compute time is inside the
+  estimator's figure), so a short request (an embedding) is estimated at the boundary it is settled at.
 * ``settle`` — the final figure: at once for clusters without power telemetry; for metered clusters once the
   scrape interval covering the request's end has been split (``attribution.ClusterLedger``), falling back to
   the estimate, flagged, when telemetry is stale or late.
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING
 from . import curves
 from .attribution import ClusterLedger, Job
 from .config import EnergySettings
-from .estimator import Overheads, RequestShape, Serving, estimators
+from .estimator import Overheads, RequestShape, Serving, estimators, request_compute_s
 from .figures import (
     ClusterEnergy,
     EnergyFigure,
@@ -51,6 +53,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 FALLBACK_J_PER_TOKEN = 0.3  # only if the estimator itself fails: never expected
 MEASURED_ERROR_FRAC = 0.05  # GPU energy counters: ±5 %
+IDLE_ERROR_FRAC = 0.5
+"""Range of the resident-idle part of an estimate (÷ / × 1.5): the configured (or calibrated, 20 % of board
+power) idle power against a board's true floor with the model resident (about 9–21 % of board power across
+H100/A100 boards, clocks and temperature), plus the power meter's timing jitter, which a millisecond-long
+request feels whole."""
 EWMA_ALPHA = 0.2
 IdleListener = Callable[[str, float, float], None]  # (cluster, idle GPU joules, unallocated seconds)
 
@@ -66,10 +73,7 @@ class EnergyService:
         self._settings = settings
         self._clusters = {c.name: c for c in clusters}
         self._repository = repository if repository is not None else EcoLogitsRepository()
-        self._overrides = {
-            name: m.to_params(name)
-            for name, m in settings.models.items()
-        }
+        self._overrides = {name: m.to_params(name) for name, m in settings.models.items()}
         self._estimator = estimators()[settings.method]
         self._params: dict[str, ModelParams] = {}
         self._j_per_work: dict[tuple[str, str], float] = {}  # measured GPU J per token-work, EWMA
@@ -219,13 +223,20 @@ class EnergyService:
             )
             est = self._estimator.estimate(shape, params, serving, "gpu", Overheads(pue=1.0))
             count = serving.gpus_for(params)
-            idle_w = self._idle_w(residency.cluster, serving.gpu_type)
-            idle_j = min(idle_w * count * occupancy_s, est.energy_j)
+            idle_w = self._idle_w(residency.cluster, serving.gpu_type) * count
+            # The estimator's figure covers the request's own compute time; the rest of the time it held the
+            # cluster is resident-idle energy that measured settlement charges it too (one boundary).
+            compute_s = request_compute_s(shape, params, serving)
+            waiting_j = idle_w * max(occupancy_s - compute_s, 0.0)
+            gpu_j = est.energy_j + waiting_j
+            idle_j = min(idle_w * max(occupancy_s, compute_s), gpu_j)
             factor = (1.0 + self._settings.host_frac) * pue
+            low_j = est.energy_j_min + waiting_j / (1.0 + IDLE_ERROR_FRAC)
+            high_j = est.energy_j_max + waiting_j * (1.0 + IDLE_ERROR_FRAC)
             return EnergyFigure(
-                est.energy_j, idle_j, est.energy_j * self._settings.host_frac, pue,
-                est.energy_j_min * factor, est.energy_j_max * factor, occupancy_s, count,
-                serving.gpu_type, "estimated", est.method, sizes_default=est.sizes_default,
+                gpu_j, idle_j, gpu_j * self._settings.host_frac, pue, low_j * factor, high_j * factor,
+                occupancy_s, count, serving.gpu_type, "estimated", est.method,
+                sizes_default=est.sizes_default,
             )  # fmt: skip
         except Exception:  # accounting must never fail a request
             log.exception("energy estimate failed for model %r", work.model)
