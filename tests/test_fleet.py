@@ -6,11 +6,15 @@ import json
 import time
 import urllib.request
 
+import aiohttp
 import openai
 import pytest
+from aiohttp import web
 from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
+from bauxite.fleet.server import SimClusterSettings, SimServer
+from bauxite.fleet.sim import SimCluster
 from harness import Harness, fleet_config
 
 
@@ -129,3 +133,39 @@ def test_each_model_runs_on_its_own_power_profile_and_ground_truth_adds_up() -> 
         running_s = sum(c.ended_s - c.started_s for c in (small, large))
         idle_j = 4 * sim.profile.idle_w * (sim.meter.last - before_s - running_s)
         assert small.energy_j + large.energy_j == pytest.approx(cluster_j - idle_j, rel=1e-6)
+
+
+def test_long_prompts_under_the_gateways_limit_reach_the_cluster() -> None:
+    """The gateway accepts 4 MiB bodies; a simulated cluster must not refuse 1–4 MiB ones (vLLM has no 1 MiB
+    cap): a 2 MiB prompt is answered, not a bare 413."""
+    with Harness(fleet_config()) as h:
+        c = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
+        long_prompt = "word " * (2 * 1024 * 1024 // 5)
+        answer = c.chat.completions.create(
+            model="tiny-8b", messages=[{"role": "user", "content": long_prompt}], max_tokens=2
+        )
+        assert answer.choices[0].message.content
+        assert answer.usage is not None and answer.usage.prompt_tokens > 100_000
+
+
+async def test_an_oversize_body_gets_a_json_error_like_vllm() -> None:
+    sim = SimCluster(SimClusterSettings(name="east", models=["tiny-8b"]), 0.0)
+    runner = web.AppRunner(SimServer(sim, max_body_bytes=1000).app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            body = {"model": "tiny-8b", "messages": [{"role": "user", "content": "x" * 2000}]}
+            async with session.post(url, json=body) as resp:
+                assert resp.status == 413
+                assert resp.content_type == "application/json"
+                error = await resp.json()
+            small = {"model": "tiny-8b", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+            async with session.post(url, json=small) as resp:
+                assert resp.status == 200
+    finally:
+        await runner.cleanup()
+    assert error["object"] == "error" and error["code"] == 413 and "1000 bytes" in error["message"]

@@ -72,11 +72,18 @@ class SimMetrics(Collector):
         yield energy
 
 
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Largest request body a simulated cluster reads. vLLM's server has no body cap of its own (the model's
+context length bounds a prompt), so this sits far above any gateway's limit: aiohttp's 1 MiB default would
+refuse long prompts a real cluster serves."""
+
+
 class SimServer:
     """The aiohttp application of one simulated cluster."""
 
-    def __init__(self, sim: SimCluster) -> None:
+    def __init__(self, sim: SimCluster, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.sim = sim
+        self.max_body_bytes = max_body_bytes
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(SimMetrics(sim))
         key_env = sim.settings.api_key_env
@@ -84,7 +91,7 @@ class SimServer:
         self.stored: OrderedDict[str, bytes] = OrderedDict()
 
     def app(self) -> web.Application:
-        app = web.Application(handler_args={"access_log": None})
+        app = web.Application(handler_args={"access_log": None}, client_max_size=self.max_body_bytes)
         served = self.sim.settings.endpoints
         for endpoint, method, path, handler in (
             ("chat", "POST", "/v1/chat/completions", self.chat),
@@ -184,6 +191,9 @@ class SimServer:
             return {}, shape(503, "simulated overload")
         try:
             body = orjson.loads(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            limit = self.max_body_bytes
+            return {}, shape(413, f"Request body is larger than the server accepts ({limit} bytes).")
         except orjson.JSONDecodeError:
             return {}, shape(400, "invalid JSON")
         if not isinstance(body, dict) or body.get("model") not in self.sim.settings.models:
