@@ -149,7 +149,7 @@ def test_long_prompts_under_the_gateways_limit_reach_the_cluster() -> None:
 
 
 async def test_an_oversize_body_gets_a_json_error_like_vllm() -> None:
-    sim = SimCluster(SimClusterSettings(name="east", models=["tiny-8b"]), 0.0)
+    sim = SimCluster(SimClusterSettings(name="east", models=("tiny-8b",)), 0.0)
     runner = web.AppRunner(SimServer(sim, max_body_bytes=1000).app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
