@@ -71,7 +71,6 @@ def send_canary_traffic(harness: Harness, c: dict[str, str]) -> None:
     secret_text = f"My e-mail is {c['email']}, card {c['card']} ({c['card_plain']}), ref {c['marker']}."
     headers = {
         "X-Canary": c["marker"],
-        "X-Bauxite-Department": c["email"],  # not an allowed department: must fall back to the key's default
         "User-Agent": f"agent {c['marker']}",
         "X-Forwarded-For": c["email"],
     }
@@ -96,6 +95,18 @@ def send_canary_traffic(harness: Harness, c: dict[str, str]) -> None:
         client.chat.completions.create(
             model=f"model-{c['marker']}", messages=[{"role": "user", "content": "x"}]
         )
+    # A department header the key may not use is refused (400 malformed, 403 not the key's), never echoed raw.
+    with pytest.raises(openai.BadRequestError) as malformed:
+        client.chat.completions.create(
+            model="tiny-8b", messages=[{"role": "user", "content": secret_text}],
+            extra_headers={"X-Bauxite-Department": c["email"]},
+        )  # fmt: skip
+    assert c["email"] not in malformed.value.message
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(
+            model="tiny-8b", messages=[{"role": "user", "content": secret_text}],
+            extra_headers={"X-Bauxite-Department": c["marker"]},
+        )  # fmt: skip
     bad_key = openai.OpenAI(base_url=harness.base_url + "/v1", api_key=c["marker"], max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad_key.chat.completions.create(model="tiny-8b", messages=[{"role": "user", "content": secret_text}])

@@ -115,10 +115,13 @@ class Api:
         body = {"ready": bool(available), "available_clusters": available, "state": self._state.detail()}
         return web.json_response(body, status=status)
 
-    def department(self, request: web.Request) -> str:
+    def department(self, request: web.Request, charged: bool = False) -> str:
         """The caller's department, or ``AuthError``. The key comes as ``Authorization: Bearer <key>``
-        (OpenAI) or ``x-api-key: <key>`` (Anthropic); either is accepted on every endpoint."""
-        header = request.headers.get(self._department_header) if self._department_header else None
+        (OpenAI) or ``x-api-key: <key>`` (Anthropic); either is accepted on every endpoint. ``charged``: the
+        request is accounted, so the department header counts (``BadRequest``/``Forbidden`` when the key
+        may not use it); otherwise (listing models, stored responses) it is ignored."""
+        wanted = self._department_header if charged else None
+        header = request.headers.get(wanted) if wanted else None
         authorization = request.headers.get("Authorization")
         if not authorization and "x-api-key" in request.headers:
             authorization = "Bearer " + request.headers["x-api-key"]
@@ -127,9 +130,11 @@ class Api:
     async def _proxy(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         started_mono = time.monotonic()
         try:
-            department = self.department(request)
+            department = self.department(request, charged=True)
         except AuthError as exc:
             return error_response(endpoint, 401, str(exc), "invalid_api_key")
+        except GatewayError as exc:  # a department header the key may not use, or a malformed one
+            return from_exception(endpoint, exc)
         try:
             raw = await self._read_body(request)
             body, route, pinned = self._parse(request, raw, endpoint)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
+from .errors import BadRequest, Forbidden
 from .settings import AuthSettings, sha256_hex
+
+# What a department name chosen by header may look like: it becomes a record field and a metric label.
+DEPARTMENT_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 class AuthError(Exception):
@@ -46,15 +51,32 @@ class Authenticator:
         return sorted(names)
 
     def authenticate(self, authorization: str | None, department_header: str | None = None) -> str:
-        """Department for this request, or ``AuthError``. Header choice is honoured only if allowed."""
+        """Department for this request. Raises ``AuthError`` (401) for a missing or unknown key; when
+        ``auth.department_header`` is configured and sent (non-empty): ``BadRequest`` (400 ``invalid_header``)
+        for a value that is not a department name, ``Forbidden`` (403 ``department_not_allowed``) for one
+        the key may not choose — never a silent charge to the key's default department."""
         caller = self._lookup(authorization)
         if caller is None:
             if not self._settings.allow_anonymous:
                 raise AuthError("Missing API key" if not authorization else "Incorrect API key provided")
             caller = self._anonymous
-        if department_header and self._settings.department_header and department_header in caller.allowed:
+        header = self._settings.department_header
+        if not department_header or not header:
+            return caller.department
+        if department_header in caller.allowed:
             return department_header
-        return caller.department
+        if not DEPARTMENT_RE.fullmatch(department_header):
+            # Not echoed: it could be anything the client sent.
+            raise BadRequest(
+                f"header {header} must be a department name: 1-64 letters, digits, '_', '.', ':' or '-'",
+                "invalid_header",
+                header,
+            )
+        raise Forbidden(
+            f"this API key may not charge department {department_header!r} (header {header})",
+            "department_not_allowed",
+            header,
+        )
 
     def _lookup(self, authorization: str | None) -> Caller | None:
         if not authorization or authorization[:7].lower() != "bearer ":

@@ -8,6 +8,7 @@ Exceptions::
     │   ├── BadRequest                400  invalid_json, invalid_body, missing_model, invalid_header,
     │   │                                  json_too_deep
     │   ├── Unauthorized              401  invalid_api_key
+    │   ├── Forbidden                 403  department_not_allowed
     │   ├── NotFound                  404  model_not_found, endpoint_not_served, response_not_found
     │   ├── RequestTimeout            408  request_timeout
     │   ├── PayloadTooLarge           413  request_too_large
@@ -42,6 +43,7 @@ CODES: Mapping[str, int] = {
     "json_too_deep": 400,
     "bad_http_request": 400,
     "invalid_api_key": 401,
+    "department_not_allowed": 403,
     "model_not_found": 404,
     "endpoint_not_served": 404,
     "response_not_found": 404,
@@ -107,6 +109,15 @@ class Unauthorized(GatewayError):
 
     def __init__(self, message: str) -> None:
         super().__init__(401, message, "invalid_api_key")
+
+
+class Forbidden(GatewayError):
+    """The key is valid but may not do what the request asks (e.g. charge another department)."""
+
+    default_status = 403
+
+    def __init__(self, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(403, message, code, param)
 
 
 class NotFound(GatewayError):
