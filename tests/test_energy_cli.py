@@ -113,3 +113,25 @@ def test_impossible_architecture_options_are_clear_errors() -> None:
 def test_unknown_model_is_flagged_in_json() -> None:
     code, out, _ = _run("--model", "no-such-model-anywhere", "--json")
     assert code == 0 and json.loads(out)["sizes_default"] is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (("--active-params-b", "nan"), "--active-params-b"),
+        (("--active-params-b", "inf"), "--active-params-b"),
+        (("--active-params-b", "70", "--total-params-b", "nan"), "--total-params-b"),
+        (("--active-params-b", "70", "--total-params-b", "30"), "--total-params-b"),
+        (("--active-params-b", "70", "--batch-size", "nan"), "--batch-size"),
+        (("--active-params-b", "70", "--batch-size", "inf"), "--batch-size"),
+        (("--active-params-b", "70", "--batch-size", "0.5"), "--batch-size"),
+        (("--active-params-b", "70", "--latency-s", "nan", "--method", "ecologits"), "--latency-s"),
+        (("--active-params-b", "70", "--pue", "nan"), "--pue"),
+        (("--model", "gpt-4o", "--shared-params-b=-inf"), "--shared-params-b"),
+        (("--active-params-b", "70", "--kv-bytes-per-token", "inf"), "--kv-bytes-per-token"),
+    ],
+)
+def test_non_finite_and_out_of_range_numbers_are_refused(argv: tuple[str, ...], option: str) -> None:
+    code, out, err = _run(*argv, "--json")
+    assert code == 2 and out == ""
+    assert err.startswith("bauxite estimate: ") and option in err and "nan" not in out

@@ -197,3 +197,39 @@ def test_an_outage_fails_over_cools_down_and_the_bound_knows() -> None:
     assert low.requests + low.rejected == result.oracle.requests
     healthy = simulate(small_config(policies=["low_carbon"]))
     assert result.bound.carbon_g >= healthy.bound.carbon_g  # fewer options never lower the optimum
+
+
+def _cli_simulate(path: Path) -> int:
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["simulate", "--config", str(path)])
+    code: int = args.func(args)
+    return code
+
+
+def test_binary_file_bad_yaml_and_infinite_numbers_are_config_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"slo_ttft_ms: 300\n\xff\xfe\x00\x80garbage")
+    assert _cli_simulate(binary) == 2
+    err = capsys.readouterr().err
+    assert f"{binary}: not UTF-8 text" in err and "Traceback" not in err
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("clusters: [1,\n", encoding="utf-8")
+    assert _cli_simulate(broken) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "configuration error:" and len(lines) == 2  # one line, like check-config
+    assert lines[1].startswith(f"{broken}: line ") and "invalid YAML" in lines[1]
+
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    data["clusters"][0]["j_per_output_token"] = float("inf")
+    data["workload"] = {**data.get("workload", {}), "requests_per_s": float("inf")}
+    infinite = tmp_path / "inf.yaml"
+    infinite.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert ".inf" in infinite.read_text(encoding="utf-8")
+    assert _cli_simulate(infinite) == 2
+    err = capsys.readouterr().err
+    assert f"{infinite}: clusters[0].j_per_output_token: expected a finite number" in err
+    assert f"{infinite}: workload.requests_per_s: expected a finite number" in err

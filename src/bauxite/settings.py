@@ -241,14 +241,14 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return "".join(parts)
 
 
-def _non_finite(value: Any, path: tuple[int | str, ...]) -> list[tuple[str, str]]:
+def non_finite_problems(value: Any, path: tuple[int | str, ...]) -> list[tuple[str, str]]:
     """Every NaN or infinity in the validated settings: no setting means anything with them."""
     if isinstance(value, float) and not math.isfinite(value):
         return [(_key_path(path), f"expected a finite number, got {value}")]
     if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _non_finite(v, (*path, str(k)))]
+        return [p for k, v in value.items() for p in non_finite_problems(v, (*path, str(k)))]
     if isinstance(value, list | tuple):
-        return [p for i, v in enumerate(value) for p in _non_finite(v, (*path, i))]
+        return [p for i, v in enumerate(value) for p in non_finite_problems(v, (*path, i))]
     return []
 
 
@@ -277,7 +277,7 @@ def settings_from_mapping(data: Any, file: str = "<config>") -> Settings:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(file, validation_problems(exc)) from None
-    problems = _non_finite(settings.model_dump(), ())
+    problems = non_finite_problems(settings.model_dump(), ())
     if problems:
         raise ConfigError(file, problems)
     # Checks that need package data (region catalogue, traces); imported here to keep import time small.

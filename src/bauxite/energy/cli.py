@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import replace
 from typing import Any, TextIO
@@ -106,8 +107,10 @@ _ARCH_OPTIONS = (
 
 def _params(args: argparse.Namespace) -> ModelParams | str:
     if args.active_params_b is not None:
-        if args.active_params_b <= 0 or (args.total_params_b is not None and args.total_params_b <= 0):
+        if not args.active_params_b > 0 or (args.total_params_b is not None and not args.total_params_b > 0):
             return "--active-params-b and --total-params-b must be positive"
+        if args.total_params_b is not None and args.total_params_b < args.active_params_b:
+            return "--total-params-b cannot be below --active-params-b (a model runs at most all its weights)"
         found = ModelParams.fixed(
             args.active_params_b, args.total_params_b, args.precision or "bf16", "explicit"
         )
@@ -135,10 +138,35 @@ def grid_g_per_kwh(region: str) -> tuple[float, str] | str:
     return entry.g_per_kwh, entry.reference
 
 
+# Every float option: argparse's float() accepts "nan" and "inf", which no range check below would catch
+# (NaN compares false with everything), so they are refused first.
+_FLOAT_OPTIONS = (
+    "active_params_b",
+    "total_params_b",
+    "shared_params_b",
+    "kv_bytes_per_token",
+    "batch_size",
+    "latency_s",
+    "pue",
+)
+
+
+def _non_finite(args: argparse.Namespace) -> str | None:
+    for name in _FLOAT_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None and not math.isfinite(value):
+            return f"--{name.replace('_', '-')} must be a finite number, got {value!r}"
+    return None
+
+
 def argument_problem(args: argparse.Namespace) -> str | None:
     """The first option out of the range the gateway's config accepts for the same figure, or None."""
-    if args.batch_size <= 0 or (args.num_gpus is not None and args.num_gpus < 1):
-        return "--batch-size must be > 0 and --num-gpus ≥ 1"
+    if problem := _non_finite(args):
+        return problem
+    if args.batch_size < 1:
+        return f"--batch-size is the average number of concurrent sequences: at least 1, got {args.batch_size:g}"
+    if args.num_gpus is not None and args.num_gpus < 1:
+        return "--num-gpus must be ≥ 1"
     if args.input_tokens < 0 or args.output_tokens < 0:
         return "--input-tokens and --output-tokens cannot be negative"
     if args.latency_s is not None and args.latency_s < 0:

@@ -6,11 +6,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..routing.config import GreenRoutingSettings, LatencySettings
-from ..settings import ConfigError, validation_problems
+from ..settings import ConfigError, non_finite_problems, read_yaml, validation_problems
 
 PolicyName = Literal["latency", "round_robin", "low_carbon", "balanced"]
 ALL_POLICIES: tuple[PolicyName, ...] = ("latency", "round_robin", "low_carbon", "balanced")
@@ -138,13 +137,13 @@ GATEWAY_KEYS = ("enterprise", "server", "auth", "telemetry", "energy", "intensit
 
 
 def load_sim_config(path: str | Path) -> SimConfig:
+    """Read and validate a simulator file. Every problem (unreadable, not UTF-8, bad YAML, out-of-range or
+    non-finite numbers) is a ``SimConfigError`` naming the file and key path."""
     file = str(path)
     try:
-        data: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SimConfigError(file, [("", f"cannot read file: {exc.strerror or exc}")]) from None
-    except yaml.YAMLError as exc:
-        raise SimConfigError(file, [("", f"invalid YAML: {exc}")]) from None
+        data: Any = read_yaml(path)  # the gateway's hardened reader: encodings, duplicate keys, nesting
+    except ConfigError as exc:
+        raise SimConfigError(exc.file, exc.problems) from None
     if not isinstance(data, dict):
         raise SimConfigError(
             file, [("", "expected a mapping (slo_ttft_ms:, clusters:, clients:, …) at the top")]
@@ -157,9 +156,14 @@ def load_sim_config(path: str | Path) -> SimConfig:
                   "it with `bauxite check-config`; examples/simulate.yaml shows the simulator's format")],
         )  # fmt: skip
     try:
-        return SimConfig.model_validate(data)
+        config = SimConfig.model_validate(data)
     except ValidationError as exc:
         raise SimConfigError(file, validation_problems(exc)) from None
+    # NaN passes every pydantic bound and infinity breaks the energy LP: refused like in check-config.
+    problems = non_finite_problems(config.model_dump(), ())
+    if problems:
+        raise SimConfigError(file, problems)
+    return config
 
 
 def looks_like_sim_config(data: Any) -> bool:
