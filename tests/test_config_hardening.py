@@ -153,3 +153,36 @@ def test_300_mutated_configs_never_crash_check_config(
             assert str(tmp_path / "cfg.yaml") in err
         codes[code] = codes.get(code, 0) + 1
     assert codes.get(2, 0) > 100 and codes.get(0, 0) > 0, codes  # mutations both break and keep files valid
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        "server: {port: 9100}\ntelemetry: {listen_port: 9100}\n",
+        "server: {host: 0.0.0.0, port: 9100}\ntelemetry: {listen_port: 9100}\n",
+        "server: {port: 9100}\ntelemetry: {listen_host: localhost, listen_port: 9100}\n",
+    ],
+    ids=["same-default-host", "wildcard-api", "localhost-alias"],
+)
+def test_telemetry_listener_on_the_api_port_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sections: str
+) -> None:
+    code, err = check(tmp_path, VALID + sections, capsys)
+    assert code == 2, err
+    assert f"{tmp_path / 'cfg.yaml'}: telemetry.listen_port: 9100 is also server.port" in err
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        "server: {port: 9100}\ntelemetry: {listen_port: 9101}\n",
+        "server: {host: 127.0.0.1, port: 9100}\ntelemetry: {listen_host: 10.1.2.3, listen_port: 9100}\n",
+        "server: {port: 0}\ntelemetry: {listen_port: 0}\n",
+    ],
+    ids=["other-port", "other-interface", "both-any-free-port"],
+)
+def test_telemetry_listener_on_another_address_is_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sections: str
+) -> None:
+    code, err = check(tmp_path, VALID + sections, capsys)
+    assert code == 0, err

@@ -252,6 +252,31 @@ def non_finite_problems(value: Any, path: tuple[int | str, ...]) -> list[tuple[s
     return []
 
 
+# Addresses that bind every interface: a listener on one of them takes the port on all hosts.
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "*"})
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1"})
+
+
+def _same_interface(a: str, b: str) -> bool:
+    a, b = a.strip().lower(), b.strip().lower()
+    if a in _WILDCARD_HOSTS or b in _WILDCARD_HOSTS:
+        return True
+    return a == b or (a in _LOOPBACK_NAMES and b in _LOOPBACK_NAMES)
+
+
+def listener_problems(settings: Settings) -> list[tuple[str, str]]:
+    """(key path, message) when the telemetry listener would bind the API's own address and port: the
+    gateway would fail to start with "address already in use". Port 0 (any free port) never clashes."""
+    port, server = settings.telemetry.listen_port, settings.server
+    if port and port == server.port and _same_interface(settings.telemetry.listen_host, server.host):
+        return [(
+            "telemetry.listen_port",
+            f"{port} is also server.port on the same host ({settings.telemetry.listen_host} / {server.host}); "
+            "choose another port, or leave listen_port unset to serve /metrics and reports on the API port",
+        )]  # fmt: skip
+    return []
+
+
 def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
     """(key path like ``clusters[0].pue``, plain message) for each error pydantic found in a config file."""
     problems = []
@@ -277,7 +302,7 @@ def settings_from_mapping(data: Any, file: str = "<config>") -> Settings:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(file, validation_problems(exc)) from None
-    problems = non_finite_problems(settings.model_dump(), ())
+    problems = non_finite_problems(settings.model_dump(), ()) + listener_problems(settings)
     if problems:
         raise ConfigError(file, problems)
     # Checks that need package data (region catalogue, traces); imported here to keep import time small.
