@@ -66,3 +66,28 @@ def test_client_that_asked_for_usage_gets_it_with_the_extension() -> None:
         last = chunks[-1]
         assert last.choices == [] and last.usage is not None and last.usage.completion_tokens == 11
         assert "bauxite_carbon" in (last.model_extra or {})
+
+
+@pytest.mark.parametrize(
+    ("value", "carries"), [("TRUE", True), ("True", True), ("1", True), ("false", False), ("0", False)]
+)
+def test_include_carbon_header_accepts_booleans(value: str, carries: bool) -> None:
+    with Harness(fleet_config()) as h:
+        client = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
+        completion = client.chat.completions.create(
+            model="tiny-8b", messages=MESSAGES, max_tokens=3, extra_headers={"x-bauxite-include-carbon": value}
+        )
+        assert ("bauxite_carbon" in (completion.model_extra or {})) is carries
+
+
+@pytest.mark.parametrize("value", ["maybe", "yes", "", "tru"])
+def test_include_carbon_header_other_values_are_400(value: str) -> None:
+    with Harness(fleet_config()) as h:
+        client = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(
+                model="tiny-8b", messages=MESSAGES, max_tokens=3, extra_headers={"x-bauxite-include-carbon": value}
+            )
+    error = caught.value.body
+    assert isinstance(error, dict) and error["code"] == "invalid_header"
+    assert "x-bauxite-include-carbon" in error["message"] and error["type"] == "invalid_request_error"

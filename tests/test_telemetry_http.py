@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bauxite.accounting import ClusterAccount
+from bauxite.errors import CODES
 from bauxite.settings import Settings, settings_from_mapping
 from bauxite.telemetry.http import token_matches
 from bauxite.telemetry.reports import REPORT_LOGGER
@@ -111,7 +112,12 @@ async def test_reports_serve_closed_windows_only(plain: tuple[Telemetry, Any]) -
     tel.close_window()
     body = await (await client.get("/v1/carbon/reports?limit=1")).json()
     assert len(body["windows"]) == 1 and body["windows"][0]["totals"]["requests"] == 1
-    assert (await client.get("/v1/carbon/reports?limit=x")).status == 400
+    for bad in ("x", "-1", "-100", "1.5"):
+        response = await client.get(f"/v1/carbon/reports?limit={bad}")
+        error = (await response.json())["error"]
+        assert response.status == 400 and error["code"] in CODES and CODES[error["code"]] == 400
+        assert error["param"] == "limit" and error["type"] == "invalid_request_error"
+    assert (await (await client.get("/v1/carbon/reports?limit=0")).json())["windows"] == []
 
 
 async def test_window_totals_use_cluster_meter_deltas() -> None:
@@ -156,8 +162,9 @@ async def test_reports_as_csv() -> None:
         rows = list(csv.DictReader(io.StringIO(await response.text())))
         clusters = await client.get("/v1/carbon/reports?format=csv&table=clusters")
         cluster_rows = list(csv.DictReader(io.StringIO(await clusters.text())))
-        assert (await client.get("/v1/carbon/reports?format=xml")).status == 400
-        assert (await client.get("/v1/carbon/reports?format=csv&table=x")).status == 400
+        for query in ("format=xml", "format=csv&table=x"):
+            bad = await client.get(f"/v1/carbon/reports?{query}")
+            assert bad.status == 400 and (await bad.json())["error"]["code"] == "invalid_query"
     finally:
         await client.close()
         tel.ring.close()
@@ -189,6 +196,8 @@ async def test_token_protects_metrics_and_every_carbon_path() -> None:
             assert (await client.get(path)).status == 401
             wrong = await client.get(path, headers={"Authorization": "Bearer nope"})
             assert wrong.status == 401 and wrong.headers["WWW-Authenticate"].startswith("Bearer")
+            error = (await wrong.json())["error"]
+            assert CODES[error["code"]] == 401 and error["type"] == "authentication_error"
             ok = await client.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
             assert ok.status == 200, path
         assert (await client.get("/healthz")).status == 200  # other paths are not the guard's business

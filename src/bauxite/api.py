@@ -138,6 +138,7 @@ class Api:
         try:
             raw = await self._read_body(request)
             body, route, pinned = self._parse(request, raw, endpoint)
+            include_carbon = _include_carbon(request)
         except GatewayError as exc:
             return from_exception(endpoint, exc)
         capture = Capture(
@@ -151,7 +152,7 @@ class Api:
             prefix_key=route.prefix_key,
         )
         capture.client_usage = DIALECTS[endpoint].client_wants_usage(body)
-        capture.include_carbon = request.headers.get(INCLUDE_CARBON_HEADER, "").strip().lower() == "true"
+        capture.include_carbon = include_carbon
         try:
             return await self._forwarder.forward(request, capture, body, raw, route, pinned)
         except asyncio.CancelledError:
@@ -239,6 +240,21 @@ def _max_latency_ms(request: web.Request) -> float | None:
         parsed = -1.0
     if not parsed > 0:
         raise BadRequest(f"{MAX_LATENCY_HEADER} must be a positive number of milliseconds", "invalid_header")
+    return parsed
+
+
+_BOOLEAN_WORDS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _include_carbon(request: web.Request) -> bool:
+    """The include-carbon header as a boolean: true/false (any case) or 1/0; absent is false. Anything
+    else is a 400: a client that misspells it would otherwise silently get no carbon object."""
+    value = request.headers.get(INCLUDE_CARBON_HEADER)
+    if value is None:
+        return False
+    parsed = _BOOLEAN_WORDS.get(value.strip().lower())
+    if parsed is None:
+        raise BadRequest(f"{INCLUDE_CARBON_HEADER} must be true or false (or 1 / 0)", "invalid_header")
     return parsed
 
 

@@ -6,7 +6,7 @@ Exceptions::
     BauxiteError                      root of everything the gateway raises on purpose
     ├── GatewayError                  answered to the client: carries ``status`` and ``code``
     │   ├── BadRequest                400  invalid_json, invalid_body, missing_model, invalid_header,
-    │   │                                  json_too_deep
+    │   │                                  json_too_deep (and invalid_query on the telemetry endpoints)
     │   ├── Unauthorized              401  invalid_api_key
     │   ├── Forbidden                 403  department_not_allowed
     │   ├── NotFound                  404  model_not_found, endpoint_not_served, response_not_found
@@ -42,7 +42,9 @@ CODES: Mapping[str, int] = {
     "invalid_header": 400,
     "json_too_deep": 400,
     "bad_http_request": 400,
+    "invalid_query": 400,  # telemetry endpoints: a bad query parameter (limit, format, table)
     "invalid_api_key": 401,
+    "invalid_token": 401,  # telemetry endpoints: missing or wrong bearer token
     "department_not_allowed": 403,
     "model_not_found": 404,
     "endpoint_not_served": 404,

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from ..errors import error_response
+
 PROTECTED_EXACT = ("/metrics", "/dashboard/series")
 PROTECTED_PREFIX = "/v1/carbon/"
 
@@ -25,12 +27,12 @@ def token_matches(header: str, token: str) -> bool:
 
 
 def unauthorized() -> web.Response:
-    return web.json_response(
-        {"error": {"message": "a valid bearer token is required", "type": "invalid_request_error",
-                   "param": None, "code": "invalid_token"}},
-        status=401,
+    return error_response(
+        401,
+        "a valid bearer token is required",
+        "invalid_token",
         headers={"WWW-Authenticate": 'Bearer realm="bauxite-telemetry"'},
-    )  # fmt: skip
+    )
 
 
 def token_middleware(token: str) -> Middleware:

@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
+from ..errors import error_response
 from ..intensity.base import RegionIntensity
 from ..records import RequestRecord
 from .aggregate import Totals
@@ -201,7 +202,9 @@ class Telemetry:
             try:
                 limit = int(request.query["limit"])
             except ValueError:
-                return _bad_query("limit", "limit must be an integer")
+                limit = -1
+            if limit < 0:  # 0 is a valid limit: no windows, only the report's header fields
+                return _bad_query("limit", "limit must be a whole number ≥ 0 (the latest N windows)")
         fmt = request.query.get("format", "json")
         if fmt == "csv":
             table = request.query.get("table", "usage")
@@ -274,5 +277,4 @@ class Telemetry:
 
 
 def _bad_query(param: str, message: str) -> web.Response:
-    error = {"message": message, "type": "invalid_request_error", "param": param, "code": None}
-    return web.json_response({"error": error}, status=400)
+    return error_response(400, message, "invalid_query", param)
