@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import urllib.request
 
 import anthropic
 import openai
+import pytest
 
 
 def test_demo_serves_and_stops_cleanly() -> None:
@@ -53,3 +55,20 @@ def test_demo_serves_and_stops_cleanly() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_every_demo_model_has_a_known_size(caplog: pytest.LogCaptureFixture) -> None:
+    """The shipped demo must not rest on labelled default sizes: each model the clusters serve resolves from
+    the shipped table or EcoLogits (no start-up warnings), and the embedding model is the small encoder."""
+    from bauxite.checks import _unknown_hardware_and_models
+    from bauxite.demo import embedded_demo_settings
+    from bauxite.energy.params import EcoLogitsRepository, resolve_params
+
+    settings = embedded_demo_settings()
+    with caplog.at_level(logging.WARNING, logger="bauxite.energy.params"):
+        sizes = {name: resolve_params(name, {}, EcoLogitsRepository()) for name in settings.model_names()}
+        assert _unknown_hardware_and_models(settings) == []
+    assert not [r for r in caplog.records if "no known size" in r.getMessage()]
+    assert all(params.source != "default" for params in sizes.values()), sizes
+    embedding = [params for params in sizes.values() if params.encoder]
+    assert len(embedding) == 1 and embedding[0].active_b == pytest.approx(0.0334)

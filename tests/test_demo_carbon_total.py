@@ -50,7 +50,7 @@ def test_demo_dashboard_total_equals_metered_energy_times_factors_times_intensit
             )
             if stream:
                 list(response)
-        client.embeddings.create(model="bge-small", input=["grid", "carbon"])
+        client.embeddings.create(model="BAAI/bge-small-en-v1.5", input=["grid", "carbon"])
         records = h.wait_records(5)
         time.sleep(5.0)  # two more scrape intervals: every request's measured share is settled
 
