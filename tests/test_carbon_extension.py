@@ -10,7 +10,8 @@ import pytest
 from harness import Harness, fleet_config
 
 MESSAGES: Any = [{"role": "user", "content": "say something green, please"}]
-ASK = {"x-bauxite-include-carbon": "true"}
+HEADER = "x-bauxite-include-carbon"
+ASK = {HEADER: "true"}
 FIELDS = {
     "energy_wh", "energy_wh_min", "energy_wh_max", "carbon_g", "carbon_g_min", "carbon_g_max", "embodied_g",
     "region", "grid_intensity_g_per_kwh", "grid_intensity_source", "grid_intensity_signal",
@@ -75,7 +76,7 @@ def test_include_carbon_header_accepts_booleans(value: str, carries: bool) -> No
     with Harness(fleet_config()) as h:
         client = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
         completion = client.chat.completions.create(
-            model="tiny-8b", messages=MESSAGES, max_tokens=3, extra_headers={"x-bauxite-include-carbon": value}
+            model="tiny-8b", messages=MESSAGES, max_tokens=3, extra_headers={HEADER: value}
         )
         assert ("bauxite_carbon" in (completion.model_extra or {})) is carries
 
@@ -86,7 +87,7 @@ def test_include_carbon_header_other_values_are_400(value: str) -> None:
         client = openai.OpenAI(base_url=h.base_url + "/v1", api_key="k", max_retries=0)
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(
-                model="tiny-8b", messages=MESSAGES, max_tokens=3, extra_headers={"x-bauxite-include-carbon": value}
+                model="tiny-8b", messages=MESSAGES, max_tokens=3, extra_headers={HEADER: value}
             )
     error = caught.value.body
     assert isinstance(error, dict) and error["code"] == "invalid_header"

@@ -152,9 +152,11 @@ async def test_a_silent_replica_stops_counting(replicas: list[Replica]) -> None:
 def window(end: float, requests: int, energy_j: float, idle_j: float) -> dict[str, Any]:
     row = {"department": "research", "model": "m", "region": "us-east-1", "requests": requests,
            "errors": 0, "prompt_tokens": 10 * requests, "completion_tokens": 5, "cached_tokens": 0,
-           "energy_j": energy_j, "carbon_g": energy_j / 10, "avoided_green_routing_g": 0.0,
-           "avoided_kv_cache_g": 0.0}  # fmt: skip
+           "energy_j": energy_j, "energy_j_min": energy_j / 2, "energy_j_max": energy_j * 2,
+           "energy_j_measured": energy_j / 4, "requests_measured": requests - 1,
+           "carbon_g": energy_j / 10, "avoided_green_routing_g": 0.0, "avoided_kv_cache_g": 0.0}  # fmt: skip
     cluster = {"cluster": "green", "region": "us-east-1", "requests": requests, "request_energy_j": energy_j,
+               "request_energy_j_min": energy_j / 2, "request_energy_j_measured": energy_j / 4,
                "request_carbon_g": energy_j / 10, "prompt_tokens": 10 * requests, "completion_tokens": 5,
                "attributed_energy_j": None, "idle_energy_j": idle_j}  # fmt: skip
     return {"start": "", "end": "", "start_unix": end - 60, "end_unix": end, "usage": [row],
@@ -174,6 +176,12 @@ async def test_closed_windows_from_every_replica_merge_per_period(replicas: list
     assert [w["replicas"] for w in merged] == [2, 1]
     assert merged[0]["totals"]["requests"] == 7 and merged[0]["totals"]["energy_j"] == 70.0
     assert merged[0]["usage"][0]["prompt_tokens"] == 70
+    # The reporting figures (ranges, measured share) are request sums like energy_j.
+    totals = merged[0]["totals"]
+    assert (totals["energy_j_min"], totals["energy_j_max"]) == (35.0, 140.0)
+    assert (totals["energy_j_measured"], totals["requests_measured"]) == (17.5, 5)
+    assert merged[0]["clusters"][0]["request_energy_j_min"] == 35.0
+    assert merged[0]["clusters"][0]["request_energy_j_measured"] == 17.5
     # The same cluster is metered by every replica: its idle energy is taken once, not summed.
     assert merged[0]["clusters"][0]["idle_energy_j"] == 101.0
     assert merged[0]["clusters"][0]["requests"] == 7

@@ -273,3 +273,39 @@ async def test_submit_from_another_thread_hops_onto_the_loop() -> None:
         assert tel.totals.records == 50 and tel.ring.dropped == 0
     finally:
         await tel.stop()
+
+
+async def test_reports_carry_energy_ranges_and_the_measured_share() -> None:
+    """docs/reporting.md tells the signer to sum energy_j_min/energy_j_max and quote the measured share:
+    every window's totals, usage rows and cluster rows (JSON and CSV) and /metrics carry those sums."""
+    tel = Telemetry(make_settings())
+    client = await serve(tel)
+    try:
+        tel.submit(make_record(energy_j=30.0, energy_j_min=15.0, energy_j_max=60.0))  # estimated
+        tel.submit(make_record(energy_j=20.0, energy_j_min=19.0, energy_j_max=21.0, energy_measured=True))
+        tel.submit(make_record(energy_j=float("nan"), energy_j_min=-1.0, energy_j_max=float("inf"),
+                               energy_measured=True))  # fmt: skip
+        tel.close_window()
+        window = (await (await client.get("/v1/carbon/reports")).json())["windows"][0]
+        usage_csv = await (await client.get("/v1/carbon/reports?format=csv")).text()
+        cluster_csv = await (await client.get("/v1/carbon/reports?format=csv&table=clusters")).text()
+        metrics = tel.render_metrics().decode()
+    finally:
+        await client.close()
+        tel.ring.close()
+    expected = {"energy_j": 50.0, "energy_j_min": 34.0, "energy_j_max": 81.0, "energy_j_measured": 20.0}
+    for row in (window["totals"], window["usage"][0]):
+        assert {k: row[k] for k in expected} == pytest.approx(expected)
+        assert row["requests_measured"] == 2 and row["requests"] == 3
+    [csv_row] = list(csv.DictReader(io.StringIO(usage_csv)))
+    assert {k: float(csv_row[k]) for k in expected} == pytest.approx(expected)
+    assert int(csv_row["requests_measured"]) == 2
+    iowa = next(r for r in csv.DictReader(io.StringIO(cluster_csv)) if r["cluster"] == "iowa")
+    assert float(iowa["request_energy_j_min"]) == pytest.approx(34.0)
+    assert float(iowa["request_energy_j_max"]) == pytest.approx(81.0)
+    assert float(iowa["request_energy_j_measured"]) == pytest.approx(20.0)
+    labels = '{department="research",model="llama",region="us-central1"}'
+    for name, figure in (("bauxite_request_energy_min_joules_total", 34.0),
+                         ("bauxite_request_energy_max_joules_total", 81.0),
+                         ("bauxite_request_measured_energy_joules_total", 20.0)):  # fmt: skip
+        assert f"{name}{labels} {figure}" in metrics, name

@@ -271,7 +271,8 @@ def listener_problems(settings: Settings) -> list[tuple[str, str]]:
     if port and port == server.port and _same_interface(settings.telemetry.listen_host, server.host):
         return [(
             "telemetry.listen_port",
-            f"{port} is also server.port on the same host ({settings.telemetry.listen_host} / {server.host}); "
+            f"{port} is also server.port on the same host "
+            f"({settings.telemetry.listen_host} / {server.host}); "
             "choose another port, or leave listen_port unset to serve /metrics and reports on the API port",
         )]  # fmt: skip
     return []

@@ -164,7 +164,7 @@ def argument_problem(args: argparse.Namespace) -> str | None:
     if problem := _non_finite(args):
         return problem
     if args.batch_size < 1:
-        return f"--batch-size is the average number of concurrent sequences: at least 1, got {args.batch_size:g}"
+        return f"--batch-size (average concurrent sequences) must be at least 1, got {args.batch_size:g}"
     if args.num_gpus is not None and args.num_gpus < 1:
         return "--num-gpus must be ≥ 1"
     if args.input_tokens < 0 or args.output_tokens < 0:

@@ -6,18 +6,24 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable
 
-from ..records import INDEX, RawRecord, enum_index
+from ..records import FLAG_BIT, INDEX, RawRecord, enum_index
 from .labels import NO_REASON
 
 SUMMED: tuple[str, ...] = (
-    "prompt_tokens", "completion_tokens", "cached_tokens", "energy_j", "gpu_j", "gpu_idle_j", "host_j",
-    "carbon_g", "carbon_market_g", "embodied_g", "avoided_green_g", "avoided_kv_g", "avoided_green_net_g",
+    "prompt_tokens", "completion_tokens", "cached_tokens", "energy_j", "energy_j_min", "energy_j_max",
+    "gpu_j", "gpu_idle_j", "host_j", "carbon_g", "carbon_market_g", "embodied_g", "avoided_green_g",
+    "avoided_kv_g", "avoided_green_net_g",
 )  # fmt: skip
 """Record fields summed into every accumulator (per model/region/department and per cluster)."""
+MEASURED: tuple[str, ...] = ("energy_j_measured", "requests_measured")
+"""Sums over the records whose GPU energy was metered (``energy_measured``): their facility energy and
+their count. With ``energy_j`` they give the share of energy resting on a meter rather than an estimate."""
 REQ_OK, REQ_ERROR = 0, 1
-SLOT: dict[str, int] = {name: 2 + i for i, name in enumerate(SUMMED)}
-USAGE_SLOTS = 2 + len(SUMMED)
+SLOT: dict[str, int] = {name: 2 + i for i, name in enumerate((*SUMMED, *MEASURED))}
+USAGE_SLOTS = 2 + len(SUMMED) + len(MEASURED)
 _SOURCES = tuple((SLOT[name], INDEX[name]) for name in SUMMED)
+_MEASURED_J, _MEASURED_N = SLOT["energy_j_measured"], SLOT["requests_measured"]
+_ENERGY, _FLAGS, _METERED = INDEX["energy_j"], INDEX["flags"], FLAG_BIT["energy_measured"]
 _MODEL, _REGION, _CLUSTER, _DEPT, _REASON = (
     INDEX["model"], INDEX["region"], INDEX["cluster"], INDEX["department"], INDEX["route_reason"]
 )  # fmt: skip
@@ -63,6 +69,16 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
+def _fold(acc: list[float], rec: RawRecord, outcome: int, metered: int) -> None:
+    """Add one record to an accumulator (``SLOT`` positions)."""
+    acc[outcome] += 1
+    for slot, index in _SOURCES:
+        acc[slot] += clean(rec[index])
+    if metered:
+        acc[_MEASURED_J] += clean(rec[_ENERGY])
+        acc[_MEASURED_N] += 1
+
+
 class Totals:
     """All running totals. ``add`` is the only writer; the collector and report windows only read."""
 
@@ -105,14 +121,11 @@ class Totals:
             if cluster and per_cluster is None:
                 per_cluster = clusters[cluster] = [0.0] * USAGE_SLOTS
             outcome = REQ_OK if rec[_STATUS] == _OK else REQ_ERROR
-            acc[outcome] += 1
-            for slot, index in _SOURCES:
-                acc[slot] += clean(rec[index])
+            metered = rec[_FLAGS] & _METERED
+            _fold(acc, rec, outcome, metered)
             if per_cluster is not None:
-                per_cluster[outcome] += 1
-                for slot, index in _SOURCES:
-                    per_cluster[slot] += clean(rec[index])
-            self._add_endpoint(rec, model, outcome)
+                _fold(per_cluster, rec, outcome, metered)
+            self._add_endpoint(rec, model, outcome, metered)
             if reason != NO_REASON:
                 routing[(model, region, reason)] = routing.get((model, region, reason), 0) + 1
             self.region_basis[region] = (rec[_SOURCE], rec[_SIGNAL], rec[_BASIS])
@@ -121,14 +134,12 @@ class Totals:
         self.records += count
         return count
 
-    def _add_endpoint(self, rec: RawRecord, model: int, outcome: int) -> None:
+    def _add_endpoint(self, rec: RawRecord, model: int, outcome: int, metered: int) -> None:
         key = (rec[_ENDPOINT], model)
         acc = self.endpoints.get(key)
         if acc is None:
             acc = self.endpoints[key] = [0.0] * USAGE_SLOTS
-        acc[outcome] += 1
-        for slot, index in _SOURCES:
-            acc[slot] += clean(rec[index])
+        _fold(acc, rec, outcome, metered)
 
     def _observe(self, model: int, region: int, ttft_s: float, duration_s: float) -> None:
         key = (model, region)

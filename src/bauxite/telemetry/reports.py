@@ -24,9 +24,9 @@ from .labels import LabelTables
 
 REPORT_LOGGER = "bauxite.reports"
 _SUMMED = (
-    "requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "energy_j", "it_energy_j",
-    "gpu_energy_j", "carbon_g", "carbon_market_g", "embodied_g", "avoided_green_routing_g",
-    "avoided_kv_cache_g",
+    "requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "energy_j", "energy_j_min",
+    "energy_j_max", "energy_j_measured", "requests_measured", "it_energy_j", "gpu_energy_j", "carbon_g",
+    "carbon_market_g", "embodied_g", "avoided_green_routing_g", "avoided_kv_cache_g",
 )  # fmt: skip
 USAGE_CSV_COLUMNS = (
     "window_start", "window_end", "department", "model", "region", *_SUMMED, "sci_g_per_request",
@@ -34,7 +34,8 @@ USAGE_CSV_COLUMNS = (
 )  # fmt: skip
 CLUSTER_CSV_COLUMNS = (
     "window_start", "window_end", "cluster", "region", "scope", "requests", "prompt_tokens",
-    "completion_tokens", "request_energy_j", "request_carbon_g", "request_carbon_market_g",
+    "completion_tokens", "request_energy_j", "request_energy_j_min", "request_energy_j_max",
+    "request_energy_j_measured", "request_carbon_g", "request_carbon_market_g",
     "request_embodied_g", "measured_energy_j", "attributed_energy_j", "idle_energy_j", "idle_carbon_g",
     "idle_carbon_market_g", "idle_embodied_g",
 )  # fmt: skip
@@ -70,6 +71,10 @@ def _usage_row(acc: list[float]) -> dict[str, Any]:
         "completion_tokens": int(acc[SLOT["completion_tokens"]]),
         "cached_tokens": int(acc[SLOT["cached_tokens"]]),
         "energy_j": acc[SLOT["energy_j"]],
+        "energy_j_min": acc[SLOT["energy_j_min"]],
+        "energy_j_max": acc[SLOT["energy_j_max"]],
+        "energy_j_measured": acc[SLOT["energy_j_measured"]],
+        "requests_measured": int(acc[SLOT["requests_measured"]]),
         "it_energy_j": acc[SLOT["gpu_j"]] + acc[SLOT["host_j"]],
         "gpu_energy_j": acc[SLOT["gpu_j"]],
         "carbon_g": carbon_g,
@@ -191,6 +196,9 @@ class Reports:
                 "prompt_tokens": int(d[SLOT["prompt_tokens"]]),
                 "completion_tokens": int(d[SLOT["completion_tokens"]]),
                 "request_energy_j": d[SLOT["energy_j"]],
+                "request_energy_j_min": d[SLOT["energy_j_min"]],
+                "request_energy_j_max": d[SLOT["energy_j_max"]],
+                "request_energy_j_measured": d[SLOT["energy_j_measured"]],
                 "request_carbon_g": d[SLOT["carbon_g"]],
                 "request_carbon_market_g": d[SLOT["carbon_market_g"]],
                 "request_embodied_g": d[SLOT["embodied_g"]],
