@@ -18,6 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from intensity_fakes import FakeProviders
 
 
@@ -69,23 +71,23 @@ class RedisServer:
 
 
 class Prometheus:
-    """A real Prometheus scraping ``targets`` (host:port) every second, TSDB in ``workdir``."""
+    """A real Prometheus scraping ``targets`` (host:port) every second, TSDB in ``workdir``. ``config``
+    replaces the generated scrape configuration (e.g. a shipped example); its first job scrapes
+    ``targets``."""
 
-    def __init__(self, workdir: Path, targets: list[str]) -> None:
+    def __init__(self, workdir: Path, targets: list[str], config: dict[str, Any] | None = None) -> None:
         binary = _binary("prometheus", "prometheus")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = workdir / "prometheus.yml"
-        listed = ", ".join(f"'{t}'" for t in targets)
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: bauxite\n    scrape_interval: 1s\n    scrape_timeout: 1s\n"
-            f"    static_configs:\n      - targets: [{listed}]\n",
-            encoding="utf-8",
-        )
+        doc = config or {"scrape_configs": [{"job_name": "bauxite", "static_configs": [{"targets": []}]}]}
+        every_s = {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"}
+        doc.setdefault("global", {}).update(every_s)
+        doc["scrape_configs"][0]["static_configs"][0]["targets"] = list(targets)
+        path = workdir / "prometheus.yml"
+        path.write_text(yaml.safe_dump(doc), encoding="utf-8")
         self._log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 — closed in stop()
         self._proc = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+            [binary, f"--config.file={path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -103,6 +105,16 @@ class Prometheus:
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def query_range(self, expr: str, seconds: float = 120.0, step_s: float = 1.0) -> list[dict[str, Any]]:
+        end = time.time()
+        params = {"query": expr, "start": end - seconds, "end": end, "step": step_s}
+        url = self.url + "/api/v1/query_range?" + urllib.parse.urlencode(params)
         with urllib.request.urlopen(url, timeout=10) as response:
             body = json.load(response)
         assert body["status"] == "success", body

@@ -8,13 +8,9 @@ totals equal the gateway's own accounting of the requests sent.
 
 from __future__ import annotations
 
-import json
 import shutil
-import socket
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +23,7 @@ from bauxite.records import RequestRecord
 from bauxite.settings import sha256_hex
 from grafana_dashboard import expand, panels, queries
 from harness import Harness, fleet_config
+from servers import Prometheus
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "prometheus"
@@ -38,75 +35,6 @@ def _prometheus_installed() -> None:
     # A missing tool is a failed set-up, never a skipped test: `make test` installs it.
     if not Path(PROMETHEUS).exists():
         pytest.fail(f"{PROMETHEUS} not found: install the Debian package prometheus (make system-deps)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Prometheus:
-    def __init__(self, workdir: Path, target: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        assert Path(PROMETHEUS).exists(), "the prometheus server is required: apt-get install prometheus"
-        config = workdir / "prometheus.yml"
-        shipped = yaml.safe_load((EXAMPLES / "prometheus-local.yml").read_text(encoding="utf-8"))
-        shipped["global"].update(scrape_interval="1s", evaluation_interval="1s", scrape_timeout="1s")
-        shipped["scrape_configs"][0]["static_configs"][0]["targets"] = [target]
-        config.write_text(yaml.safe_dump(shipped), encoding="utf-8")
-        self._log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 — closed in stop()
-        self._proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self._proc.returncode}")
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise TimeoutError("prometheus did not become ready")
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = json.load(response)
-        assert body["status"] == "success", body
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    def query_range(self, expr: str, seconds: float = 120.0, step_s: float = 1.0) -> list[dict[str, Any]]:
-        end = time.time()
-        params = {"query": expr, "start": end - seconds, "end": end, "step": step_s}
-        url = self.url + "/api/v1/query_range?" + urllib.parse.urlencode(params)
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = json.load(response)
-        assert body["status"] == "success", body
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    def scalar(self, expr: str) -> float:
-        result = self.query(expr)
-        return float(result[0]["value"][1]) if result else float("nan")
-
-    def stop(self) -> None:
-        self._proc.terminate()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(5)
-        self._log.close()
 
 
 def config() -> dict[str, Any]:
@@ -125,9 +53,10 @@ def config() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Harness, Prometheus]]:
     with Harness(config()) as harness:
-        prometheus = Prometheus(
-            tmp_path_factory.mktemp("prometheus"), harness.base_url.removeprefix("http://")
-        )
+        # The shipped local quick-start config, pointed at this gateway and scraping every second.
+        shipped = yaml.safe_load((EXAMPLES / "prometheus-local.yml").read_text(encoding="utf-8"))
+        target = harness.base_url.removeprefix("http://")
+        prometheus = Prometheus(tmp_path_factory.mktemp("prometheus"), [target], config=shipped)
         try:
             yield harness, prometheus
         finally:
