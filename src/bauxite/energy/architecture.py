@@ -180,6 +180,19 @@ def weights_read_b(
     return read.shared + read.routed_busiest
 
 
+ARCH_FIELDS: tuple[str, ...] = (
+    "num_experts",
+    "experts_per_token",
+    "shared_params_b",
+    "layers",
+    "kv_heads",
+    "head_dim",
+    "kv_bytes_per_token",
+)
+"""The architecture facts an operator may give (config keys and ``bauxite estimate`` options alike), as
+``architecture_with`` takes them."""
+
+
 def architecture_with(
     base: Architecture | None, active_b: float, total_b: float, given: dict[str, float]
 ) -> Architecture:

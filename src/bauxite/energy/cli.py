@@ -13,6 +13,7 @@ from ..console import table_text
 from ..intensity.catalogue import Catalogue
 from ..units import J_PER_WH, carbon_g
 from .architecture import (
+    ARCH_FIELDS,
     architecture_with,
     default_architecture,
     default_top_k,
@@ -94,16 +95,6 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(func=run)
 
 
-_ARCH_OPTIONS = (
-    "num_experts",
-    "experts_per_token",
-    "shared_params_b",
-    "layers",
-    "kv_heads",
-    "head_dim",
-    "kv_bytes_per_token",
-)
-
 
 def _params(args: argparse.Namespace) -> ModelParams | str:
     if args.active_params_b is not None:
@@ -120,7 +111,7 @@ def _params(args: argparse.Namespace) -> ModelParams | str:
         return "give --model NAME or --active-params-b N"
     if args.precision:
         found = replace(found, precision=args.precision)
-    given = {name: getattr(args, name) for name in _ARCH_OPTIONS if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in ARCH_FIELDS if getattr(args, name) is not None}
     if not given:
         return found
     try:

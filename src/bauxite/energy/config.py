@@ -7,18 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..durations import DurationS
-from .architecture import architecture_with, find_known
+from .architecture import ARCH_FIELDS, architecture_with, find_known
 from .params import ModelParams
-
-ARCH_FIELDS = (
-    "num_experts",
-    "experts_per_token",
-    "shared_params_b",
-    "layers",
-    "kv_heads",
-    "head_dim",
-    "kv_bytes_per_token",
-)
 
 Precision = Literal["bf16", "fp16", "fp8", "int8", "int4", "fp4"]
 
