@@ -50,8 +50,26 @@ def _load(path: str) -> Settings | None:
         return None
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _checked(path: str, heading: str) -> Settings | None:
+    """Load and check a config exactly as both ``serve`` and ``check-config`` must (they agree on what is
+    valid): notes become warnings; problems are printed under ``heading`` and give None."""
     from .checks import check_settings
+
+    settings = _load(path)
+    if settings is None:
+        return None
+    problems, notes = check_settings(settings, path)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    if problems:
+        print(heading, file=sys.stderr)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return None
+    return settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
     from .workers.supervisor import serve_workers, worker_count
 
@@ -60,16 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    settings = _load(args.config)
+    settings = _checked(args.config, "refusing to start: configuration error:")
     if settings is None:
-        return 2
-    problems, notes = check_settings(settings, args.config)
-    for note in notes:
-        print(f"warning: {note}", file=sys.stderr)
-    if problems:
-        print("refusing to start: configuration error:", file=sys.stderr)
-        for problem in problems:
-            print(problem, file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if workers == 1:
@@ -94,22 +104,14 @@ def _refusing_unsafe(start: Callable[[], int]) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .checks import check_settings, simulation_file_message
+    from .checks import simulation_file_message
 
     message = simulation_file_message(args.file)
     if message is not None:
         print(message, file=sys.stderr)
         return 2
-    settings = _load(args.file)
+    settings = _checked(args.file, "configuration error:")
     if settings is None:
-        return 2
-    problems, notes = check_settings(settings, args.file)
-    for note in notes:
-        print(f"warning: {note}", file=sys.stderr)
-    if problems:
-        print("configuration error:", file=sys.stderr)
-        for problem in problems:
-            print(problem, file=sys.stderr)
         return 2
     print(f"{args.file}: OK ({len(settings.clusters)} clusters, {len(settings.model_names())} models)")
     return 0
