@@ -12,6 +12,7 @@ from bauxite.energy import curves
 from bauxite.energy.architecture import (
     Architecture,
     busiest_gpu_experts,
+    default_architecture,
     default_shared_frac,
     default_top_k,
     expert_count,
@@ -21,6 +22,7 @@ from bauxite.energy.architecture import (
     weights_read_b,
     weights_read_split,
 )
+from bauxite.energy.decode_curve import DecodeCurve
 from bauxite.energy.fit import fit, load_rows, predict
 from bauxite.energy.hardware import gpu_spec, weight_bytes_per_param
 
@@ -228,3 +230,39 @@ def test_every_measured_model_has_its_config_facts_in_the_table() -> None:
         assert row.arch.layers > 0 and row.arch.kv_elements_per_token_layer > 0
         if row.moe:
             assert row.arch.num_experts > row.arch.experts_per_token > 0, row.model
+
+
+def test_a_prepared_decode_curve_gives_decode_steps_floats_bit_for_bit() -> None:
+    qwen = find_known("Qwen/Qwen3-235B-A22B-Instruct-2507")
+    assert qwen is not None
+    gemma_like = Architecture(48, 8, 128, sliding_window=1024, sliding_layers=40)
+    mla = Architecture(61, 0, 0, kv_latent_dim=576, num_experts=256, experts_per_token=8)
+    models: list[tuple[float, float, str, Architecture | None]] = [
+        (8.0, 8.0, "bf16", None),  # dense, default architecture
+        (70.0, 70.0, "fp8", LLAMA_70B),
+        (27.0, 27.0, "bf16", gemma_like),
+        (22.0, 235.0, "fp8", qwen.arch),  # MoE with known experts
+        (37.0, 671.0, "fp8", mla),
+        (17.0, 400.0, "bf16", None),  # MoE known only by active/total
+        (0.0334, 0.0334, "fp16", replace(default_architecture(0.0334), kind="encoder")),
+    ]
+    for gpu_name in ("H100", "B200", "A100", "L4"):
+        gpu = curves.GPU_SPECS[gpu_name]
+        for active_b, total_b, precision, arch in models:
+            for count in (1, 2, 8):
+                curve = DecodeCurve.build(active_b, total_b, gpu, count, precision, arch=arch)
+                for batch in (0.3, 1.0, 1.7, 8.0, 63.99, 256.0):
+                    for context in (0.0, 12.5, 512.0, 9000.0):
+                        args = (active_b, total_b, gpu, count, batch, precision)
+                        step = curves.decode_step(*args, arch=arch, context_tokens=context)
+                        assert curve.step(batch, context) == step
+                        j_per_token = curves.decode_j_per_token(*args, arch=arch, context_tokens=context)
+                        assert curve.energy(batch, context) == (j_per_token, step.total_s)
+
+
+def test_a_prepared_curve_takes_its_calibration() -> None:
+    cal = curves.Calibration()  # the neutral start of a fit, not the shipped constants
+    curve = DecodeCurve.build(70.0, 70.0, H100, 4, "bf16", arch=LLAMA_70B, cal=cal)
+    step = curves.decode_step(70.0, 70.0, H100, 4, 16.0, arch=LLAMA_70B, context_tokens=800.0, cal=cal)
+    assert curve.step(16.0, 800.0) == step
+    assert curve.step(16.0, 800.0) != DecodeCurve.build(70.0, 70.0, H100, 4, arch=LLAMA_70B).step(16.0, 800.0)

@@ -15,6 +15,7 @@ from bauxite.energy.estimator import (
     Serving,
     boundary_factor,
     estimators,
+    request_compute_s,
     request_gpu_j,
 )
 from bauxite.energy.params import EcoLogitsRepository, ModelParams, params_from_name, resolve_params
@@ -172,3 +173,47 @@ def test_configured_architecture_reaches_the_model_params() -> None:
     assert kv.arch is not None and kv.arch.kv_bytes_per_token() == 65536
     with pytest.raises(ValidationError, match="experts_per_token cannot exceed"):
         ModelSizeSettings(active_params_b=22, total_params_b=235, num_experts=4, experts_per_token=8)
+
+
+def test_the_prepared_estimator_gives_the_estimators_floats_bit_for_bit() -> None:
+    repo = EcoLogitsRepository()
+    names = [
+        "llama-3.1-8b",
+        "Qwen/Qwen3-235B-A22B-Instruct-2507",
+        "gpt-4o",
+        "BAAI/bge-small-en-v1.5",
+        "mystery",
+    ]
+    estimator = CalibratedEstimator()
+    for name in names:
+        params = resolve_params(name, {}, repo)
+        for serving in (Serving("H100", 1), Serving("B200", 8), Serving("A100", None)):
+            prepared = estimator.prepare(params, serving)
+            assert prepared.gpu_count == serving.gpus_for(params)
+            for shape in (
+                RequestShape(12, 16),
+                RequestShape(2000, 300, cached_tokens=1500),
+                RequestShape(200, 0),
+                RequestShape(0, 1),
+            ):
+                for batch in (0.5, 1.0, 3.7, 64.0):
+                    at = replace(serving, batch_size=batch)
+                    est = estimator.estimate(shape, params, at, "gpu", Overheads(pue=1.0))
+                    compute_s = request_compute_s(shape, params, at)
+                    expected = (est.energy_j, est.energy_j_min, est.energy_j_max, compute_s)
+                    assert prepared.gpu_figures(shape, batch) == expected, (name, serving, shape, batch)
+
+
+def test_the_prepared_estimator_keeps_its_own_calibration_and_the_compute_time_the_shipped_one() -> None:
+    params = ModelParams.fixed(70.0)
+    cal = curves.Calibration()
+    shape = RequestShape(500, 200)
+    serving = Serving("H100", 4, 16.0)
+    got = CalibratedEstimator(cal).prepare(params, serving).gpu_figures(shape, 16.0)
+    est = CalibratedEstimator(cal).estimate(shape, params, serving, "gpu", Overheads(pue=1.0))
+    assert got == (
+        est.energy_j,
+        est.energy_j_min,
+        est.energy_j_max,
+        request_compute_s(shape, params, serving),
+    )

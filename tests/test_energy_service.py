@@ -12,6 +12,15 @@ from aiohttp import web
 
 from bauxite.clusters import Fleet
 from bauxite.energy import curves
+from bauxite.energy.estimator import (
+    Boundary,
+    CalibratedEstimator,
+    Estimate,
+    Overheads,
+    RequestShape,
+    Serving,
+)
+from bauxite.energy.params import ModelParams
 from bauxite.energy.service import EnergyFigure, EnergyService, RequestWork, Residency
 from bauxite.server import start_site
 from bauxite.settings import settings_from_mapping
@@ -248,3 +257,49 @@ async def test_stop_settles_waiting_requests_with_estimates(exporter: tuple[Expo
     assert got == []
     await service.stop()
     assert len(got) == 1 and got[0].flag == "telemetry_late"
+
+
+class _Unprepared:
+    """The calibrated estimator without its prepared path: the service then takes its general path."""
+
+    name = "calibrated"
+
+    def __init__(self) -> None:
+        self._inner = CalibratedEstimator()
+
+    def estimate(
+        self, shape: RequestShape, params: ModelParams, serving: Serving, boundary: Boundary, over: Overheads
+    ) -> Estimate:
+        return self._inner.estimate(shape, params, serving, boundary, over)
+
+
+def test_prepared_estimates_are_the_general_paths_floats_and_are_reused_only_while_unchanged() -> None:
+    settings = _settings()
+    clock = Clock()
+    prepared = _service(settings, clock)
+    general = _service(settings, clock)
+    general._estimator = _Unprepared()
+    for cluster, model in (("self", "llama-70b"), ("openai", "gpt-4o"), ("self", "BAAI/bge-small-en-v1.5")):
+        residents = [(prepared.begin(cluster, model), general.begin(cluster, model)) for _ in range(3)]
+        clock.now_s += 0.37
+        for work in (
+            _work(model),
+            _work(model, prompt_tokens=5000, cached_tokens=4000),
+            _work(model, ttft_s=None),
+        ):
+            a, b = residents[0]
+            assert prepared.estimate(work, a) == general.estimate(work, b)  # still running
+            clock.now_s += 0.11
+        for a, b in residents:
+            prepared.end(a)
+            general.end(b)
+            clock.now_s += 0.05
+        a, b = residents[1]
+        first = prepared.estimate(_work(model), a)
+        assert first == general.estimate(_work(model), b)
+        # Settlement moments later with nothing changed: the same figure, not a second evaluation.
+        clock.now_s += 1.0
+        assert prepared.estimate(_work(model, duration_s=0.9), a) is first
+        # Other token counts are another figure.
+        other = prepared.estimate(_work(model, prompt_tokens=201), a)
+        assert other == general.estimate(_work(model, prompt_tokens=201), b) and other != first

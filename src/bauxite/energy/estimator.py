@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 
 from . import curves
 from .architecture import Architecture, default_architecture
+from .decode_curve import DecodeCurve
 from .params import ModelParams
 
 Boundary = Literal["gpu", "full"]
@@ -179,6 +180,11 @@ class CalibratedEstimator:
     def __init__(self, cal: curves.Calibration = curves.CALIBRATION) -> None:
         self.cal = cal
 
+    def prepare(self, params: ModelParams, serving: Serving) -> PreparedCalibrated:
+        """This estimator for ``params`` on ``serving``'s GPUs, ready to evaluate at any batch (the request
+        path keeps one per cluster and model)."""
+        return PreparedCalibrated(params, serving, self.cal)
+
     def estimate(
         self,
         shape: RequestShape,
@@ -212,6 +218,91 @@ class CalibratedEstimator:
             pue=overheads.pue if boundary == "full" else 1.0,
             sizes_default=params.sizes_default,
         )
+
+
+class PreparedCalibrated:
+    """``CalibratedEstimator.estimate`` at the ``gpu`` boundary and ``request_compute_s`` for one model on one
+    serving setup (GPU type and count), with the three curves (central, low, high) built once: per request
+    only the batch and the token counts vary. Same floats as the unprepared functions, bit for bit."""
+
+    __slots__ = ("_central", "_compute", "_high", "_low", "encoder", "gpu_count", "params")
+
+    def __init__(self, params: ModelParams, serving: Serving, cal: curves.Calibration) -> None:
+        gpu = curves.gpu_spec(serving.gpu_type)
+        count = serving.gpus_for(params)
+        self.params = params
+        self.gpu_count = count
+        self.encoder = params.encoder
+
+        def part(active_b: float, arch: Architecture | None, with_cal: curves.Calibration) -> _Part:
+            total_b = max(params.total_b, active_b)
+            curve = DecodeCurve.build(
+                active_b, total_b, gpu, count, params.precision, arch=arch, cal=with_cal
+            )
+            prefill_j = curves.prefill_j_per_token(active_b, gpu, params.precision, with_cal)
+            return _Part(curve, prefill_j, arch is not None and arch.kind == "encoder")
+
+        self._central = part(params.active_b, params.arch, cal)
+        self._low = part(params.active_b_min, _typical_moe(params, params.active_b_min), cal)
+        self._high = part(params.active_b_max, params.arch, cal)
+        # request_compute_s runs on the shipped calibration whatever the estimator's
+        compute = (
+            self._central.curve
+            if cal is curves.CALIBRATION
+            else part(params.active_b, params.arch, curves.CALIBRATION).curve
+        )
+        prefill_s = curves.prefill_s_per_token(params.active_b, gpu, count, params.precision)
+        self._compute = (compute, prefill_s)
+
+    def gpu_figures(self, shape: RequestShape, batch_size: float) -> tuple[float, float, float, float]:
+        """(energy_j, energy_j_min, energy_j_max, compute_s) of ``shape`` at ``batch_size``: the ``gpu``
+        boundary figures of ``CalibratedEstimator.estimate`` and ``request_compute_s``."""
+        batch = max(batch_size, 1.0)
+        prefill_tokens = max(shape.input_tokens - max(shape.cached_tokens, 0), 0)
+        output_tokens = max(shape.output_tokens, 0)
+        context = shape.decode_context_tokens
+        central = self._central
+        compute_curve, prefill_s_per_token = self._compute
+        prefill_s = prefill_tokens * prefill_s_per_token
+        if central.encoder:
+            central_j = prefill_tokens * central.prefill_j
+            compute_s = prefill_s
+        else:
+            j_per_token, step_s = central.curve.energy(batch, context)
+            central_j = output_tokens * j_per_token + prefill_tokens * central.prefill_j
+            if compute_curve is not central.curve:
+                step_s = compute_curve.energy(batch, context)[1]
+            compute_s = (
+                prefill_s
+                if self.encoder or shape.output_tokens <= 0
+                else (prefill_s + shape.output_tokens * step_s / batch)
+            )
+        low_j = self._low.gpu_j(prefill_tokens, output_tokens, batch * BATCH_RANGE_FACTOR, context)
+        high_j = self._high.gpu_j(
+            prefill_tokens, output_tokens, max(batch / BATCH_RANGE_FACTOR, 1.0), context
+        )
+        return (
+            central_j,
+            min(low_j, central_j) / (1.0 + FIT_ERROR_FRAC),
+            max(high_j, central_j) * (1.0 + FIT_ERROR_FRAC),
+            compute_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One of the three figures' curve, its prefill J/token and whether it runs the prompt only."""
+
+    curve: DecodeCurve
+    prefill_j: float
+    encoder: bool
+
+    def gpu_j(self, prefill_tokens: int, output_tokens: int, batch: float, context: float) -> float:
+        """``request_gpu_j`` on this curve."""
+        prefill_j = prefill_tokens * self.prefill_j
+        if self.encoder:
+            return prefill_j
+        return output_tokens * self.curve.energy(batch, context)[0] + prefill_j
 
 
 class EcoLogitsEstimator:

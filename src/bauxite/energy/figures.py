@@ -65,6 +65,9 @@ class Residency:
     model_reading: float = 0.0
     end_s: float | None = None
     job: Job | None = None
+    # The latest estimate and the inputs it came from (EnergyService's own cache; see ``estimate``).
+    figure: EnergyFigure | None = None
+    figure_key: tuple[object, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

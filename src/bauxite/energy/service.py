@@ -26,13 +26,21 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from . import curves
 from .attribution import ClusterLedger, Job
 from .config import EnergySettings
-from .estimator import Overheads, RequestShape, Serving, estimators, request_compute_s
+from .estimator import (
+    CalibratedEstimator,
+    Overheads,
+    PreparedCalibrated,
+    RequestShape,
+    Serving,
+    estimators,
+    request_compute_s,
+)
 from .figures import (
     ClusterEnergy,
     EnergyFigure,
@@ -88,6 +96,9 @@ class EnergyService:
             settings.external_serving.gpu_count,
             settings.external_serving.batch_size,
         )
+        # What an estimate needs of a (cluster, model) beyond the request itself; all of it comes from
+        # configuration, so it is worked out on the first request and kept.
+        self._plans: dict[tuple[str, str], _Plan] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, fleet: Fleet) -> EnergyService:
@@ -212,8 +223,50 @@ class EnergyService:
         serving = Serving(state.settings.gpu.type, state.settings.gpu.count, batch)
         return serving, span_s / cluster_batch
 
+    def _plan(self, cluster: str, model: str) -> _Plan | None:
+        """The fixed part of an estimate of ``model`` on ``cluster`` (calibrated method only; None for
+        another method, which takes the general path)."""
+        key = (cluster, model)
+        found = self._plans.get(key)
+        if found is not None or not isinstance(self._estimator, CalibratedEstimator):
+            return found
+        state = self._clusters.get(cluster)
+        params = self.model_params(cluster, model)
+        if state is None or state.settings.kind == "external":
+            serving = self._external
+        else:
+            serving = Serving(state.settings.gpu.type, state.settings.gpu.count)
+        prepared = self._estimator.prepare(params, serving)
+        idle_w = self._idle_w(cluster, serving.gpu_type) * prepared.gpu_count
+        found = self._plans[key] = _Plan(
+            prepared, self.pue(cluster), idle_w, serving.gpu_type, self._settings.host_frac
+        )
+        return found
+
+    def _batch(self, residency: Residency, now_s: float) -> tuple[float, float]:
+        """(mean batch of the request's model, cluster seconds charged): ``_serving`` without the Serving."""
+        state = self._clusters.get(residency.cluster)
+        end_s = residency.end_s if residency.end_s is not None else now_s
+        span_s = max(end_s - residency.start_s, 0.0)
+        if state is None or state.settings.kind == "external":
+            return self._external.batch_size, span_s / max(self._external.batch_size, 1.0)
+        model_occ = self._model_occupancy.get((residency.cluster, residency.model))
+        cluster_occ = self._occupancy.get(residency.cluster)
+        if model_occ is None or cluster_occ is None or span_s <= 0:
+            batch = cluster_batch = self._settings.self_hosted_batch_size
+        else:
+            batch = model_occ.mean_since(residency.model_reading, residency.start_s, end_s)
+            cluster_batch = cluster_occ.mean_since(residency.cluster_reading, residency.start_s, end_s)
+        return batch, span_s / cluster_batch
+
     def estimate(self, work: RequestWork, residency: Residency) -> EnergyFigure:
         """Best figure known now; never raises."""
+        try:
+            plan = self._plan(residency.cluster, work.model)
+            if plan is not None:
+                return self._planned(plan, work, residency)
+        except Exception:  # the general path below logs and falls back
+            pass
         pue = self.pue(residency.cluster)
         try:
             params = self.model_params(residency.cluster, work.model)
@@ -246,6 +299,36 @@ class EnergyService:
                 gpu_j, 0.0, gpu_j * self._settings.host_frac, pue,
                 0.2 * gpu_j * factor, 5.0 * gpu_j * factor, method="fallback",
             )  # fmt: skip
+
+    def _planned(self, plan: _Plan, work: RequestWork, residency: Residency) -> EnergyFigure:
+        """``estimate``'s figure through the prepared curves: the same floats as the general path.
+
+        The figure is kept on the residency with the physics' inputs, and handed out again while they are
+        unchanged: a request is estimated for its response headers and settled moments later, with nothing
+        in between that changes the figure."""
+        batch, occupancy_s = self._batch(residency, self._clock())
+        key = (work.model, work.prompt_tokens, work.completion_tokens, work.cached_tokens, batch, occupancy_s)
+        if residency.figure is not None and residency.figure_key == key:
+            return residency.figure
+        shape = RequestShape(work.prompt_tokens, work.completion_tokens, None, work.cached_tokens)
+        est_j, est_j_min, est_j_max, compute_s = plan.prepared.gpu_figures(shape, batch)
+        idle_w = plan.idle_w
+        # The estimator's figure covers the request's own compute time; the rest of the time it held the
+        # cluster is resident-idle energy that measured settlement charges it too (one boundary).
+        waiting_j = idle_w * max(occupancy_s - compute_s, 0.0)
+        gpu_j = est_j + waiting_j
+        idle_j = min(idle_w * max(occupancy_s, compute_s), gpu_j)
+        pue, host_frac = plan.pue, plan.host_frac
+        factor = (1.0 + host_frac) * pue
+        low_j = est_j_min + waiting_j / (1.0 + IDLE_ERROR_FRAC)
+        high_j = est_j_max + waiting_j * (1.0 + IDLE_ERROR_FRAC)
+        figure = EnergyFigure(
+            gpu_j, idle_j, gpu_j * host_frac, pue, low_j * factor, high_j * factor, occupancy_s,
+            plan.prepared.gpu_count, plan.gpu_type, "estimated", "calibrated",
+            sizes_default=plan.prepared.params.sizes_default,
+        )  # fmt: skip
+        residency.figure, residency.figure_key = figure, key
+        return figure
 
     def _idle_w(self, cluster: str, gpu_type: str) -> float:
         state = self._clusters.get(cluster)
@@ -410,6 +493,17 @@ class EnergyService:
     def ledger(self, cluster: str) -> ClusterLedger | None:
         meter = self._meters.get(cluster)
         return meter.ledger if meter is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What an estimate of one model on one cluster needs besides the request (all from configuration)."""
+
+    prepared: PreparedCalibrated
+    pue: float
+    idle_w: float  # resident-idle power of all the GPUs serving the model
+    gpu_type: str
+    host_frac: float
 
 
 class _Once:
