@@ -21,7 +21,7 @@ from bauxite.records import (
     RequestRecord,
     enum_value,
 )  # fmt: skip
-from bauxite.telemetry.codec import packer
+from bauxite.telemetry.codec import packer, reference_packer
 from bauxite.telemetry.labels import LabelTables
 from bauxite.telemetry.ring import CAPACITY_BYTES
 from record_factory import make_record
@@ -63,3 +63,30 @@ def test_a_record_round_trips_through_the_binary_form() -> None:
     for column in PACKED:
         if column.kind == F64 or column.kind in (U16, U32):
             assert raw[INDEX[column.name]] == getattr(record, column.name), column.name
+
+
+def test_the_fast_packer_gives_the_field_by_field_packers_fields() -> None:
+    tables = LabelTables.from_settings(make_settings())
+    fast, reference = packer(tables), reference_packer(tables)
+    nan, inf = float("nan"), float("inf")
+    variants: list[dict[str, typing.Any]] = [
+        {},
+        {"energy_measured": True, "sizes_default": True, "market_factor": True, "usage_estimated": True},
+        {"usage_estimated": True, "status": "cancelled", "endpoint": "messages", "scope": "scope3_cat1"},
+        {"model": "never-configured", "cluster": "", "region": "", "route_reason": "", "department": "x y"},
+        {"intensity_signal": "marginal", "intensity_basis": "direct", "intensity_source": "electricity_maps"},
+        {"http_status": 70_000, "prompt_tokens": -3, "completion_tokens": 2**40, "cached_tokens": 5},
+        {"energy_j": nan, "carbon_g": 2.5},
+        {"ttft_s": -1.0, "duration_s": inf, "avoided_green_net_g": -0.25},
+        {"gpu_j": inf, "host_j": -inf},  # their sum is NaN, though neither is
+        {"energy_j": 7, "pue": 1, "finished_at": 0},  # integers in float columns
+    ]
+    for overrides in variants:
+        record = make_record(**overrides)
+        got, want = fast(record), reference(record)
+        assert got == want or _same_with_nans(got, want), overrides
+        assert RECORD.pack(*got) == RECORD.pack(*want), overrides
+
+
+def _same_with_nans(a: tuple[typing.Any, ...], b: tuple[typing.Any, ...]) -> bool:
+    return len(a) == len(b) and all(x == y or (x != x and y != y) for x, y in zip(a, b, strict=True))

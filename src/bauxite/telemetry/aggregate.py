@@ -69,13 +69,20 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
-def _fold(acc: list[float], rec: RawRecord, outcome: int, metered: int) -> None:
-    """Add one record to an accumulator (``SLOT`` positions)."""
+def _summed(rec: RawRecord) -> list[tuple[int, float]]:
+    """(``SLOT`` position, cleaned value) of each summed field of one record: cleaned once, folded into
+    each of the record's accumulators."""
+    return [(slot, clean(rec[index])) for slot, index in _SOURCES]
+
+
+def _fold(acc: list[float], summed: list[tuple[int, float]], outcome: int, metered_j: float | None) -> None:
+    """Add one record (its ``_summed`` values; ``metered_j`` its cleaned energy when metered, else None) to
+    an accumulator (``SLOT`` positions)."""
     acc[outcome] += 1
-    for slot, index in _SOURCES:
-        acc[slot] += clean(rec[index])
-    if metered:
-        acc[_MEASURED_J] += clean(rec[_ENERGY])
+    for slot, value in summed:
+        acc[slot] += value
+    if metered_j is not None:
+        acc[_MEASURED_J] += metered_j
         acc[_MEASURED_N] += 1
 
 
@@ -121,11 +128,12 @@ class Totals:
             if cluster and per_cluster is None:
                 per_cluster = clusters[cluster] = [0.0] * USAGE_SLOTS
             outcome = REQ_OK if rec[_STATUS] == _OK else REQ_ERROR
-            metered = rec[_FLAGS] & _METERED
-            _fold(acc, rec, outcome, metered)
+            metered_j = clean(rec[_ENERGY]) if rec[_FLAGS] & _METERED else None
+            summed = _summed(rec)
+            _fold(acc, summed, outcome, metered_j)
             if per_cluster is not None:
-                _fold(per_cluster, rec, outcome, metered)
-            self._add_endpoint(rec, model, outcome, metered)
+                _fold(per_cluster, summed, outcome, metered_j)
+            self._add_endpoint(rec, model, summed, outcome, metered_j)
             if reason != NO_REASON:
                 routing[(model, region, reason)] = routing.get((model, region, reason), 0) + 1
             self.region_basis[region] = (rec[_SOURCE], rec[_SIGNAL], rec[_BASIS])
@@ -134,12 +142,19 @@ class Totals:
         self.records += count
         return count
 
-    def _add_endpoint(self, rec: RawRecord, model: int, outcome: int, metered: int) -> None:
+    def _add_endpoint(
+        self,
+        rec: RawRecord,
+        model: int,
+        summed: list[tuple[int, float]],
+        outcome: int,
+        metered_j: float | None,
+    ) -> None:
         key = (rec[_ENDPOINT], model)
         acc = self.endpoints.get(key)
         if acc is None:
             acc = self.endpoints[key] = [0.0] * USAGE_SLOTS
-        _fold(acc, rec, outcome, metered)
+        _fold(acc, summed, outcome, metered_j)
 
     def _observe(self, model: int, region: int, ttft_s: float, duration_s: float) -> None:
         key = (model, region)
