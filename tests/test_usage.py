@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from bauxite.records import Capture
-from bauxite.usage import SseRelay, usage_from_body
+from bauxite.sse import SseEvent, data_events
+from bauxite.usage import CHAT, Kind, SseRelay, StreamState, usage_from_body
 
 CONTENT = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
 USAGE = (
@@ -52,3 +53,67 @@ def test_usage_from_body_tolerates_garbage() -> None:
     assert not cap.usage_reported
     usage_from_body(cap, orjson.dumps({"usage": {"prompt_tokens": 3, "completion_tokens": "x"}}))
     assert cap.usage_reported and cap.prompt_tokens == 3 and cap.completion_tokens == 0
+
+
+class _EventByEvent:
+    """The chat dialect with its whole-chunk path turned off: every event is parsed and classified."""
+
+    name = "choices"
+
+    def classify(self, event: SseEvent, capture: Capture, state: StreamState) -> Kind:
+        return CHAT.classify(event, capture, state)
+
+    def complete(self, state: StreamState, choices: int) -> bool:
+        return CHAT.complete(state, choices)
+
+    def account_body(self, capture: Capture, body: bytes) -> None:
+        CHAT.account_body(capture, body)
+
+    def content_events(self, chunk: bytes) -> int:
+        return 0
+
+
+def _token(text: str, finish: str | None = None, index: int = 0) -> bytes:
+    choice = {"index": index, "delta": {"content": text}, "finish_reason": finish}
+    return b"data: " + orjson.dumps({"choices": [choice]}) + b"\n\n"
+
+
+@pytest.mark.parametrize("group", [1, 2, 3, 5, 100])
+@pytest.mark.parametrize("strip", [True, False])
+def test_whole_chunks_of_tokens_are_relayed_as_the_event_by_event_path_relays_them(
+    group: int, strip: bool
+) -> None:
+    # Token text that looks like the notable keys or the sentinel must not be mistaken for them, and must
+    # not change any figure either way.
+    texts = ["Hel", "lo", ' "usage": {', "[DONE]", "error", "\\n\\ndata: x", "é", ": comment"]
+    events = [_token(t) for t in texts] + [_token("", "stop"), USAGE, b": keep-alive\n\n", DONE]
+    events[3:3] = [b"event: message\ndata: " + orjson.dumps({"choices": []}) + b"\n\n"]
+    chunks = [b"".join(events[i : i + group]) for i in range(0, len(events), group)]
+    if group <= 3:  # some chunk after the first takes the whole-chunk path
+        assert any(CHAT.content_events(chunk) for chunk in chunks[1:])
+    fast_cap, slow_cap = capture(), capture()
+    fast = SseRelay(fast_cap, strip_usage=strip)
+    slow = SseRelay(slow_cap, strip_usage=strip, dialect=_EventByEvent())
+    for chunk in chunks:
+        assert fast.feed(chunk) == slow.feed(chunk)
+    assert fast.flush() == slow.flush() == b""
+    assert fast.state == slow.state and fast.forwarded == slow.forwarded and fast.started == slow.started
+    fields = ("prompt_tokens", "completion_tokens", "cached_tokens", "usage_reported")
+    assert [getattr(fast_cap, f) for f in fields] == [getattr(slow_cap, f) for f in fields]
+    assert (fast_cap.ttft_s is None) == (slow_cap.ttft_s is None)
+
+
+def test_only_plain_data_events_count_as_a_whole_chunk() -> None:
+    assert data_events(CONTENT * 3) == 3 and CHAT.content_events(CONTENT * 3) == 3
+    for chunk in (
+        CONTENT + CONTENT[:-1],  # an unfinished event
+        CONTENT.replace(b"\n", b"\r\n"),
+        b": comment\n\n" + CONTENT,
+        CONTENT + b"event: x\ndata: {}\n\n",
+        CONTENT + b"data: a\ndata: b\n\n",  # two data lines: one event, joined
+        CONTENT + b"\n" + CONTENT,  # a blank line too many
+        b"",
+    ):
+        assert data_events(chunk) == 0, chunk
+    assert CHAT.content_events(CONTENT + USAGE) == 0 and CHAT.content_events(CONTENT + DONE) == 0
+    assert CHAT.content_events(CONTENT + _token("", "stop")) == 0

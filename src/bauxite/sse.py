@@ -105,6 +105,14 @@ class SseParser:
         self._pos = pos - start
         return events
 
+    @property
+    def idle(self) -> bool:
+        """Between blocks: nothing buffered, no field of an undispatched block seen, past any BOM. A chunk
+        of whole LF-terminated ``data:`` events fed now leaves the parser exactly as idle."""
+        return (
+            self._started and not self._buf and self._data is None and not self._event and not self._skip_lf
+        )
+
     def _field(self, line: bytes) -> None:
         if line[0] == 0x3A:  # ":" comment
             return
@@ -139,3 +147,16 @@ class SseParser:
         rest = self._buf
         self._buf, self._pos, self._data, self._event = b"", 0, None, ""
         return rest
+
+
+def data_events(chunk: bytes) -> int:
+    """How many events ``chunk`` is when it is nothing but whole ``data: …`` events, each one data line and
+    a blank line with LF endings (vLLM's and OpenAI's streams); 0 for anything else (comments, other
+    fields, multi-line data, CR endings, an incomplete event). Fed to an idle parser, such a chunk gives
+    exactly that many ``message`` events whose raw bytes join back to ``chunk``."""
+    if not chunk.startswith(b"data:") or not chunk.endswith(b"\n\n") or b"\r" in chunk:
+        return 0
+    events = chunk.count(b"\n\n")
+    if chunk.count(b"\n") != 2 * events or chunk.count(b"\n\ndata:") != events - 1:
+        return 0
+    return events

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from .records import Capture
-from .sse import SseEvent, SseParser
+from .sse import SseEvent, SseParser, data_events
 
 CHARS_PER_TOKEN = 4  # rough English average, used only when the upstream reports no usage
 # An event worth parsing beyond "one more token": an error, a usage object, or a non-null finish_reason.
@@ -57,6 +57,12 @@ class ApiDialect(Protocol):
 
     def account_body(self, capture: Capture, body: bytes) -> None:
         """Usage from a complete JSON response body; estimated and flagged when the body has none."""
+        ...
+
+    def content_events(self, chunk: bytes) -> int:
+        """How many events ``chunk`` holds when ``classify`` would call every one of them ``CONTENT`` and
+        record nothing else (no usage, finish, error or end): the relay then forwards the chunk whole
+        without parsing its events. 0 when that is not certain (the events are then parsed one by one)."""
         ...
 
 
@@ -150,6 +156,13 @@ class _Choices:
     def complete(self, state: StreamState, choices: int) -> bool:
         return state.saw_done or state.saw_usage or len(state.finished) >= max(choices, 1)
 
+    def content_events(self, chunk: bytes) -> int:
+        # Plain data events with nothing notable anywhere in the chunk (a match across two events only
+        # sends the chunk the slow way) and no [DONE] sentinel are each a token, nothing more.
+        if _NOTABLE.search(chunk) is not None or b"[DONE]" in chunk:
+            return 0
+        return data_events(chunk)
+
     def account_body(self, capture: Capture, body: bytes) -> None:
         doc = _loads(body)
         if isinstance(doc, dict) and apply_usage(capture, doc.get("usage")):
@@ -237,6 +250,15 @@ class SseRelay:
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes to forward to the client for this upstream chunk (possibly empty)."""
+        if self.started and self._parser.idle:
+            # The common chunk: tokens only. Forwarded whole, counted, nothing parsed.
+            count = self._dialect.content_events(chunk)
+            if count:
+                self.state.content_events += count
+                if self._capture.ttft_s is None:
+                    self._capture.ttft_s = time.monotonic() - self._capture.started_mono
+                self.forwarded += count
+                return chunk
         events = self._parser.feed(chunk)
         if not events:
             return b""

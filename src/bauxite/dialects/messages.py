@@ -92,6 +92,9 @@ class MessagesDialect:
     def complete(self, state: StreamState, choices: int) -> bool:
         return state.saw_done
 
+    def content_events(self, chunk: bytes) -> int:
+        return 0  # named events, each parsed: the usage rides on ordinary-looking ones
+
     def account_body(self, capture: Capture, body: bytes) -> None:
         doc = json_object(body)
         if doc is not None and apply_messages_usage(capture, doc.get("usage"), final=True):
