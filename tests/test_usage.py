@@ -69,8 +69,8 @@ class _EventByEvent:
     def account_body(self, capture: Capture, body: bytes) -> None:
         CHAT.account_body(capture, body)
 
-    def content_events(self, chunk: bytes) -> int:
-        return 0
+    def content_prefix(self, chunk: bytes) -> tuple[int, int]:
+        return 0, 0
 
 
 def _token(text: str, finish: str | None = None, index: int = 0) -> bytes:
@@ -89,8 +89,8 @@ def test_whole_chunks_of_tokens_are_relayed_as_the_event_by_event_path_relays_th
     events = [_token(t) for t in texts] + [_token("", "stop"), USAGE, b": keep-alive\n\n", DONE]
     events[3:3] = [b"event: message\ndata: " + orjson.dumps({"choices": []}) + b"\n\n"]
     chunks = [b"".join(events[i : i + group]) for i in range(0, len(events), group)]
-    if group <= 3:  # some chunk after the first takes the whole-chunk path
-        assert any(CHAT.content_events(chunk) for chunk in chunks[1:])
+    if group <= 3:  # the stream's first events take the whole-run path
+        assert CHAT.content_prefix(chunks[0])[0] > 0
     fast_cap, slow_cap = capture(), capture()
     fast = SseRelay(fast_cap, strip_usage=strip)
     slow = SseRelay(slow_cap, strip_usage=strip, dialect=_EventByEvent())
@@ -103,8 +103,8 @@ def test_whole_chunks_of_tokens_are_relayed_as_the_event_by_event_path_relays_th
     assert (fast_cap.ttft_s is None) == (slow_cap.ttft_s is None)
 
 
-def test_only_plain_data_events_count_as_a_whole_chunk() -> None:
-    assert data_events(CONTENT * 3) == 3 and CHAT.content_events(CONTENT * 3) == 3
+def test_only_plain_data_events_count_as_a_run_of_tokens() -> None:
+    assert data_events(CONTENT * 3) == 3 and CHAT.content_prefix(CONTENT * 3) == (3, 3 * len(CONTENT))
     for chunk in (
         CONTENT + CONTENT[:-1],  # an unfinished event
         CONTENT.replace(b"\n", b"\r\n"),
@@ -112,8 +112,13 @@ def test_only_plain_data_events_count_as_a_whole_chunk() -> None:
         CONTENT + b"event: x\ndata: {}\n\n",
         CONTENT + b"data: a\ndata: b\n\n",  # two data lines: one event, joined
         CONTENT + b"\n" + CONTENT,  # a blank line too many
+        b"\xef\xbb\xbf" + CONTENT,  # a byte-order mark
         b"",
     ):
         assert data_events(chunk) == 0, chunk
-    assert CHAT.content_events(CONTENT + USAGE) == 0 and CHAT.content_events(CONTENT + DONE) == 0
-    assert CHAT.content_events(CONTENT + _token("", "stop")) == 0
+    # The run ends before the first event that carries usage, a finish, an error or the sentinel.
+    stop = _token("", "stop")
+    for tail in (USAGE, DONE, stop, b'data: {"error":{"type":"x"}}\n\n'):
+        assert CHAT.content_prefix(CONTENT * 2 + tail + CONTENT) == (2, 2 * len(CONTENT)), tail
+        assert CHAT.content_prefix(tail + CONTENT) == (0, 0), tail
+    assert CHAT.content_prefix(CONTENT + CONTENT[:9]) == (1, len(CONTENT))  # the partial event waits

@@ -107,11 +107,13 @@ class SseParser:
 
     @property
     def idle(self) -> bool:
-        """Between blocks: nothing buffered, no field of an undispatched block seen, past any BOM. A chunk
-        of whole LF-terminated ``data:`` events fed now leaves the parser exactly as idle."""
-        return (
-            self._started and not self._buf and self._data is None and not self._event and not self._skip_lf
-        )
+        """Between blocks: nothing buffered and no field of an undispatched block seen. Whole ``data:``
+        events (``data_events``) fed now would leave it so; ``passed`` records that they went by unparsed."""
+        return not self._buf and self._data is None and not self._event and not self._skip_lf
+
+    def passed(self) -> None:
+        """Whole ``data:`` events went by without ``feed`` (at the stream's start they rule out a BOM)."""
+        self._started = True
 
     def _field(self, line: bytes) -> None:
         if line[0] == 0x3A:  # ":" comment
@@ -149,14 +151,17 @@ class SseParser:
         return rest
 
 
-def data_events(chunk: bytes) -> int:
-    """How many events ``chunk`` is when it is nothing but whole ``data: …`` events, each one data line and
-    a blank line with LF endings (vLLM's and OpenAI's streams); 0 for anything else (comments, other
-    fields, multi-line data, CR endings, an incomplete event). Fed to an idle parser, such a chunk gives
-    exactly that many ``message`` events whose raw bytes join back to ``chunk``."""
-    if not chunk.startswith(b"data:") or not chunk.endswith(b"\n\n") or b"\r" in chunk:
+def data_events(chunk: bytes, end: int | None = None) -> int:
+    """How many events ``chunk[:end]`` is when it is nothing but whole ``data: …`` events, each one data line
+    and a blank line with LF endings (vLLM's and OpenAI's streams); 0 for anything else (comments, other
+    fields, multi-line data, CR endings, an incomplete event). Fed to an idle parser, such bytes give exactly
+    that many ``message`` events whose raw bytes join back to them."""
+    stop = len(chunk) if end is None else end
+    if stop <= 0 or not chunk.startswith(b"data:") or not chunk.endswith(b"\n\n", 0, stop):
         return 0
-    events = chunk.count(b"\n\n")
-    if chunk.count(b"\n") != 2 * events or chunk.count(b"\n\ndata:") != events - 1:
+    if chunk.find(b"\r", 0, stop) >= 0:
+        return 0
+    events = chunk.count(b"\n\n", 0, stop)
+    if chunk.count(b"\n", 0, stop) != 2 * events or chunk.count(b"\n\ndata:", 0, stop) != events - 1:
         return 0
     return events

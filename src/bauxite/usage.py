@@ -59,10 +59,11 @@ class ApiDialect(Protocol):
         """Usage from a complete JSON response body; estimated and flagged when the body has none."""
         ...
 
-    def content_events(self, chunk: bytes) -> int:
-        """How many events ``chunk`` holds when ``classify`` would call every one of them ``CONTENT`` and
-        record nothing else (no usage, finish, error or end): the relay then forwards the chunk whole
-        without parsing its events. 0 when that is not certain (the events are then parsed one by one)."""
+    def content_prefix(self, chunk: bytes) -> tuple[int, int]:
+        """(events, bytes) of the run of whole events ``chunk`` starts with that ``classify`` would each call
+        ``CONTENT`` and record nothing else for (no usage, finish, error or end): the relay forwards that
+        run as it is and counts it without parsing its events. (0, 0) when there is none or it is not
+        certain; the events are then parsed one by one."""
         ...
 
 
@@ -156,12 +157,20 @@ class _Choices:
     def complete(self, state: StreamState, choices: int) -> bool:
         return state.saw_done or state.saw_usage or len(state.finished) >= max(choices, 1)
 
-    def content_events(self, chunk: bytes) -> int:
-        # Plain data events with nothing notable anywhere in the chunk (a match across two events only
-        # sends the chunk the slow way) and no [DONE] sentinel are each a token, nothing more.
-        if _NOTABLE.search(chunk) is not None or b"[DONE]" in chunk:
-            return 0
-        return data_events(chunk)
+    def content_prefix(self, chunk: bytes) -> tuple[int, int]:
+        # Plain data events before the first notable match and the first [DONE] in the chunk are each a
+        # token, nothing more: a match inside an event's data is a match in the chunk, so none is earlier.
+        # (A match across two events only ends the run sooner.)
+        cut = len(chunk)
+        notable = _NOTABLE.search(chunk)
+        if notable is not None:
+            cut = notable.start()
+        done = chunk.find(b"[DONE]", 0, cut)
+        if done >= 0:
+            cut = done
+        end = chunk.rfind(b"\n\n", 0, cut) + 2
+        events = data_events(chunk, end) if end >= 2 else 0
+        return (events, end) if events else (0, 0)
 
     def account_body(self, capture: Capture, body: bytes) -> None:
         doc = _loads(body)
@@ -250,15 +259,23 @@ class SseRelay:
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes to forward to the client for this upstream chunk (possibly empty)."""
-        if self.started and self._parser.idle:
-            # The common chunk: tokens only. Forwarded whole, counted, nothing parsed.
-            count = self._dialect.content_events(chunk)
+        if self._parser.idle:
+            # The common run: tokens only. Forwarded as they are and counted, their events not parsed.
+            count, end = self._dialect.content_prefix(chunk)
             if count:
+                self._parser.passed()
+                self.started = True
                 self.state.content_events += count
+                self.forwarded += count
                 if self._capture.ttft_s is None:
                     self._capture.ttft_s = time.monotonic() - self._capture.started_mono
-                self.forwarded += count
-                return chunk
+                if end == len(chunk):
+                    return chunk
+                rest = self._feed_events(chunk[end:])
+                return chunk[:end] + rest if rest else chunk[:end]
+        return self._feed_events(chunk)
+
+    def _feed_events(self, chunk: bytes) -> bytes:
         events = self._parser.feed(chunk)
         if not events:
             return b""

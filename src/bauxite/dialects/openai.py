@@ -28,8 +28,8 @@ class OpenAIDialect:
     def complete(self, state: StreamState, choices: int) -> bool:
         return self._accounting.complete(state, choices)
 
-    def content_events(self, chunk: bytes) -> int:
-        return self._accounting.content_events(chunk)
+    def content_prefix(self, chunk: bytes) -> tuple[int, int]:
+        return self._accounting.content_prefix(chunk)
 
     def account_body(self, capture: Capture, body: bytes) -> None:
         self._accounting.account_body(capture, body)

@@ -87,8 +87,8 @@ class ResponsesDialect:
     def complete(self, state: StreamState, choices: int) -> bool:
         return state.saw_done
 
-    def content_events(self, chunk: bytes) -> int:
-        return 0  # named events, each parsed: the usage rides on ordinary-looking ones
+    def content_prefix(self, chunk: bytes) -> tuple[int, int]:
+        return 0, 0  # named events, each parsed: the usage rides on ordinary-looking ones
 
     def account_body(self, capture: Capture, body: bytes) -> None:
         doc = json_object(body)
