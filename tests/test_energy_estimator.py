@@ -201,7 +201,8 @@ def test_the_prepared_estimator_gives_the_estimators_floats_bit_for_bit() -> Non
                     est = estimator.estimate(shape, params, at, "gpu", Overheads(pue=1.0))
                     compute_s = request_compute_s(shape, params, at)
                     expected = (est.energy_j, est.energy_j_min, est.energy_j_max, compute_s)
-                    assert prepared.gpu_figures(shape, batch) == expected, (name, serving, shape, batch)
+                    tokens = (shape.input_tokens, shape.output_tokens, shape.cached_tokens)
+                    assert prepared.gpu_figures(*tokens, batch) == expected, (name, serving, shape, batch)
 
 
 def test_the_prepared_estimator_keeps_its_own_calibration_and_the_compute_time_the_shipped_one() -> None:
@@ -209,7 +210,7 @@ def test_the_prepared_estimator_keeps_its_own_calibration_and_the_compute_time_t
     cal = curves.Calibration()
     shape = RequestShape(500, 200)
     serving = Serving("H100", 4, 16.0)
-    got = CalibratedEstimator(cal).prepare(params, serving).gpu_figures(shape, 16.0)
+    got = CalibratedEstimator(cal).prepare(params, serving).gpu_figures(500, 200, 0, 16.0)
     est = CalibratedEstimator(cal).estimate(shape, params, serving, "gpu", Overheads(pue=1.0))
     assert got == (
         est.energy_j,

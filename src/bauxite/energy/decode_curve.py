@@ -51,6 +51,7 @@ class DecodeCurve:
     compute_frac: float
     overhead_frac: float
     dense_read: WeightsRead | None  # a dense model reads the same weights at every batch
+    dense_weights_p: float | None  # and so its weight-read time to the roofline's power is a constant
     moe_reads: dict[float, WeightsRead]
 
     @classmethod
@@ -72,13 +73,16 @@ class DecodeCurve:
         bandwidth = n * gpu.hbm_bytes_per_s * coef.bw_eff * gen.bw
         moe = total_params_b > active_params_b
         dense = None if moe else weights_read_split(active_params_b, total_params_b, arch, 1.0, n)
+        bytes_per_s = bandwidth / weight_bytes_per_param(precision) / 1e9
+        # decode_step's weights_s for a dense model: shared / bytes_per_s plus an exact zero of routed time
+        dense_weights_p = None if dense is None else (dense.shared / bytes_per_s) ** ROOFLINE_SHARPNESS
         return cls(
             active_params_b=active_params_b,
             total_params_b=total_params_b,
             arch=arch,
             n=n,
             kv_bandwidth=bandwidth * coef.kv_eff,
-            bytes_per_s=bandwidth / weight_bytes_per_param(precision) / 1e9,
+            bytes_per_s=bytes_per_s,
             expert_eff=coef.expert_eff,
             dequant=cal.dequant_ratio(precision),
             matmul_flop=2.0 * active_params_b * 1e9,
@@ -93,6 +97,7 @@ class DecodeCurve:
             compute_frac=coef.compute_frac,
             overhead_frac=coef.overhead_frac,
             dense_read=dense,
+            dense_weights_p=dense_weights_p,
             moe_reads={},
         )
 
@@ -132,6 +137,8 @@ class DecodeCurve:
         """(``curves.decode_j_per_token``, the step's ``total_s``) at ``batch`` and ``context_tokens``: GPU
         joules per output token and seconds per decode step, without building a ``StepTimes``."""
         b = max(batch, 1.0)
+        if self.dense_weights_p is not None:
+            return self._dense_energy(b, context_tokens, self.dense_weights_p)
         read = self._read(b)
         bytes_per_s = self.bytes_per_s
         routed_s = read.routed_mean / self.expert_eff / bytes_per_s
@@ -151,6 +158,26 @@ class DecodeCurve:
         share_w = w / (w + m) if w + m > 0 else 0.0
         memory_s = roof_s * share_w + kv_s
         compute_s = roof_s * (1.0 - share_w) + dequant_s
+        dynamic_w_s = (
+            self.memory_frac * memory_s + self.compute_frac * compute_s + self.overhead_frac * overhead_s
+        )
+        power_w = self.board_w * min(1.0, self.idle_frac + self.dynamic * dynamic_w_s / total_s)
+        return self.n * power_w * total_s / b, total_s
+
+    def _dense_energy(self, b: float, context_tokens: float, w: float) -> tuple[float, float]:
+        """``energy`` of a dense model, whose weight reads (``w`` = weights_s ** p) are the same at every
+        batch: it has no routed experts, so no dequantisation or expert-parallel wait, whose terms are exact
+        zeros (leaving them out of the sums changes no bit)."""
+        matmul_s = self.matmul_flop * b / self.matmul_rate
+        kv_s = b * self.arch.kv_read_bytes(context_tokens) / self.kv_bandwidth
+        overhead_s = 1e-6 * (self.arch.layers * (self.per_layer_us + b * self.seq_layer_us) + self.moe_us)
+        p = ROOFLINE_SHARPNESS
+        m = matmul_s**p
+        roof_s = float((w + m) ** (1.0 / p))
+        total_s = roof_s + kv_s + overhead_s
+        share_w = w / (w + m) if w + m > 0 else 0.0
+        memory_s = roof_s * share_w + kv_s
+        compute_s = roof_s * (1.0 - share_w)
         dynamic_w_s = (
             self.memory_frac * memory_s + self.compute_frac * compute_s + self.overhead_frac * overhead_s
         )

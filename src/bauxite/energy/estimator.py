@@ -254,13 +254,16 @@ class PreparedCalibrated:
         prefill_s = curves.prefill_s_per_token(params.active_b, gpu, count, params.precision)
         self._compute = (compute, prefill_s)
 
-    def gpu_figures(self, shape: RequestShape, batch_size: float) -> tuple[float, float, float, float]:
-        """(energy_j, energy_j_min, energy_j_max, compute_s) of ``shape`` at ``batch_size``: the ``gpu``
-        boundary figures of ``CalibratedEstimator.estimate`` and ``request_compute_s``."""
+    def gpu_figures(
+        self, input_tokens: int, output_tokens: int, cached_tokens: int, batch_size: float
+    ) -> tuple[float, float, float, float]:
+        """(energy_j, energy_j_min, energy_j_max, compute_s) of a request of this ``RequestShape`` at
+        ``batch_size``: the ``gpu`` boundary figures of ``CalibratedEstimator.estimate`` and
+        ``request_compute_s``. Token counts as they are, not a ``RequestShape``: this runs per request."""
         batch = max(batch_size, 1.0)
-        prefill_tokens = max(shape.input_tokens - max(shape.cached_tokens, 0), 0)
-        output_tokens = max(shape.output_tokens, 0)
-        context = shape.decode_context_tokens
+        prefill_tokens = max(input_tokens - max(cached_tokens, 0), 0)
+        decoded = max(output_tokens, 0)
+        context = max(input_tokens, 0) + decoded / 2.0  # RequestShape.decode_context_tokens
         central = self._central
         compute_curve, prefill_s_per_token = self._compute
         prefill_s = prefill_tokens * prefill_s_per_token
@@ -269,18 +272,16 @@ class PreparedCalibrated:
             compute_s = prefill_s
         else:
             j_per_token, step_s = central.curve.energy(batch, context)
-            central_j = output_tokens * j_per_token + prefill_tokens * central.prefill_j
+            central_j = decoded * j_per_token + prefill_tokens * central.prefill_j
             if compute_curve is not central.curve:
                 step_s = compute_curve.energy(batch, context)[1]
             compute_s = (
                 prefill_s
-                if self.encoder or shape.output_tokens <= 0
-                else (prefill_s + shape.output_tokens * step_s / batch)
+                if self.encoder or output_tokens <= 0
+                else (prefill_s + output_tokens * step_s / batch)
             )
-        low_j = self._low.gpu_j(prefill_tokens, output_tokens, batch * BATCH_RANGE_FACTOR, context)
-        high_j = self._high.gpu_j(
-            prefill_tokens, output_tokens, max(batch / BATCH_RANGE_FACTOR, 1.0), context
-        )
+        low_j = self._low.gpu_j(prefill_tokens, decoded, batch * BATCH_RANGE_FACTOR, context)
+        high_j = self._high.gpu_j(prefill_tokens, decoded, max(batch / BATCH_RANGE_FACTOR, 1.0), context)
         return (
             central_j,
             min(low_j, central_j) / (1.0 + FIT_ERROR_FRAC),

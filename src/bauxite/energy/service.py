@@ -310,8 +310,9 @@ class EnergyService:
         key = (work.model, work.prompt_tokens, work.completion_tokens, work.cached_tokens, batch, occupancy_s)
         if residency.figure is not None and residency.figure_key == key:
             return residency.figure
-        shape = RequestShape(work.prompt_tokens, work.completion_tokens, None, work.cached_tokens)
-        est_j, est_j_min, est_j_max, compute_s = plan.prepared.gpu_figures(shape, batch)
+        est_j, est_j_min, est_j_max, compute_s = plan.prepared.gpu_figures(
+            work.prompt_tokens, work.completion_tokens, work.cached_tokens, batch
+        )
         idle_w = plan.idle_w
         # The estimator's figure covers the request's own compute time; the rest of the time it held the
         # cluster is resident-idle energy that measured settlement charges it too (one boundary).
