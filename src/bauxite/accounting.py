@@ -172,19 +172,20 @@ class Accountant:
         market_g_per_kwh = market.g_per_kwh if market is not None else intensity.g_per_kwh
         avoided = avoided_carbon(self._router.carbon, capture, figure.it_j)
         account = self._accounts.get(capture.cluster)
+        energy_j = figure.energy_j
         return RequestRecord(
             model=capture.model, region=capture.region, cluster=capture.cluster,
             department=capture.department, endpoint=capture.endpoint, status=capture.status,
             http_status=capture.http_status, prompt_tokens=capture.prompt_tokens,
             completion_tokens=capture.completion_tokens, cached_tokens=capture.cached_tokens,
             ttft_s=capture.ttft_s if capture.ttft_s is not None else -1.0, duration_s=capture.duration_s,
-            energy_j=figure.energy_j, energy_j_min=figure.energy_j_min, energy_j_max=figure.energy_j_max,
+            energy_j=energy_j, energy_j_min=figure.energy_j_min, energy_j_max=figure.energy_j_max,
             gpu_j=figure.gpu_j, gpu_idle_j=figure.gpu_idle_j, host_j=figure.host_j,
             energy_measured=figure.source == "measured",
             intensity_g_per_kwh=intensity.g_per_kwh, intensity_source=intensity.source,
             intensity_signal=intensity.signal, intensity_basis=intensity.basis, pue=figure.pue,
-            carbon_g=_grams(figure.energy_j, intensity.g_per_kwh), market_g_per_kwh=market_g_per_kwh,
-            carbon_market_g=_grams(figure.energy_j, market_g_per_kwh), market_factor=market is not None,
+            carbon_g=_grams(energy_j, intensity.g_per_kwh), market_g_per_kwh=market_g_per_kwh,
+            carbon_market_g=_grams(energy_j, market_g_per_kwh), market_factor=market is not None,
             embodied_g=self._embodied_g(capture.cluster, figure),
             scope=account.scope if account is not None else "scope2", sizes_default=figure.sizes_default,
             avoided_green_g=avoided.green_gross_g, avoided_kv_g=avoided.kv_g,
