@@ -598,7 +598,7 @@ def test_other_clients_arrival_rate_counts_before_the_next_scrape() -> None:
         router.scraped("west", running=10, waiting=0, elapsed_ms=None, server=second)
         clock.now += 1.0
         router.choose(req())  # sets the decision clock
-        others, _scraped_at, rate = router._others["west"]
+        others, _scraped_at, rate = router.others("west")
         assert (others, rate) == ((10, 8.0) if counters else (10, -1.0))
         return router.latency.estimate(fleet.by_name["west"], 100, router.depth("west"), others, 1.0, rate)[0]
 

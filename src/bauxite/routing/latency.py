@@ -13,13 +13,15 @@ predicted_ttft_ms = rtt + prefill(prompt) + queue_wait, where
   Slots are the configured ``max_concurrency``, else learned from the cluster's own metrics (requests running
   while others wait), else unknown, in which case only the scraped waiting count counts as "ahead".
 
-Everything here is plain arithmetic on in-memory values: the request path calls it for every candidate.
+Everything here is plain arithmetic on in-memory values. The wait does not depend on the prompt, so the router
+keeps each cluster's (``wait``) until something changes it; a decision adds only the prefill per candidate.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
@@ -27,6 +29,7 @@ from ..clusters import ClusterState
 from .config import ClusterLatencySettings, LatencySettings
 from .server_times import ServerCounters, ServerTimes
 
+_NOTHING: frozenset[str] = frozenset()
 TOKEN_EWMA_ALPHA = 0.05  # token means move slowly: they describe the workload, not the moment
 RTT_EWMA_ALPHA = 0.3
 TTFT_EWMA_ALPHA = 0.2  # ITL samples: recent behaviour, smoothed
@@ -67,7 +70,9 @@ class LatencyModel:
         # hardware), not the configured prior: otherwise an untried cluster looks slower than a tried one
         # only because it was not tried, and a latency-first counterfactual would never pick it.
         self._fleet_base_ms = settings.default_ttft_ms
-        self._fixed: dict[str, tuple[float, float, int, float]] = {}  # by cluster: see ``_fix``
+        self._fixed: dict[str, tuple[float, float, int, float]] = {}  # by cluster: see ``fixed``
+        self._changed: set[str] = set()  # clusters whose ``_fixed`` entry was dropped since ``changed()``
+        self._all_changed = True  # nothing was read yet
         # Mean completion length over every cluster: what a request without max_tokens is expected to
         # generate. Expected grams scale with it (decode energy per token differs by cluster), so the
         # configured prior must give way to the workload's real mean, not stay at it.
@@ -129,7 +134,21 @@ class LatencyModel:
         others_rate: float = -1.0,
         typical: bool = False,
     ) -> tuple[float, float]:
-        """(predicted TTFT in ms, load) in one pass: the router calls this for every candidate.
+        """(predicted TTFT in ms, load) of one cluster: ``fixed`` + prefill of the prompt + ``wait``."""
+        head_ms, per_token_ms, _, _ = self.fixed(state)
+        wait_ms, load = self.wait(state, depth, others, age_s, others_rate, typical)
+        return head_ms + per_token_ms * prompt_tokens + wait_ms, load
+
+    def wait(
+        self,
+        state: ClusterState,
+        depth: float = 0,
+        others: float = 0,
+        age_s: float = 0.0,
+        others_rate: float = -1.0,
+        typical: bool = False,
+    ) -> tuple[float, float]:
+        """(predicted queue wait in ms, load) at ``state``'s cluster, the same for every prompt.
 
         ``depth`` is the requests at the cluster as the router's replica knows them (its last scrape plus its
         own dispatches and completions since). ``others`` of them were other clients' at that scrape,
@@ -141,30 +160,42 @@ class LatencyModel:
         occupancy (a fraction of slots when known), used to spread near-equal choices. ``typical``: the
         mean wait instead of the quantile (to find the likeliest cluster when none meets the requirement).
         """
-        fixed = self._fixed.get(state.settings.name)
-        if fixed is None:
-            fixed = self._fix(state)
-        head_ms, per_token_ms, slots, service_ms = fixed
-        ttft = head_ms + per_token_ms * prompt_tokens
+        _, _, slots, service_ms = self.fixed(state)
         if slots:
+            wait = 0.0
             if (others or others_rate > 0.0) and age_s > 0.0 and service_ms > 0.0:
                 finishing = min(min(others, slots) * age_s * 1000.0 / service_ms, others)
                 arriving = others_rate * age_s if others_rate >= 0.0 else finishing
-                ttft += self._uncertain_wait_ms(
+                wait = self._uncertain_wait_ms(
                     depth + arriving - finishing, slots, 0.0 if typical else arriving + finishing, service_ms
                 )
             elif depth >= slots:
-                ahead = depth - slots + 1
-                ttft += (ahead if typical else self._quantile.gaps(ahead)) * service_ms / slots
-            return ttft, depth / slots
+                ahead = int(depth) - slots + 1
+                wait = (ahead if typical else self._quantile.gaps(ahead)) * service_ms / slots
+            return wait, depth / slots
         if state.queue_waiting > 0:
             waiting, running = state.queue_waiting, max(state.queue_running, 1)
-            ttft += (waiting if typical else self._quantile.gaps(waiting)) * service_ms / running
-        return ttft, float(depth)
+            return (waiting if typical else self._quantile.gaps(waiting)) * service_ms / running, float(depth)
+        return 0.0, float(depth)
+
+    def fixed(self, state: ClusterState) -> tuple[float, float, int, float]:
+        """(round trip + idle base TTFT ms, prefill ms per prompt token, slots or 0, mean service ms): what
+        a prediction needs that changes only with an observation, cached until one arrives."""
+        found = self._fixed.get(state.settings.name)
+        return found if found is not None else self._fix(state)
+
+    def changed(self) -> AbstractSet[str] | None:
+        """Clusters whose ``fixed`` figures changed since the last call (None: maybe all), then forget."""
+        if self._all_changed:
+            self._all_changed = False
+            self._changed.clear()
+            return None
+        if not self._changed:
+            return _NOTHING
+        found, self._changed = self._changed, set()
+        return found
 
     def _fix(self, state: ClusterState) -> tuple[float, float, int, float]:
-        """(round trip + idle base TTFT ms, prefill ms per prompt token, slots or 0, mean service ms): what
-        ``estimate`` needs that changes only with an observation, cached until one arrives."""
         p = self._profile(state)
         if p.ttft_ms is not None:
             base = p.ttft_ms
@@ -198,10 +229,14 @@ class LatencyModel:
         gaps = ahead + self._z * math.sqrt(max(ahead, 0) + depth_var)
         return gaps * service_ms / slots if gaps > 0.0 else 0.0
 
+    def _forget(self, cluster: str) -> None:
+        self._fixed.pop(cluster, None)
+        self._changed.add(cluster)
+
     # Observations (background scrape and finished requests); never on the decision path.
 
     def observe_tokens(self, cluster: str, prompt_tokens: int, completion_tokens: int) -> None:
-        self._fixed.pop(cluster, None)
+        self._forget(cluster)
         p = self._observed(cluster)
         p.mean_prompt_tokens += TOKEN_EWMA_ALPHA * (prompt_tokens - p.mean_prompt_tokens)
         p.mean_completion_tokens += TOKEN_EWMA_ALPHA * (completion_tokens - p.mean_completion_tokens)
@@ -222,7 +257,7 @@ class LatencyModel:
         Per gateway, not per cluster: gateways at different sites see the same cluster at different round
         trips, so a TTFT figure shared between them would be wrong for every one of them.
         """
-        self._fixed.pop(cluster, None)
+        self._forget(cluster)
         p = self._observed(cluster)
         sample = max(ttft_ms - self._rtt(p) - p.per_token_ms * prompt_tokens, 0.0)
         old = p.learned_ttft_ms
@@ -238,9 +273,10 @@ class LatencyModel:
         if learned and sum(learned) / len(learned) != self._fleet_base_ms:
             self._fleet_base_ms = sum(learned) / len(learned)
             self._fixed.clear()
+            self._all_changed = True
 
     def observe_itl(self, cluster: str, itl_ms: float) -> None:
-        self._fixed.pop(cluster, None)
+        self._forget(cluster)
         p = self._observed(cluster)
         old = p.learned_itl_ms
         p.learned_itl_ms = itl_ms if old is None else old + TTFT_EWMA_ALPHA * (itl_ms - old)
@@ -253,7 +289,7 @@ class LatencyModel:
         elapsed_ms: float | None,
         server: ServerCounters | None = None,
     ) -> None:
-        self._fixed.pop(cluster, None)
+        self._forget(cluster)
         p = self._observed(cluster)
         if server is not None:
             p.server.observe(server)

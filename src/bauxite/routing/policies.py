@@ -7,44 +7,34 @@ Picking, tie-spreading and cache affinity are the router's job, so a policy stay
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-from ..clusters import ClusterState
 from .config import GreenRoutingSettings
 
 _TINY = 1e-12
 
 
-@dataclass(slots=True)  # not frozen: built for every candidate of every request, and frozen init is slower
-class Option:
-    """One candidate cluster as the router sees it for this request."""
-
-    cluster: ClusterState
-    ttft_ms: float  # predicted time to first token, network included
-    grams: float  # expected grams CO2e of this request there
-    g_per_kwh: float  # grid intensity of its region
-    load: float  # occupancy, for spreading near-equal choices
-
-
 class RoutingPolicy(Protocol):
+    """Scores (lower is better) of the candidates that survived the latency and threshold filters, given as
+    two lists of one length: each one's expected grams CO2e and predicted time to first token in ms."""
+
     reason: str  # route reason label when this policy's ranking decides
 
-    def scores(self, options: Sequence[Option]) -> list[float]: ...
+    def scores(self, grams: Sequence[float], ttft_ms: Sequence[float]) -> Sequence[float]: ...
 
 
 class LowCarbon:
     reason = "low_carbon"
 
-    def scores(self, options: Sequence[Option]) -> list[float]:
-        return [o.grams for o in options]
+    def scores(self, grams: Sequence[float], ttft_ms: Sequence[float]) -> Sequence[float]:
+        return grams
 
 
 class LatencyFirst:
     reason = "latency"
 
-    def scores(self, options: Sequence[Option]) -> list[float]:
-        return [o.ttft_ms for o in options]
+    def scores(self, grams: Sequence[float], ttft_ms: Sequence[float]) -> Sequence[float]:
+        return ttft_ms
 
 
 class Balanced:
@@ -57,10 +47,10 @@ class Balanced:
         self._carbon = carbon_weight / total
         self._latency = latency_weight / total
 
-    def scores(self, options: Sequence[Option]) -> list[float]:
-        best_g = max(min(o.grams for o in options), _TINY)
-        best_ms = max(min(o.ttft_ms for o in options), _TINY)
-        return [self._carbon * o.grams / best_g + self._latency * o.ttft_ms / best_ms for o in options]
+    def scores(self, grams: Sequence[float], ttft_ms: Sequence[float]) -> Sequence[float]:
+        per_g = self._carbon / max(min(grams), _TINY)
+        per_ms = self._latency / max(min(ttft_ms), _TINY)
+        return [per_g * g + per_ms * t for g, t in zip(grams, ttft_ms, strict=True)]
 
 
 POLICIES: dict[str, Callable[[GreenRoutingSettings], RoutingPolicy]] = {

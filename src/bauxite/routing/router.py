@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,7 @@ from ..records import Capture, Endpoint
 from .affinity import PrefixAffinity
 from .config import GreenRoutingSettings, LatencySettings
 from .latency import LatencyModel
-from .policies import POLICIES, Option, RoutingPolicy
+from .policies import POLICIES, RoutingPolicy
 from .server_times import ServerCounters
 from .snapshot import CarbonSnapshot, EnergyModel, IntensitySnapshots
 from .stats import StatsScraper
@@ -85,8 +85,8 @@ class Outcome:
         return cls(capture.status == "ok", capture.prompt_tokens, capture.completion_tokens, itl_s)
 
 
-_NO_OTHERS = (0, 0.0, -1.0)
 RATE_ALPHA = 0.5  # weight of one scrape interval in the other clients' arrival rate
+WAIT_REFRESH_S = 0.05  # a cluster's predicted wait is recomputed at least this often (see _refresh_waits)
 
 
 class _NoIntensity:
@@ -119,24 +119,40 @@ class Router:
         self.carbon = CarbonSnapshot(fleet, intensity or _NoIntensity(), energy or _NoEnergy())
         self._policy: RoutingPolicy = POLICIES[self._green.priority](self._green)
         self._affinity = PrefixAffinity(self._green.kv_affinity_entries)
-        self._counter = itertools.count()
-        self._counterfactual_turn = itertools.count()
-        self._options: list[Option] = []  # the current decision's candidates
+        self._turn = itertools.count()  # rotates ties among equally loaded near-equal choices
+        self._turn_cf = itertools.count()  # the same for the latency-first counterfactual
+        self._near = 1.0 + self._green.near_equal_tolerance
         self._refresher: asyncio.Task[None] | None = None
         self._now = 0.0  # the clock at the current decision
-        # This replica's own view of each cluster since its last scrape (by cluster name): requests it has
-        # running there, and its dispatches minus completions since that scrape. Kept behind the feedback
-        # methods below so a shared store could replace them.
-        self._in_flight: dict[str, int] = {c.name: 0 for c in fleet.clusters}
+        # Everything the decision reads, as arrays in fleet order (``_at``: cluster name → index), written
+        # only by the feedback methods below and ``_refresh_profiles``.
+        self._states = list(fleet.clusters)
+        self._at = {c.name: i for i, c in enumerate(self._states)}
+        self._serving: dict[tuple[str, str], list[tuple[int, ClusterState]]] = {}
+        n = len(self._states)
+        # This replica's own view since its last scrape: requests it has running at each cluster, and its
+        # dispatches minus completions since that scrape (so a slot freed since then is not counted busy).
+        self._own = [0.0] * n
+        self._since = [0.0] * n
+        self._scraped = [0.0] * n  # running + waiting at the last scrape
         # Other replicas' (or sibling workers') requests running at each cluster, from shared state.
-        self._peer_in_flight: dict[str, int] = {c.name: 0 for c in fleet.clusters}
-        self._since_scrape: dict[str, int] = {c.name: 0 for c in fleet.clusters}
-        self._scraped_depth: dict[str, int] = {c.name: 0 for c in fleet.clusters}
-        # Other replicas' requests in that scrape, and when it was taken (router clock): they keep arriving
-        # and finishing unseen until the next one, so the wait prediction widens with the scrape's age.
-        # (their requests, scrape time, their arrival rate per s or -1 when unknown), by cluster name.
-        self._others: dict[str, tuple[int, float, float]] = {}
-        # For that rate: at the previous scrape (time, requests finished there, depth, our dispatches so far).
+        self._peers = [0.0] * n
+        # Other clients' requests in the last scrape, when it was taken (router clock), and their arrival rate
+        # per second (-1 while unknown): they keep arriving and finishing unseen until the next scrape, so
+        # the wait prediction widens with the scrape's age.
+        self._others_n = [0.0] * n
+        self._others_at = [0.0] * n
+        self._others_rate = [-1.0] * n
+        # Derived, per cluster: round trip + idle TTFT and prefill ms per token (the latency model's), and
+        # the predicted waits and load, recomputed by ``_refresh_waits`` when ``_dirty`` or stale.
+        self._head_ms = [0.0] * n
+        self._per_token_ms = [0.0] * n
+        self._wait_ms = [0.0] * n  # at the configured quantile
+        self._typical_wait_ms = [0.0] * n  # the mean, for the SLO fallback
+        self._load = [0.0] * n
+        self._dirty: set[int] = set()
+        self._waits_at = -math.inf
+        # For the others' rate: at the previous scrape (time, requests finished there, depth, our dispatches).
         self._previous_scrape: dict[str, tuple[float, float, int, int]] = {}
         self._dispatched_total: dict[str, int] = {}
         self._scraper = StatsScraper(fleet, self.scraped, self._latency_settings)
@@ -179,72 +195,105 @@ class Router:
         ``snapshot_interval``; the simulator calls it at each trace hour)."""
         self.carbon.refresh()
 
-    # The decision path.
+    # The decision path: plain loops over per-cluster lists in fleet order (``_at`` maps names to indices).
 
     def choose(self, request: RouteRequest) -> Decision:
         now = self._now = self._clock()
-        candidates = [
-            c
-            for c in self._fleet.serving(request.model, request.endpoint)
-            if c.name not in request.exclude and c.available(now)
-        ]
+        candidates = self._candidates(request, now)
         if not candidates:
             return self._cooling_fallback(request, now)
         if not self._green.enabled:
-            return self._least_loaded(candidates, request)
-        options = self._options = self._candidate_options(candidates, request)
-        fastest = min(options, key=_by_ttft)
-        feasible = self._meets_latency(options, request, fastest.ttft_ms)
+            own, peers = self._own, self._peers
+            return self._least_loaded([(i, own[i] + peers[i]) for i in candidates], request)
+        self._refresh_waits(now)
+        prompt = request.prompt_tokens
+        waits, heads, per_token = self._wait_ms, self._head_ms, self._per_token_ms
+        ttft = [(i, waits[i] + heads[i] + per_token[i] * prompt) for i in candidates]
+        fastest_ms = min(t for _, t in ttft)
+        limit = self._latency_limit(request, fastest_ms)
+        feasible = ttft if limit == math.inf else [(i, t) for i, t in ttft if t <= limit]
         if not feasible:
             return self._slo_fallback(candidates, request)
-        pool = [o for o in feasible if self._under_threshold(o.g_per_kwh)]
+        intensity = self.carbon.grams_arrays(request.model)[3]
+        threshold = self._green.threshold_gco2
+        pool = [(i, t) for i, t in feasible if intensity[i] <= threshold]
         reason = self._policy.reason
         if not pool:
             if self._green.strict:
                 raise self._strict_refusal(request, "within its latency requirement")
             pool, reason = feasible, "threshold_fallback"
         chosen, reason = self._pick(pool, request, reason)
-        return self._decide(chosen, reason, request, self._latency_first(fastest))
-
-    def _candidate_options(
-        self, candidates: list[ClusterState], request: RouteRequest, typical: bool = False
-    ) -> list[Option]:
-        """Every candidate as this replica sees it for this request (the hot loop: plain lookups only)."""
-        completion = request.max_tokens or self.latency.typical_completion_tokens
-        prompt = request.prompt_tokens
-        grams_model, estimate, now = self.carbon.grams_model, self.latency.estimate, self._now
-        own, peers, scraped, since, others_at = (
-            self._in_flight,
-            self._peer_in_flight,
-            self._scraped_depth,
-            self._since_scrape,
-            self._others,
+        loads, near_ms = self._load, fastest_ms * self._near
+        counterfactual = self._least_loaded_of(
+            [(i, loads[i]) for i, t in ttft if t <= near_ms], self._turn_cf
         )
-        options = []
-        for cluster in candidates:
-            name = cluster.settings.name
-            fixed_g, prompt_g, completion_g, g_per_kwh = grams_model(name, request.model)
-            others, scraped_at, rate = others_at.get(name, _NO_OTHERS)
-            # All gateways' running requests (own + peers): a floor under the last scrape plus ours since.
-            depth = max(own.get(name, 0) + peers.get(name, 0), scraped.get(name, 0) + since.get(name, 0))
-            ttft_ms, load = estimate(cluster, prompt, depth, others, now - scraped_at, rate, typical)
-            grams = fixed_g + prompt_g * prompt + completion_g * completion
-            options.append(Option(cluster, ttft_ms, grams, g_per_kwh, load))
-        return options
+        return self._decide(chosen, reason, request, counterfactual)
 
-    def _slo_fallback(self, candidates: list[ClusterState], request: RouteRequest) -> Decision:
+    def _candidates(self, request: RouteRequest, now: float) -> list[int]:
+        """Indices of the clusters serving the model through the endpoint, not excluded, not cooling down."""
+        key = (request.model, request.endpoint)
+        serving = self._serving.get(key)
+        if serving is None:
+            serving = self._serving[key] = [
+                (self._at[c.name], c) for c in self._fleet.serving(request.model, request.endpoint)
+            ]
+        exclude = request.exclude
+        if exclude:
+            return [i for i, c in serving if c.cooldown_until <= now and c.settings.name not in exclude]
+        return [i for i, c in serving if c.cooldown_until <= now]
+
+    def _refresh_waits(self, now: float) -> None:
+        """Bring the per-cluster predicted waits up to date: those whose state or profile changed since the
+        last decision, and all of them once ``WAIT_REFRESH_S`` has passed (only the scrape's age moves a
+        wait otherwise, and in that time by a small fraction of one request's service time)."""
+        changed = self.latency.changed()
+        if changed is None or now - self._waits_at >= WAIT_REFRESH_S:
+            self._waits_at = now
+            dirty: Iterable[int] = range(len(self._states))
+            self._dirty.clear()
+        else:
+            for name in changed:
+                i = self._at.get(name)
+                if i is not None:
+                    self._dirty.add(i)
+            if not self._dirty:
+                return
+            dirty, self._dirty = self._dirty, set()
+        for i in dirty:
+            state = self._states[i]
+            head_ms, per_token_ms, _, _ = self.latency.fixed(state)
+            self._head_ms[i], self._per_token_ms[i] = head_ms, per_token_ms
+            self._wait_ms[i], self._load[i] = self._wait(i, False)
+            self._typical_wait_ms[i] = self._wait(i, True)[0]
+
+    def _wait(self, i: int, typical: bool) -> tuple[float, float]:
+        """(predicted queue wait ms, load) at cluster ``i`` as this replica sees it now."""
+        depth = max(self._own[i] + self._peers[i], self._scraped[i] + self._since[i])
+        age_s = self._now - self._others_at[i]
+        return self.latency.wait(
+            self._states[i], depth, self._others_n[i], age_s, self._others_rate[i], typical
+        )
+
+    def _slo_fallback(self, candidates: list[int], request: RouteRequest) -> Decision:
         """No cluster meets the requirement at the predicted quantile: take the one with the lowest *typical*
         TTFT, the likeliest to make it (a busy cluster's high quantile may be slower than a far idle one's
         certain miss, while it usually is not). The counterfactual does the same over every candidate, so
         nothing is claimed unless strict mode forced a greener one. Strict mode only falls back among
         clusters under the threshold: a latency miss never licenses a dirtier grid."""
-        options = self._candidate_options(candidates, request, typical=True)
-        likeliest = min(options, key=_by_ttft)
+        prompt, heads, per_token, waits = (
+            request.prompt_tokens,
+            self._head_ms,
+            self._per_token_ms,
+            self._typical_wait_ms,
+        )
+        typical = {i: heads[i] + per_token[i] * prompt + waits[i] for i in candidates}
+        likeliest = min(candidates, key=typical.__getitem__)
         if self._green.strict:
-            green = [o for o in options if self._under_threshold(o.g_per_kwh)]
+            intensity = self.carbon.grams_arrays(request.model)[3]
+            green = [i for i in candidates if self._under_threshold(intensity[i])]
             if not green:
                 raise self._strict_refusal(request, "among clusters that could take it")
-            return self._decide(min(green, key=_by_ttft), "slo_fallback", request, likeliest)
+            return self._decide(min(green, key=typical.__getitem__), "slo_fallback", request, likeliest)
         return self._decide(likeliest, "slo_fallback", request, likeliest)
 
     def _under_threshold(self, g_per_kwh: float) -> bool:
@@ -256,61 +305,62 @@ class Router:
             f"{self._green.threshold_gco2:g} gCO2eq/kWh {where} (strict mode)"
         )
 
-    def _meets_latency(self, options: list[Option], request: RouteRequest, fastest_ms: float) -> list[Option]:
+    def _latency_limit(self, request: RouteRequest, fastest_ms: float) -> float:
+        """Highest predicted TTFT (ms) this request accepts: its SLO, and/or a slack over the fastest."""
         slo, slack = self._latency_settings.requirement(request.model)
         if request.max_latency_ms is not None:
             slo = request.max_latency_ms
         limit = math.inf if slo is None else slo
         if slack is not None:
             limit = min(limit, fastest_ms + slack)
-        return options if limit == math.inf else [o for o in options if o.ttft_ms <= limit]
+        return limit
 
-    def _pick(self, pool: list[Option], request: RouteRequest, reason: str) -> tuple[Option, str]:
+    def _pick(self, pool: list[tuple[int, float]], request: RouteRequest, reason: str) -> tuple[int, str]:
+        """The policy's best in ``pool`` ((index, predicted TTFT ms) pairs), spread by load among near-equal
+        scores; then the warm prefix cache instead, if it costs at most the tolerance."""
         if len(pool) == 1:
-            return pool[0], reason
-        scores = self._policy.scores(pool)
+            return pool[0][0], reason
+        fixed_g, prompt_g, completion_g, _ = self.carbon.grams_arrays(request.model)
+        prompt = request.prompt_tokens
+        completion = request.max_tokens or self.latency.typical_completion_tokens
+        grams = [fixed_g[i] + prompt_g[i] * prompt + completion_g[i] * completion for i, _ in pool]
+        scores = self._policy.scores(grams, [t for _, t in pool])
         best = min(scores)
         limit = best + abs(best) * self._green.near_equal_tolerance
-        chosen = self._least_loaded_option([o for o, s in zip(pool, scores, strict=True) if s <= limit])
+        loads = self._load
+        near = [(i, loads[i]) for (i, _), score in zip(pool, scores, strict=True) if score <= limit]
+        chosen = self._least_loaded_of(near, self._turn)
         if self._green.kv_affinity and request.prefix_key:
-            warm = self._affinity.get(request.prefix_key)
-            if warm is not None and warm != chosen.cluster.name:
+            warm = self._at.get(self._affinity.get(request.prefix_key) or "", -1)
+            if warm >= 0 and warm != chosen:
                 # Move to the warm cache only while that costs at most the tolerance, in carbon against the
                 # choice made without it and in the policy's own score; labelled only when it moved.
                 tolerance = self._green.kv_affinity_tolerance
-                for option, score in zip(pool, scores, strict=True):
+                chosen_g = grams[[i for i, _ in pool].index(chosen)]
+                for (i, _), g, score in zip(pool, grams, scores, strict=True):
                     if (
-                        option.cluster.name == warm
-                        and option.grams <= chosen.grams * (1.0 + tolerance)
+                        i == warm
+                        and g <= chosen_g * (1.0 + tolerance)
                         and score <= best + abs(best) * tolerance
                     ):
-                        return option, "kv_cache_affinity"
+                        return warm, "kv_cache_affinity"
         return chosen, reason
 
-    def _least_loaded_option(self, near: Sequence[Option]) -> Option:
+    def _least_loaded_of(self, near: list[tuple[int, float]], turn: Iterator[int]) -> int:
+        """The index with the lowest load among (index, load) pairs (non-empty), rotating among ties."""
         if len(near) == 1:
-            return near[0]
-        lowest = min(o.load for o in near)
-        tied = [o for o in near if o.load == lowest]
-        return tied[next(self._counter) % len(tied)]
+            return near[0][0]
+        lowest = min(load for _, load in near)
+        tied = [i for i, load in near if load == lowest]
+        return tied[next(turn) % len(tied)] if len(tied) > 1 else tied[0]
 
-    def _decide(self, chosen: Option, reason: str, request: RouteRequest, counterfactual: Option) -> Decision:
+    def _decide(self, chosen: int, reason: str, request: RouteRequest, counterfactual: int) -> Decision:
+        state = self._states[chosen]
         if self._green.kv_affinity:
-            self._affinity.remember(request.prefix_key, chosen.cluster.name)
+            self._affinity.remember(request.prefix_key, state.settings.name)
         if request.exclude:
             reason = "failover"
-        return Decision(chosen.cluster, reason, counterfactual.cluster)
-
-    def _latency_first(self, fastest: Option) -> Option:
-        """What a carbon-blind gateway would pick with the same predictions: the fastest, spread among
-        near-equal ones by load like any choice (so equally fast clusters share the counterfactual)."""
-        limit = fastest.ttft_ms * (1.0 + self._green.near_equal_tolerance)
-        near = [o for o in self._options if o.ttft_ms <= limit]
-        if len(near) == 1:
-            return fastest
-        lowest = min(o.load for o in near)
-        tied = [o for o in near if o.load == lowest]
-        return tied[next(self._counterfactual_turn) % len(tied)]
+        return Decision(state, reason, self._states[counterfactual])
 
     def _cooling_fallback(self, request: RouteRequest, now: float) -> Decision:
         """Every cluster serving the model is cooling down after failures: rather than refuse, try the one
@@ -327,22 +377,20 @@ class Router:
         chosen = min(cooling, key=lambda c: c.cooldown_until)
         return Decision(chosen, "failover" if request.exclude else "cooldown_fallback")
 
-    def _least_loaded(self, candidates: list[ClusterState], request: RouteRequest) -> Decision:
-        own, peers = self._in_flight, self._peer_in_flight
-        load = {c.name: own.get(c.name, 0) + peers.get(c.name, 0) for c in candidates}
-        least = min(load.values())
-        tied = [c for c in candidates if load[c.name] == least]
-        chosen = tied[next(self._counter) % len(tied)]
+    def _least_loaded(self, loads: list[tuple[int, float]], request: RouteRequest) -> Decision:
+        chosen = self._states[self._least_loaded_of(loads, self._turn)]
         return Decision(chosen, "failover" if request.exclude else "least_loaded")
 
     # Feedback: the proxy and the simulator call these, and nothing else writes the router's view.
 
     def dispatched(self, cluster: str) -> None:
         """An attempt was sent to ``cluster``."""
-        self._in_flight[cluster] = self._in_flight.get(cluster, 0) + 1
-        self._since_scrape[cluster] = self._since_scrape.get(cluster, 0) + 1
+        i = self._at[cluster]
+        self._own[i] += 1.0
+        self._since[i] += 1.0
+        self._dirty.add(i)
         self._dispatched_total[cluster] = self._dispatched_total.get(cluster, 0) + 1
-        self._fleet.by_name[cluster].in_flight += 1
+        self._states[i].in_flight += 1
 
     def first_token(self, cluster: str, ttft_ms: float, prompt_tokens: int) -> None:
         """The first token of a clean (not retried) attempt arrived after ``ttft_ms``, client side."""
@@ -350,9 +398,11 @@ class Router:
 
     def finished(self, cluster: str, outcome: Outcome) -> None:
         """An attempt ended (any way). Frees its slot in this replica's view; a success ends a cool-down."""
-        self._in_flight[cluster] = max(self._in_flight.get(cluster, 0) - 1, 0)
-        self._since_scrape[cluster] = self._since_scrape.get(cluster, 0) - 1
-        state = self._fleet.by_name[cluster]
+        i = self._at[cluster]
+        self._own[i] = max(self._own[i] - 1.0, 0.0)
+        self._since[i] -= 1.0
+        self._dirty.add(i)
+        state = self._states[i]
         state.in_flight = max(state.in_flight - 1, 0)
         if not outcome.ok:
             return
@@ -374,10 +424,12 @@ class Router:
     def peers(self, cluster: str, in_flight: int) -> None:
         """Shared state reports ``in_flight`` requests of other replicas (or sibling workers) running at
         ``cluster`` now; they count towards its depth until the next report."""
-        if cluster in self._peer_in_flight:
+        i = self._at.get(cluster)
+        if i is not None:
             count = max(int(in_flight), 0)
-            self._peer_in_flight[cluster] = count
-            self._fleet.by_name[cluster].peer_in_flight = count
+            self._peers[i] = count
+            self._dirty.add(i)
+            self._states[i].peer_in_flight = count
 
     def shared_cooldown(self, cluster: str, remaining_s: float) -> None:
         """Another replica keeps traffic away from ``cluster`` for ``remaining_s`` more seconds."""
@@ -394,20 +446,28 @@ class Router:
         server: ServerCounters | None = None,
     ) -> None:
         """A fresh ``/metrics`` reading: it already counts this replica's requests, so restart the delta."""
-        state = self._fleet.by_name[cluster]
+        i = self._at[cluster]
+        state = self._states[i]
         state.queue_running, state.queue_waiting = running, waiting
-        self._scraped_depth[cluster] = running + waiting
-        self._since_scrape[cluster] = 0
+        self._scraped[i] = running + waiting
+        self._since[i] = 0.0
+        self._dirty.add(i)
         now = self._clock()
-        others = max(running + waiting - self._in_flight.get(cluster, 0), 0)
-        self._others[cluster] = (others, now, self._others_rate(cluster, now, running + waiting, server))
+        others = max(running + waiting - int(self._own[i]), 0)
+        self._others_n[i], self._others_at[i] = others, now
+        self._others_rate[i] = self._others_rate_now(cluster, now, running + waiting, server)
         self.latency.observe_scrape(cluster, running, waiting, elapsed_ms, server)
 
-    def _others_rate(self, cluster: str, now: float, depth: int, server: ServerCounters | None) -> float:
+    def others(self, cluster: str) -> tuple[int, float, float]:
+        """(other clients' requests at the last scrape, its router-clock time, their arrivals per s or -1)."""
+        i = self._at[cluster]
+        return int(self._others_n[i]), float(self._others_at[i]), float(self._others_rate[i])
+
+    def _others_rate_now(self, cluster: str, now: float, depth: int, server: ServerCounters | None) -> float:
         """Other clients' arrivals per second at ``cluster``: requests that arrived there between two scrapes
         (finished + the change in depth) minus this replica's own dispatches; -1 while unknown (no request
         counter exported, or a first scrape)."""
-        old_rate = self._others.get(cluster, _NO_OTHERS)[2]
+        old_rate = float(self._others_rate[self._at[cluster]])
         if server is None:
             return old_rate
         mine = self._dispatched_total.get(cluster, 0)
@@ -420,11 +480,7 @@ class Router:
         return sample if old_rate < 0.0 else old_rate + RATE_ALPHA * (sample - old_rate)
 
     def depth(self, cluster: str) -> int:
-        """Requests at ``cluster`` as this replica knows: the last scrape plus its own dispatches minus its
-        own completions since, never fewer than its own running requests."""
-        own = self._in_flight.get(cluster, 0) + self._peer_in_flight.get(cluster, 0)
-        return max(own, self._scraped_depth.get(cluster, 0) + self._since_scrape.get(cluster, 0))
-
-
-def _by_ttft(option: Option) -> float:
-    return option.ttft_ms
+        """Requests at ``cluster`` as this replica knows: the last scrape plus its own dispatches and
+        completions since, never fewer than its own (and its peers') running requests."""
+        i = self._at[cluster]
+        return int(max(self._own[i] + self._peers[i], self._scraped[i] + self._since[i]))

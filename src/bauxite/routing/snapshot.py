@@ -47,6 +47,13 @@ class EnergyCoefficients:
 
 
 _ZERO = EnergyCoefficients(0.0, 0.0, 0.0)
+GramsArrays = tuple[list[float], list[float], list[float], list[float]]
+
+
+def _arrays(rows: list[tuple[float, float, float, float]]) -> GramsArrays:
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]
+
+
 _NO_GRAMS = (0.0, 0.0, 0.0, UNKNOWN_G_PER_KWH)
 
 
@@ -63,6 +70,9 @@ class CarbonSnapshot:
         self._coefficients: dict[tuple[str, str], EnergyCoefficients] = {}
         # The hot path's view, per (cluster, model): (fixed g, g/prompt token, g/completion token, g/kWh)
         self._grams: dict[tuple[str, str], tuple[float, float, float, float]] = {}
+        # The same per model as columns in fleet order (what the router's vectorised decision reads); built
+        # from ``_grams`` at each refresh, never written elsewhere.
+        self._arrays: dict[str, GramsArrays] = {}
 
     def refresh(self) -> None:
         """Re-read intensity per region and energy coefficients per (cluster, model); never raises."""
@@ -91,6 +101,19 @@ class CarbonSnapshot:
                     e.completion_j_per_token * per_j,
                     g_per_kwh,
                 )
+
+        self._arrays = {
+            model: _arrays([self._grams.get((c.name, model), _NO_GRAMS) for c in self._fleet.clusters])
+            for model in self._fleet.by_model
+        }
+
+    def grams_arrays(self, model: str) -> GramsArrays:
+        """``grams_model`` of every cluster in fleet order, as four lists (fixed g, g per prompt token,
+        g per completion token, g/kWh); zeros and an unknown intensity before the first refresh."""
+        found = self._arrays.get(model)
+        if found is None:
+            found = self._arrays[model] = _arrays([_NO_GRAMS] * len(self._fleet.clusters))
+        return found
 
     def _pue(self, cluster: str, configured: float | None) -> float:
         if self._pue_of is not None:
