@@ -617,3 +617,29 @@ def test_when_nothing_meets_the_requirement_the_likeliest_cluster_is_tried() -> 
     decision = router.choose(req())
     assert (decision.cluster.name, decision.reason) == ("east", "slo_fallback")
     assert decision.counterfactual is not None and decision.counterfactual.name == "east"  # nothing claimed
+
+
+def test_a_dispatch_changes_the_next_decision_at_the_same_instant() -> None:
+    """Predicted waits are kept between decisions, but a dispatch (or completion) refreshes its cluster's at
+    once: filling west's slots moves the next request, with no time passing in between."""
+    latency = {"slo_ttft_ms": 400, "clusters": {"west": {"max_concurrency": 2, "itl_ms": 20}}}
+    router, _ = make_router(clusters=(EAST, WEST), latency=latency, clock=Clock())
+    assert router.choose(req()).cluster.name == "west"  # the greener one, idle
+    router.dispatched("west")
+    router.dispatched("west")
+    assert router.choose(req()).cluster.name == "east"  # west full: its 99.99% wait misses 400 ms
+    router.finished("west", Outcome(True, 100, 10))
+    assert router.choose(req()).cluster.name == "west"  # a slot free again
+
+
+def test_a_scrape_aged_wait_is_recomputed_as_time_passes() -> None:
+    """With nothing happening but the clock, a cluster's kept wait is recomputed as its scrape ages: other
+    clients' unseen arrivals make a three-quarters full cluster too risky two seconds later."""
+    clock = Clock()
+    latency = {"slo_ttft_ms": 400, "clusters": {"west": {"max_concurrency": 20, "itl_ms": 20}}}
+    router, _ = make_router(clusters=(EAST, WEST), latency=latency, clock=clock)
+    router.scraped("west", running=15, waiting=0, elapsed_ms=None)
+    clock.now += 0.01
+    assert router.choose(req()).cluster.name == "west"
+    clock.now += 2.0
+    assert router.choose(req()).cluster.name == "east"
