@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import sys
 import time
 from collections.abc import Iterator
@@ -21,14 +22,23 @@ import aiohttp
 import pytest
 import yaml
 
+from aiohttp import web
+
+from bauxite.app import Handler
 from bauxite.clusters import Fleet
+from bauxite.fleet.config import SimClusterSettings
+from bauxite.fleet.server import SimServer
+from bauxite.fleet.sim import SimCluster
 from bauxite.intensity.base import Intensity, IntensityError
 from bauxite.records import INDEX, enum_index
+from bauxite.routing.config import LatencySettings
 from bauxite.routing.router import Router
+from bauxite.routing.server_times import ServerCounters
 from bauxite.settings import ClusterSettings
 from bauxite.telemetry.ring import RECORD_SIZE
 from bauxite.workers.board import InFlightBoard
 from bauxite.workers.feeds import FeedBoard, HubFeeds, WorkerFeeds
+from bauxite.workers.scrapes import BoardReadings, ScrapeBoard, hub_scrapes, worker_scrapes
 from bauxite.workers.shm import SharedRings
 from bauxite.workers.supervisor import worker_count
 from intensity_fakes import EM_KEY
@@ -182,6 +192,75 @@ async def test_workers_never_call_the_provider_and_wait_for_the_hubs_value() -> 
     with pytest.raises(IntensityError, match="no fresh value"):
         await worker.fetch_once("em:SE", 0.0, fetch, lock_s=0.2)  # too old for max_age 0
     assert calls == 1
+
+
+def _two_clusters(url: str = "http://127.0.0.1:1/v1") -> Fleet:
+    return Fleet(
+        [
+            ClusterSettings.model_validate(
+                {"name": n, "region": "us-east-1", "url": url, "models": [MODEL]}
+            )
+            for n in ("green", "dirty")
+        ]
+    )
+
+
+def test_forked_workers_apply_each_hub_reading_once() -> None:
+    board = ScrapeBoard(["green", "dirty"])
+    counters = ServerCounters(prefill_s_sum=1.5, prefill_count=3.0, prompt_tokens_sum=900.0, prompt_count=3.0)
+    pid = os.fork()
+    if pid == 0:  # the hub, in another process
+        board.publish("green", 4, 9, 12.5, counters)
+        board.publish("dirty", 1, 0, None, None)
+        board.publish("nowhere", 1, 1, 1.0, None)  # not configured: no slot
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    seen: list[tuple[str, int, int, float | None, ServerCounters | None]] = []
+    readings = BoardReadings(
+        board, _two_clusters(), lambda *reading: seen.append(reading), LatencySettings(), poll_s=1.0
+    )
+    assert readings.apply_new() == 2
+    assert seen == [("green", 4, 9, 12.5, counters), ("dirty", 1, 0, None, None)]
+    assert readings.apply_new() == 0  # nothing new: the same reading is never applied twice
+    board.publish("dirty", 2, 5, 3.0, None)
+    assert readings.apply_new() == 1
+    assert seen[-1] == ("dirty", 2, 5, 3.0, None)
+    assert BoardReadings(board, _two_clusters(), lambda *r: None, LatencySettings(), 1.0).apply_new() == 2
+
+
+async def test_only_successful_hub_scrapes_reach_the_workers_routers() -> None:
+    metrics = "vllm:num_requests_running 3\nvllm:num_requests_waiting 40\n"
+    broken = False
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=500 if broken else 200, text=metrics)
+
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    board = ScrapeBoard(["green", "dirty"])
+    settings = LatencySettings(stats_interval=0.05)
+    hub = Router(_two_clusters(f"http://127.0.0.1:{port}/v1"), latency=settings, scrapes=hub_scrapes(board))
+    worker_fleet = _two_clusters("http://127.0.0.1:1/v1")  # a worker's own scrape would fail here
+    worker = Router(worker_fleet, latency=settings, scrapes=worker_scrapes(board, poll_s=0.01))
+    worker.dispatched("green")  # this worker's own request is part of the cluster's 43
+    try:
+        await worker.start()
+        await hub.start()
+        await asyncio.sleep(0.3)
+        assert (worker_fleet.by_name["green"].queue_running, worker_fleet.by_name["green"].queue_waiting) == (3, 40)
+        assert worker.depth("green") == 43
+        assert worker.others("green")[0] == 42  # its own request is not another client's
+        broken = True
+        await asyncio.sleep(0.2)
+        assert worker.depth("green") == 43  # a failed scrape leaves the previous reading in place
+    finally:
+        await hub.stop()
+        await worker.stop()
+        await runner.cleanup()
 
 
 def test_worker_count_parses_auto_and_rejects_nonsense(tmp_path: Path) -> None:
@@ -473,3 +552,112 @@ def test_only_the_hub_calls_the_intensity_provider(tmp_path: Path, providers: Fa
     # One zone refreshed every second by the hub alone; hub + 2 workers each polling would make ~3x.
     assert 2 <= calls <= elapsed + 2, calls
     assert served == {"21.0"}  # every worker serves the hub's live value, not the static table
+
+
+class SimsOnThread:
+    """Simulated vLLM clusters (the fleet server's application) on their own event-loop thread, recording
+    when each ``GET /metrics`` arrives (monotonic seconds), so a test can count the gateway's scrapes."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.sims = {
+            n: SimCluster(SimClusterSettings(name=n, models=(MODEL,), default_output_tokens=8), 0.0) for n in names
+        }
+        self.scrapes: dict[str, list[float]] = {n: [] for n in names}
+        self.ports = {n: free_port() for n in names}
+        self._runners = [asyncio.run_coroutine_threadsafe(self._serve(n), self.loop).result(10) for n in names]
+
+    async def _serve(self, name: str) -> web.AppRunner:
+        app = SimServer(self.sims[name]).app()
+
+        @web.middleware
+        async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if request.path == "/metrics":
+                self.scrapes[name].append(time.monotonic())
+            return await handler(request)
+
+        app.middlewares.append(count)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.ports[name]).start()
+        return runner
+
+    def set_waiting(self, name: str, waiting: int) -> None:
+        """Other clients' requests queued at ``name`` (vLLM's waiting gauge)."""
+
+        def assign() -> None:
+            self.sims[name].waiting = waiting
+
+        self.loop.call_soon_threadsafe(assign)
+
+    def close(self) -> None:
+        for runner in self._runners:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+SCRAPE_INTERVAL_S = 0.5
+
+
+def test_only_the_hub_scrapes_and_every_worker_routes_on_its_readings(tmp_path: Path) -> None:
+    sims = SimsOnThread(["green", "dirty"])
+    port = free_port()
+    config = {
+        "auth": {"allow_anonymous": True},
+        "enterprise": {"green_routing": {"enabled": True, "priority": "low_carbon"}},
+        "clusters": [
+            {"name": "green", "region": "eu-north-1", "url": f"http://127.0.0.1:{sims.ports['green']}/v1",
+             "models": [MODEL]},  # hydro and nuclear
+            {"name": "dirty", "region": "ap-south-1", "url": f"http://127.0.0.1:{sims.ports['dirty']}/v1",
+             "models": [MODEL]},  # coal-heavy grid
+        ],
+        "latency": {"slo_ttft_ms": 2000, "stats_interval": f"{SCRAPE_INTERVAL_S}s", "clusters": {
+            "green": {"rtt_ms": 1, "ttft_ms": 30, "itl_ms": 20, "max_concurrency": 64},
+            "dirty": {"rtt_ms": 1, "ttft_ms": 30, "itl_ms": 20, "max_concurrency": 256}}},
+    }  # fmt: skip
+    path = tmp_path / "bauxite.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli = [sys.executable, "-m", "bauxite.cli", "serve", "--config", str(path), "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "serve.log", "wb") as log:
+        serve = subprocess.Popen([*cli, "--workers", "2"], stdout=log, stderr=subprocess.STDOUT)
+
+    async def routes(count: int) -> set[str]:
+        # Short connections, so the kernel spreads them over both workers.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+
+            async def one() -> str:
+                body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+                async with session.post(url + "/v1/chat/completions", json=body) as resp:
+                    await resp.read()
+                    assert resp.status == 200
+                    return resp.headers["x-bauxite-cluster"]
+
+            return set(await asyncio.gather(*(one() for _ in range(count))))
+
+    try:
+        wait_http(f"{url}/healthz")
+        assert asyncio.run(routes(12)) == {"green"}  # an idle green cluster takes everything
+        time.sleep(0.5)  # past every process's start
+        started = time.monotonic()
+        time.sleep(4 * SCRAPE_INTERVAL_S)
+        window_s = time.monotonic() - started
+        per_interval = {
+            name: sum(started <= t < started + window_s for t in times) / (window_s / SCRAPE_INTERVAL_S)
+            for name, times in sims.scrapes.items()
+        }
+        sims.set_waiting("green", 2000)  # other clients queue at green: far over the SLO for 64 slots
+        time.sleep(2 * SCRAPE_INTERVAL_S + 0.3)
+        after = asyncio.run(routes(12))
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(30)
+        sims.close()
+    print(f"/metrics requests per cluster per scrape interval: {per_interval}")
+    # The hub alone: one scrape per interval per cluster (each process scraping would make three).
+    assert all(0.5 <= rate <= 1.5 for rate in per_interval.values()), per_interval
+    assert after == {"dirty"}  # both workers see green's queue, though neither scraped it

@@ -20,6 +20,7 @@ from .passthrough import Passthrough
 from .proxy import Forwarder, Upstream
 from .records import Endpoint
 from .routing.router import Router
+from .routing.stats import ScrapeFactory, StatsScraper
 from .settings import Settings
 from .state.base import LocalState, SharedState, make_state
 from .state.metrics import StateCollector
@@ -55,15 +56,17 @@ def create_app(
     transport: UpstreamTransport | None = None,
     ring: Ring | None = None,
     state: SharedState | None = None,
+    scrapes: ScrapeFactory = StatsScraper,
 ) -> web.Application:
     """The gateway application. ``transport`` replaces the network client (tests pass a scripted one);
     ``ring`` is the telemetry buffer and ``state`` the shared state when worker processes share them
-    (default: from ``settings.state``)."""
+    (default: from ``settings.state``); ``scrapes`` is where the router's cluster readings come from (default:
+    its own ``/metrics`` scrape)."""
     fleet = Fleet(settings.clusters)
     state = state if state is not None else make_state(settings.state)
     intensity = IntensityService.from_settings(settings, state=state)
     energy = EnergyService.from_settings(settings, fleet)
-    router = Router.from_settings(settings, fleet, intensity, energy)
+    router = Router.from_settings(settings, fleet, intensity, energy, scrapes)
     accountant = Accountant(
         intensity, energy, router, clusters=list(fleet.clusters), settings=settings.accounting
     )

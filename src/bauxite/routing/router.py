@@ -26,7 +26,7 @@ from .latency import LatencyModel
 from .policies import POLICIES, RoutingPolicy
 from .server_times import ServerCounters
 from .snapshot import CarbonSnapshot, EnergyModel, IntensitySnapshots
-from .stats import StatsScraper
+from .stats import ScrapeFactory, StatsScraper
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -110,6 +110,7 @@ class Router:
         *,
         clock: Callable[[], float] = time.monotonic,
         rtt_ms: Mapping[str, float] | None = None,
+        scrapes: ScrapeFactory = StatsScraper,
     ) -> None:
         self._fleet = fleet
         self._green = green or GreenRoutingSettings()
@@ -155,13 +156,20 @@ class Router:
         # For the others' rate: at the previous scrape (time, requests finished there, depth, our dispatches).
         self._previous_scrape: dict[str, tuple[float, float, int, int]] = {}
         self._dispatched_total: dict[str, int] = {}
-        self._scraper = StatsScraper(fleet, self.scraped, self._latency_settings)
+        # Scrapes each cluster itself by default; a worker under ``serve --workers`` reads its hub's instead.
+        self._scraper = scrapes(fleet, self.scraped, self._latency_settings)
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, fleet: Fleet, intensity: IntensitySnapshots, energy: EnergyModel
+        cls,
+        settings: Settings,
+        fleet: Fleet,
+        intensity: IntensitySnapshots,
+        energy: EnergyModel,
+        scrapes: ScrapeFactory = StatsScraper,
     ) -> Router:
-        return cls(fleet, intensity, energy, settings.enterprise.green_routing, settings.latency)
+        green, latency = settings.enterprise.green_routing, settings.latency
+        return cls(fleet, intensity, energy, green, latency, scrapes=scrapes)
 
     async def start(self) -> None:
         """Start background work: the carbon snapshot's refresh timer (only with green routing on) and the

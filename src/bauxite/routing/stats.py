@@ -11,6 +11,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,6 +22,19 @@ from .server_times import ServerCounters
 
 # (cluster, running, waiting, round trip ms, server counters): the router's ``scraped`` feedback method.
 ScrapeSink = Callable[[str, int, int, float | None, ServerCounters | None], None]
+
+
+class ScrapeSource(Protocol):
+    """Where a router's cluster readings come from: started and stopped with the router."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+# Builds a router's source from (fleet, the router's ``scraped`` method, the latency settings); the default
+# is ``StatsScraper`` itself. ``serve --workers N`` gives each worker a reader of the hub's readings instead.
+ScrapeFactory = Callable[[Fleet, ScrapeSink, LatencySettings], ScrapeSource]
 
 # Sample names as vLLM (v0 and v1) exposes them; counters carry the _total suffix in samples.
 _RUNNING = "vllm:num_requests_running"

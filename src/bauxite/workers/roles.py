@@ -2,11 +2,13 @@
 
 Worker: the full gateway on the shared port (``SO_REUSEPORT``: the kernel spreads connections over the
 workers), writing telemetry records into its own region of the shared buffer and counting its in-flight API
-requests there, so the supervisor knows how many a crash lost. ``GET /metrics`` and ``/v1/carbon/reports``
+requests there, so the supervisor knows how many a crash lost. Its router scrapes no cluster: it applies the
+hub's readings from the scrape board (``scrapes.py``). ``GET /metrics`` and ``/v1/carbon/reports``
 are passed to the hub, so every scrape sees the same totals whichever worker accepted the connection.
 
-Hub: the one process that drains every region into the running totals and answers ``/metrics``, the reports
-and ``/v1/carbon/intensity`` (on an internal loopback socket for the workers, and on ``telemetry.listen_port``
+Hub: the one process that scrapes the clusters' ``/metrics`` (publishing each reading on the scrape board),
+drains every region into the running totals and answers ``/metrics``, the reports and
+``/v1/carbon/intensity`` (on an internal loopback socket for the workers, and on ``telemetry.listen_port``
 when one is configured).
 """
 
@@ -26,6 +28,7 @@ from ..server import start_gateway, start_site, wait_for_signal
 from ..settings import Settings
 from .board import InFlightBoard
 from .feeds import FeedBoard, HubFeeds, WorkerFeeds
+from .scrapes import ScrapeBoard, hub_scrapes, worker_scrapes
 from .shm import Region, RegionWriter, SharedRings
 
 HUB_PATHS = frozenset({"/metrics", "/v1/carbon/reports"})
@@ -39,6 +42,7 @@ async def run_worker(
     shared: SharedRings,
     board: InFlightBoard,
     feeds: FeedBoard,
+    scrapes: ScrapeBoard,
     index: int,
     host: str,
     port: int,
@@ -48,7 +52,8 @@ async def run_worker(
     writer = RegionWriter(shared, index)
     # Without a state store, intensity comes from the hub (one provider call per refresh for the host).
     state = WorkerFeeds(feeds) if settings.state.resolved_url() is None else None
-    app = create_app(settings, ring=writer, state=state)
+    # Cluster readings too: the hub scrapes, this worker's router applies them (one scrape for the host).
+    app = create_app(settings, ring=writer, state=state, scrapes=worker_scrapes(scrapes))
     app.middlewares.append(count_in_flight(shared.regions[index]))
     app.cleanup_ctx.append(_board_task(board, index))
     if settings.telemetry.listen_port is None:  # else the hub alone serves the telemetry listener
@@ -62,10 +67,13 @@ async def run_worker(
     return 0
 
 
-async def run_hub(settings: Settings, shared: SharedRings, feeds: FeedBoard, sock: socket.socket) -> int:
-    """Drain the shared buffer, fetch intensity for the host, serve telemetry until SIGTERM/SIGINT."""
+async def run_hub(
+    settings: Settings, shared: SharedRings, feeds: FeedBoard, scrapes: ScrapeBoard, sock: socket.socket
+) -> int:
+    """Drain the shared buffer, fetch intensity and scrape clusters for the host, serve telemetry until
+    SIGTERM/SIGINT."""
     state = HubFeeds(feeds) if settings.state.resolved_url() is None else None
-    app = create_app(settings, ring=shared.reader(), state=state)
+    app = create_app(settings, ring=shared.reader(), state=state, scrapes=hub_scrapes(scrapes))
     runners, _ = await start_gateway(app, "127.0.0.1", 0, sock=sock)
     try:
         await wait_for_signal()

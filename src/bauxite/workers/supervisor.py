@@ -34,6 +34,7 @@ from ..telemetry.labels import LabelTables
 from .board import InFlightBoard
 from .feeds import FeedBoard
 from .roles import run_hub, run_worker
+from .scrapes import ScrapeBoard
 from .shm import Region, SharedRings
 
 log = logging.getLogger("bauxite.workers")
@@ -87,6 +88,7 @@ class Supervisor:
         self.shared = SharedRings(workers, lock_memory=settings.telemetry.lock_memory)
         self.board = InFlightBoard(workers, [c.name for c in settings.clusters])
         self.feeds = FeedBoard()
+        self.scrapes = ScrapeBoard([c.name for c in settings.clusters])
         self._pack = packer(LabelTables.from_settings(settings))
         self._reserve = _reserve_port(host, port)
         self.port = int(self._reserve.getsockname()[1])
@@ -164,13 +166,15 @@ class Supervisor:
         self._reserve.close()
         use_uvloop = self.settings.server.use_uvloop
         if child.role == "hub":
-            return run(run_hub(self.settings, self.shared, self.feeds, self._hub_sock), use_uvloop)
+            hub = run_hub(self.settings, self.shared, self.feeds, self.scrapes, self._hub_sock)
+            return run(hub, use_uvloop)
         self._hub_sock.close()
         worker = run_worker(
             self.settings,
             self.shared,
             self.board,
             self.feeds,
+            self.scrapes,
             child.index,
             self.host,
             self.port,
