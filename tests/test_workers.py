@@ -11,8 +11,8 @@ import re
 import signal
 import socket
 import subprocess
-import threading
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +21,6 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-
 from aiohttp import web
 
 from bauxite.app import Handler
@@ -197,9 +196,7 @@ async def test_workers_never_call_the_provider_and_wait_for_the_hubs_value() -> 
 def _two_clusters(url: str = "http://127.0.0.1:1/v1") -> Fleet:
     return Fleet(
         [
-            ClusterSettings.model_validate(
-                {"name": n, "region": "us-east-1", "url": url, "models": [MODEL]}
-            )
+            ClusterSettings.model_validate({"name": n, "region": "us-east-1", "url": url, "models": [MODEL]})
             for n in ("green", "dirty")
         ]
     )
@@ -251,7 +248,8 @@ async def test_only_successful_hub_scrapes_reach_the_workers_routers() -> None:
         await worker.start()
         await hub.start()
         await asyncio.sleep(0.3)
-        assert (worker_fleet.by_name["green"].queue_running, worker_fleet.by_name["green"].queue_waiting) == (3, 40)
+        green = worker_fleet.by_name["green"]
+        assert (green.queue_running, green.queue_waiting) == (3, 40)
         assert worker.depth("green") == 43
         assert worker.others("green")[0] == 42  # its own request is not another client's
         broken = True
@@ -563,11 +561,14 @@ class SimsOnThread:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.sims = {
-            n: SimCluster(SimClusterSettings(name=n, models=(MODEL,), default_output_tokens=8), 0.0) for n in names
+            n: SimCluster(SimClusterSettings(name=n, models=(MODEL,), default_output_tokens=8), 0.0)
+            for n in names
         }
         self.scrapes: dict[str, list[float]] = {n: [] for n in names}
         self.ports = {n: free_port() for n in names}
-        self._runners = [asyncio.run_coroutine_threadsafe(self._serve(n), self.loop).result(10) for n in names]
+        self._runners = [
+            asyncio.run_coroutine_threadsafe(self._serve(n), self.loop).result(10) for n in names
+        ]
 
     async def _serve(self, name: str) -> web.AppRunner:
         app = SimServer(self.sims[name]).app()
