@@ -1,30 +1,38 @@
 """A provable lower bound on the carbon of any SLO-meeting placement of the simulated stream.
 
-The bound is the optimum of a linear relaxation of the placement problem, solved with HiGHS through
-``scipy.optimize.linprog``. It sees the whole stream in advance (every arrival, every token count, every
-hour's grid intensity), so no router can do better; what it relaxes:
+The bound sees the whole stream in advance (every arrival, every token count, every hour's grid intensity),
+so no router can do better. It is the optimum of a linear relaxation of the placement problem, solved with
+HiGHS through ``scipy.optimize.linprog``. Two relaxations, both valid:
 
-- Requests are pooled per (trace hour × feasibility class). A request's class is the set of clusters whose
-  *idle* time to first token from its client site (round trip + base TTFT + prefill of its prompt) meets the
-  SLO (its own, when it sent x-bauxite-max-latency-ms); a request no cluster can serve in time even idle
-  belongs to every cluster's class (it violates anyway).
-- Pools are further split by the request's prompt-to-completion token ratio into geometric buckets (factor
-  ``RATIO_BUCKET``). Each pool's prompt tokens and completion tokens may be split across its clusters in any
-  fractions, as long as each cluster's share keeps a ratio within the bucket's observed [min, max] — true of
-  any subset of whole requests, so a real placement is a special case. (Without the ratio rows the LP would
-  send every prompt token to the green cluster and every decode token elsewhere.)
-- Capacity: cluster k does at most ``capacity × seconds_per_hour`` slot-seconds of work per hour. Work of
-  an hour's arrivals may spill into later hours through a backlog; at the end of an hour every request still
-  in the system starts within the SLO and then runs for its service time, so cluster k's backlog at the end of
-  hour h is at most Σ over every request arrived by then of its work still possibly left then (arrival + SLO +
-  service on k − end of hour, capped at its service), and at most ``capacity × (SLO + longest service)``.
-  Work is counted as prefill per prompt token and ITL per completion token; the per-request base TTFT is left
-  out (a further relaxation). Requests no cluster can serve in time are left out of the capacity rows (their
-  own wait is unbounded).
+- Per request (``bound_requests.py``; used while the stream has at most ``PER_REQUEST_COLUMNS`` requests ×
+  clusters): one fractional column per request and cluster that meets its SLO when idle; rows for the slots
+  requests certainly hold at every instant (a request starts within its slack, so it holds a slot from its
+  latest start to its earliest end) and for each hour's slot-seconds with a per-request backlog. Its module
+  docstring gives the argument.
+- Pooled (below; for larger streams, and when the per-request programme is infeasible):
+
+  - Requests are pooled per (trace hour × feasibility class). A request's class is the set of clusters
+    whose *idle* time to first token from its client site (round trip + base TTFT + prefill of its prompt)
+    meets the SLO (its own, when it sent x-bauxite-max-latency-ms); a request no cluster can serve in time
+    even idle belongs to every cluster's class (it violates anyway).
+  - Pools are further split by the request's prompt-to-completion token ratio into geometric buckets
+    (factor ``RATIO_BUCKET``). Each pool's prompt tokens and completion tokens may be split across its
+    clusters in any fractions, as long as each cluster's share keeps a ratio within the bucket's observed
+    [min, max] — true of any subset of whole requests, so a real placement is a special case. (Without the
+    ratio rows the LP would send every prompt token to the green cluster and every decode token elsewhere.)
+  - Capacity: cluster k does at most ``capacity × seconds_per_hour`` slot-seconds of work per hour. Work of
+    an hour's arrivals may spill into later hours through a backlog; at the end of an hour every request
+    still in the system starts within the SLO and then runs for its service time, so cluster k's backlog at
+    the end of hour h is at most Σ over every request arrived by then of its work still possibly left then
+    (arrival + SLO + service on k − end of hour, capped at its service), and at most ``capacity × (SLO +
+    longest service)``. Work is counted as prefill per prompt token and ITL per completion token; the
+    per-request base TTFT is left out (a further relaxation). Requests no cluster can serve in time are
+    left out of the capacity rows (their own wait is unbounded).
 
 Energy is linear in tokens (the simulated clusters' J per prompt and per output token), emitted at the
 arrival hour's intensity, as the simulator scores policies. Hence: for every placement that meets the SLO on
 every request some cluster could serve in time, carbon ≥ bound. Policies with SLO violations may land below.
+When no placement can meet the SLO (``slo_feasible`` false), the pooled programme drops its backlog limit.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
 from ..units import carbon_g
+from .bound_requests import request_lp
 from .config import SimConfig
 from .workload import SimRequest, generate
 
@@ -61,6 +70,7 @@ class Bound:
         }
 
 
+PER_REQUEST_COLUMNS = 5_000_000  # requests × clusters beyond which the pooled programme is used
 RATIO_BUCKET = 1.25  # width of a prompt/completion ratio bucket: finer = tighter bound, larger programme
 
 
@@ -161,9 +171,20 @@ def lower_bound(
     config: SimConfig, table: list[list[float]], requests: Iterable[SimRequest] | None = None
 ) -> Bound:
     """Solve the relaxation for ``config``'s stream (or ``requests``); grams CO2e. Raises BoundError."""
-    pools, fixed_g, unservable, backlog_s = _pools(
-        config, table, generate(config) if requests is None else requests
-    )
+    stream = list(generate(config) if requests is None else requests)
+    if len(stream) * len(config.clusters) <= PER_REQUEST_COLUMNS:
+        try:
+            exact = request_lp(config, table, stream)
+        except RuntimeError as e:
+            raise BoundError(str(e)) from e
+        if exact.slo_feasible:
+            return Bound(exact.carbon_g, exact.variables, exact.unservable)
+    return _pooled_bound(config, table, stream)
+
+
+def _pooled_bound(config: SimConfig, table: list[list[float]], requests: Iterable[SimRequest]) -> Bound:
+    """The pooled relaxation (module docstring): grams CO2e. Raises BoundError."""
+    pools, fixed_g, unservable, backlog_s = _pools(config, table, requests)
     clusters = config.clusters
     n_k, hours = len(clusters), config.period.days * 24
     hour_s = config.period.seconds_per_hour
