@@ -179,11 +179,16 @@ def lower_bound(
             raise BoundError(str(e)) from e
         if exact.slo_feasible:
             return Bound(exact.carbon_g, exact.variables, exact.unservable)
+        # Infeasible: a proof that no placement meets the SLO (the programme relaxes every one that does).
+        return _pooled_bound(config, table, stream, slo_feasible=False)
     return _pooled_bound(config, table, stream)
 
 
-def _pooled_bound(config: SimConfig, table: list[list[float]], requests: Iterable[SimRequest]) -> Bound:
-    """The pooled relaxation (module docstring): grams CO2e. Raises BoundError."""
+def _pooled_bound(
+    config: SimConfig, table: list[list[float]], requests: Iterable[SimRequest], slo_feasible: bool = True
+) -> Bound:
+    """The pooled relaxation (module docstring): grams CO2e. ``slo_feasible`` False: already known that no
+    placement meets the SLO, so the backlog limit is dropped from the start. Raises BoundError."""
     pools, fixed_g, unservable, backlog_s = _pools(config, table, requests)
     clusters = config.clusters
     n_k, hours = len(clusters), config.period.days * 24
@@ -234,7 +239,7 @@ def _pooled_bound(config: SimConfig, table: list[list[float]], requests: Iterabl
     n_vars = n_x + n_k * hours
     cost.extend([0.0] * (n_k * hours))
     if n_x == 0:
-        return Bound(fixed_g, 0, unservable)
+        return Bound(fixed_g, 0, unservable, slo_feasible)
     a_eq = coo_matrix((np.ones(len(eq_rows)), (eq_rows, eq_cols)), shape=(2 * len(pools), n_vars))
     a_ub = coo_matrix((cap_vals, (cap_rows, cap_cols)), shape=(ratio_row, n_vars))
     b_ub = np.concatenate(
@@ -249,9 +254,10 @@ def _pooled_bound(config: SimConfig, table: list[list[float]], requests: Iterabl
         "b_eq": np.ones(2 * len(pools)),
         "method": "highs",
     }
-    solved = linprog(bounds=bounds, **problem)
-    slo_feasible = solved.status != 2
-    if not slo_feasible:
+    solved = linprog(bounds=bounds, **problem) if slo_feasible else None
+    if solved is not None and solved.status == 2:
+        slo_feasible = False
+    if solved is None or not slo_feasible:
         # More work than any SLO-meeting placement can finish: every policy violates. Drop the backlog
         # limit (valid for any placement at all) so the figure is still a bound on what was emitted.
         solved = linprog(bounds=[*bounds[:n_x], *([(0.0, None)] * (n_k * hours))], **problem)
