@@ -92,7 +92,9 @@ def placement_g(
     return total
 
 
-def brute_force_optimum_g(config: SimConfig, table: list[list[float]], stream: list[SimRequest]) -> float | None:
+def brute_force_optimum_g(
+    config: SimConfig, table: list[list[float]], stream: list[SimRequest]
+) -> float | None:
     """The least carbon over every placement that meets the SLO (None when none does)."""
     best: float | None = None
     for clusters in itertools.product(range(len(config.clusters)), repeat=len(stream)):
@@ -184,7 +186,11 @@ def random_world(rng: random.Random) -> SimConfig:
             for k, name in enumerate(names)
         ],
         "clients": [
-            {"name": f"g{g}", "share": rng.uniform(0.2, 1.0), "rtt_ms": {c: rng.uniform(2, 150) for c in names}}
+            {
+                "name": f"g{g}",
+                "share": rng.uniform(0.2, 1.0),
+                "rtt_ms": {c: rng.uniform(2, 150) for c in names},
+            }
             for g in range(rng.randint(1, 3))
         ],
         "workload": {
@@ -201,7 +207,7 @@ def random_world(rng: random.Random) -> SimConfig:
 def random_slo_meeting_placement(
     rng: random.Random, config: SimConfig, stream: list[SimRequest]
 ) -> tuple[int, ...] | None:
-    """Each request on a random cluster that can still start it in time (None when one has no such cluster)."""
+    """Each request on a random cluster that can still start it in time (None: one had no such cluster)."""
     queues = [ClusterQueue(c) for c in config.clusters]
     chosen = []
     for r in stream:
@@ -210,7 +216,8 @@ def random_slo_meeting_placement(
         fits = [
             k
             for k, q in enumerate(queues)
-            if rtt_ms[q.config.name] + (q.start_s(r.t) - r.t) * 1000.0 + q.prefill_ms(r.prompt_tokens) <= slo_ms
+            if rtt_ms[q.config.name] + (q.start_s(r.t) - r.t) * 1000.0 + q.prefill_ms(r.prompt_tokens)
+            <= slo_ms
         ]
         if not fits:
             return None
@@ -257,3 +264,21 @@ def test_chunks_add_up_to_no_more_than_the_joint_programme() -> None:
         chunked = request_lp(config, table, stream, chunk_columns=200)
         if joint.slo_feasible and chunked.slo_feasible:
             assert chunked.carbon_g <= joint.carbon_g * (1 + 1e-7)
+
+
+def test_the_order_of_the_stream_does_not_change_the_bound() -> None:
+    rng = random.Random(31)
+    compared = 0
+    for _ in range(6):
+        config = random_world(rng)
+        table = intensity_table(config)
+        stream = list(generate(config))
+        shuffled = stream[:]
+        rng.shuffle(shuffled)
+        in_order = request_lp(config, table, stream, chunk_columns=300)
+        any_order = request_lp(config, table, shuffled, chunk_columns=300)
+        assert any_order.slo_feasible == in_order.slo_feasible
+        if in_order.slo_feasible:
+            assert any_order.carbon_g == pytest.approx(in_order.carbon_g, rel=1e-7)
+            compared += 1
+    assert compared >= 2

@@ -367,16 +367,19 @@ def request_lp(
     chunk_columns: int = CHUNK_COLUMNS,
     cut_budget: int = CUT_BUDGET,
 ) -> RequestLp:
-    """The per-request relaxation of ``requests``' placement (grams, see the module docstring). Cut rounds:
-    up to ``MAX_ROUNDS``, fewer for larger streams (about ``cut_budget`` / columns solves in all)."""
+    """The per-request relaxation of ``requests``' placement (grams, see the module docstring); carbon_g is
+    NaN and slo_feasible False when the programme is infeasible (then no placement meets the SLO). Cut
+    rounds: up to ``MAX_ROUNDS``, fewer for larger streams (about ``cut_budget`` / columns solves in all).
+    Raises RuntimeError when the solver fails otherwise."""
     cols, fixed_g, unservable, hours = _columns(config, table, requests)
     n_x = len(cols.cost_g)
     if n_x == 0:
         return RequestLp(fixed_g, 0, unservable, True)
     capacity = np.asarray([float(c.capacity) for c in config.clusters])
-    slo_s = max(
-        config.slo_ttft_ms, config.workload.header_latency_ms if config.workload.header_share else 0.0
-    ) / 1000.0
+    slo_s = (
+        max(config.slo_ttft_ms, config.workload.header_latency_ms if config.workload.header_share else 0.0)
+        / 1000.0
+    )
     longest_s = np.zeros(len(capacity))
     np.maximum.at(longest_s, cols.cluster, cols.service_s)
     backlog_cap_s = capacity * (slo_s + longest_s)
@@ -387,9 +390,10 @@ def request_lp(
         pick = (var_hour >= first_h) & (var_hour < end_h)
         if not pick.any():
             continue
-        request = cols.request[pick]
+        # The chunk's requests, numbered from 0 (the stream need not arrive in order).
+        chunk_requests, request = np.unique(cols.request[pick], return_inverse=True)
         chunk = _Vars(
-            request=request - request[0],
+            request=request,
             cluster=cols.cluster[pick],
             cost_g=cols.cost_g[pick],
             t_s=cols.t_s[pick],
@@ -398,7 +402,7 @@ def request_lp(
         )
         value = solve_chunk(
             chunk,
-            int(request[-1] - request[0]) + 1,
+            len(chunk_requests),
             capacity,
             backlog_cap_s,
             config.period.seconds_per_hour,
