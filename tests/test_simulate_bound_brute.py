@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bauxite.simulate import bound as bound_module
 from bauxite.simulate.bound import _pooled_bound, lower_bound
 from bauxite.simulate.bound_requests import request_lp
 from bauxite.simulate.config import SimConfig
@@ -282,3 +283,19 @@ def test_the_order_of_the_stream_does_not_change_the_bound() -> None:
             assert any_order.carbon_g == pytest.approx(in_order.carbon_g, rel=1e-7)
             compared += 1
     assert compared >= 2
+
+
+def test_streams_beyond_the_per_request_limit_use_the_pooled_programme(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(8)
+    while True:  # a world some placement can serve within the SLO
+        config = random_world(rng)
+        table = intensity_table(config)
+        per_request = lower_bound(config, table)
+        if per_request.slo_feasible:
+            break
+    monkeypatch.setattr(bound_module, "PER_REQUEST_COLUMNS", 10)
+    pooled = lower_bound(config, table)
+    assert pooled.carbon_g == pytest.approx(_pooled_bound(config, table, generate(config)).carbon_g, rel=1e-9)
+    assert pooled.carbon_g <= per_request.carbon_g * (1 + 1e-6)

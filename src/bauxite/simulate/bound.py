@@ -48,7 +48,7 @@ from scipy.sparse import coo_matrix
 from ..units import carbon_g
 from .bound_requests import request_lp
 from .config import SimConfig
-from .workload import SimRequest, generate
+from .workload import SimRequest, expected_requests, generate
 
 
 class BoundError(Exception):
@@ -171,8 +171,11 @@ def lower_bound(
     config: SimConfig, table: list[list[float]], requests: Iterable[SimRequest] | None = None
 ) -> Bound:
     """Solve the relaxation for ``config``'s stream (or ``requests``); grams CO2e. Raises BoundError."""
+    n_k = len(config.clusters)
+    if requests is None and expected_requests(config) * n_k > 2 * PER_REQUEST_COLUMNS:
+        return _pooled_bound(config, table, generate(config))  # streamed: never held in memory at once
     stream = list(generate(config) if requests is None else requests)
-    if len(stream) * len(config.clusters) <= PER_REQUEST_COLUMNS:
+    if len(stream) * n_k <= PER_REQUEST_COLUMNS:
         try:
             exact = request_lp(config, table, stream)
         except RuntimeError as e:
