@@ -1,30 +1,38 @@
 """A provable lower bound on the carbon of any SLO-meeting placement of the simulated stream.
 
-The bound is the optimum of a linear relaxation of the placement problem, solved with HiGHS through
-``scipy.optimize.linprog``. It sees the whole stream in advance (every arrival, every token count, every
-hour's grid intensity), so no router can do better; what it relaxes:
+The bound sees the whole stream in advance (every arrival, every token count, every hour's grid intensity),
+so no router can do better. It is the optimum of a linear relaxation of the placement problem, solved with
+HiGHS through ``scipy.optimize.linprog``. Two relaxations, both valid:
 
-- Requests are pooled per (trace hour × feasibility class). A request's class is the set of clusters whose
-  *idle* time to first token from its client site (round trip + base TTFT + prefill of its prompt) meets the
-  SLO (its own, when it sent x-bauxite-max-latency-ms); a request no cluster can serve in time even idle
-  belongs to every cluster's class (it violates anyway).
-- Pools are further split by the request's prompt-to-completion token ratio into geometric buckets (factor
-  ``RATIO_BUCKET``). Each pool's prompt tokens and completion tokens may be split across its clusters in any
-  fractions, as long as each cluster's share keeps a ratio within the bucket's observed [min, max] — true of
-  any subset of whole requests, so a real placement is a special case. (Without the ratio rows the LP would
-  send every prompt token to the green cluster and every decode token elsewhere.)
-- Capacity: cluster k does at most ``capacity × seconds_per_hour`` slot-seconds of work per hour. Work of
-  an hour's arrivals may spill into later hours through a backlog; at the end of an hour every request still
-  in the system starts within the SLO and then runs for its service time, so cluster k's backlog at the end of
-  hour h is at most Σ over every request arrived by then of its work still possibly left then (arrival + SLO +
-  service on k − end of hour, capped at its service), and at most ``capacity × (SLO + longest service)``.
-  Work is counted as prefill per prompt token and ITL per completion token; the per-request base TTFT is left
-  out (a further relaxation). Requests no cluster can serve in time are left out of the capacity rows (their
-  own wait is unbounded).
+- Per request (``bound_requests.py``; used while the stream has at most ``PER_REQUEST_COLUMNS`` requests ×
+  clusters): one fractional column per request and cluster that meets its SLO when idle; rows for the slots
+  requests certainly hold at every instant (a request starts within its slack, so it holds a slot from its
+  latest start to its earliest end) and for each hour's slot-seconds with a per-request backlog. Its module
+  docstring gives the argument.
+- Pooled (below; for larger streams, and when the per-request programme is infeasible):
+
+  - Requests are pooled per (trace hour × feasibility class). A request's class is the set of clusters
+    whose *idle* time to first token from its client site (round trip + base TTFT + prefill of its prompt)
+    meets the SLO (its own, when it sent x-bauxite-max-latency-ms); a request no cluster can serve in time
+    even idle belongs to every cluster's class (it violates anyway).
+  - Pools are further split by the request's prompt-to-completion token ratio into geometric buckets
+    (factor ``RATIO_BUCKET``). Each pool's prompt tokens and completion tokens may be split across its
+    clusters in any fractions, as long as each cluster's share keeps a ratio within the bucket's observed
+    [min, max] — true of any subset of whole requests, so a real placement is a special case. (Without the
+    ratio rows the LP would send every prompt token to the green cluster and every decode token elsewhere.)
+  - Capacity: cluster k does at most ``capacity × seconds_per_hour`` slot-seconds of work per hour. Work of
+    an hour's arrivals may spill into later hours through a backlog; at the end of an hour every request
+    still in the system starts within the SLO and then runs for its service time, so cluster k's backlog at
+    the end of hour h is at most Σ over every request arrived by then of its work still possibly left then
+    (arrival + SLO + service on k − end of hour, capped at its service), and at most ``capacity × (SLO +
+    longest service)``. Work is counted as prefill per prompt token and ITL per completion token; the
+    per-request base TTFT is left out (a further relaxation). Requests no cluster can serve in time are
+    left out of the capacity rows (their own wait is unbounded).
 
 Energy is linear in tokens (the simulated clusters' J per prompt and per output token), emitted at the
 arrival hour's intensity, as the simulator scores policies. Hence: for every placement that meets the SLO on
 every request some cluster could serve in time, carbon ≥ bound. Policies with SLO violations may land below.
+When no placement can meet the SLO (``slo_feasible`` false), the pooled programme drops its backlog limit.
 """
 
 from __future__ import annotations
@@ -38,8 +46,9 @@ from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
 from ..units import carbon_g
+from .bound_requests import request_lp
 from .config import SimConfig
-from .workload import SimRequest, generate
+from .workload import SimRequest, expected_requests, generate
 
 
 class BoundError(Exception):
@@ -61,6 +70,7 @@ class Bound:
         }
 
 
+PER_REQUEST_COLUMNS = 5_000_000  # requests × clusters beyond which the pooled programme is used
 RATIO_BUCKET = 1.25  # width of a prompt/completion ratio bucket: finer = tighter bound, larger programme
 
 
@@ -161,9 +171,28 @@ def lower_bound(
     config: SimConfig, table: list[list[float]], requests: Iterable[SimRequest] | None = None
 ) -> Bound:
     """Solve the relaxation for ``config``'s stream (or ``requests``); grams CO2e. Raises BoundError."""
-    pools, fixed_g, unservable, backlog_s = _pools(
-        config, table, generate(config) if requests is None else requests
-    )
+    n_k = len(config.clusters)
+    if requests is None and expected_requests(config) * n_k > 2 * PER_REQUEST_COLUMNS:
+        return _pooled_bound(config, table, generate(config))  # streamed: never held in memory at once
+    stream = list(generate(config) if requests is None else requests)
+    if len(stream) * n_k <= PER_REQUEST_COLUMNS:
+        try:
+            exact = request_lp(config, table, stream)
+        except RuntimeError as e:
+            raise BoundError(str(e)) from e
+        if exact.slo_feasible:
+            return Bound(exact.carbon_g, exact.variables, exact.unservable)
+        # Infeasible: a proof that no placement meets the SLO (the programme relaxes every one that does).
+        return _pooled_bound(config, table, stream, slo_feasible=False)
+    return _pooled_bound(config, table, stream)
+
+
+def _pooled_bound(
+    config: SimConfig, table: list[list[float]], requests: Iterable[SimRequest], slo_feasible: bool = True
+) -> Bound:
+    """The pooled relaxation (module docstring): grams CO2e. ``slo_feasible`` False: already known that no
+    placement meets the SLO, so the backlog limit is dropped from the start. Raises BoundError."""
+    pools, fixed_g, unservable, backlog_s = _pools(config, table, requests)
     clusters = config.clusters
     n_k, hours = len(clusters), config.period.days * 24
     hour_s = config.period.seconds_per_hour
@@ -213,7 +242,7 @@ def lower_bound(
     n_vars = n_x + n_k * hours
     cost.extend([0.0] * (n_k * hours))
     if n_x == 0:
-        return Bound(fixed_g, 0, unservable)
+        return Bound(fixed_g, 0, unservable, slo_feasible)
     a_eq = coo_matrix((np.ones(len(eq_rows)), (eq_rows, eq_cols)), shape=(2 * len(pools), n_vars))
     a_ub = coo_matrix((cap_vals, (cap_rows, cap_cols)), shape=(ratio_row, n_vars))
     b_ub = np.concatenate(
@@ -228,9 +257,10 @@ def lower_bound(
         "b_eq": np.ones(2 * len(pools)),
         "method": "highs",
     }
-    solved = linprog(bounds=bounds, **problem)
-    slo_feasible = solved.status != 2
-    if not slo_feasible:
+    solved = linprog(bounds=bounds, **problem) if slo_feasible else None
+    if solved is not None and solved.status == 2:
+        slo_feasible = False
+    if solved is None or not slo_feasible:
         # More work than any SLO-meeting placement can finish: every policy violates. Drop the backlog
         # limit (valid for any placement at all) so the figure is still a bound on what was emitted.
         solved = linprog(bounds=[*bounds[:n_x], *([(0.0, None)] * (n_k * hours))], **problem)
