@@ -115,13 +115,7 @@ class DecodeCurve:
     def step(self, batch: float, context_tokens: float) -> StepTimes:
         """``curves.decode_step`` at ``batch`` sequences of mean context ``context_tokens``."""
         b = max(batch, 1.0)
-        read = self._read(b)
-        bytes_per_s = self.bytes_per_s
-        routed_s = read.routed_mean / self.expert_eff / bytes_per_s
-        busiest_routed_s = read.routed_busiest / self.expert_eff / bytes_per_s
-        weights_s = read.shared / bytes_per_s + routed_s
-        busiest_s = read.shared / bytes_per_s + busiest_routed_s
-        matmul_s = self.matmul_flop * b / self.matmul_rate
+        routed_s, busiest_routed_s, weights_s, busiest_s, matmul_s = self._times(b)
         return StepTimes(
             weights_s=weights_s,
             matmul_s=matmul_s,
@@ -133,19 +127,24 @@ class DecodeCurve:
             + self.dequant * (busiest_routed_s - routed_s),
         )
 
-    def energy(self, batch: float, context_tokens: float) -> tuple[float, float]:
-        """(``curves.decode_j_per_token``, the step's ``total_s``) at ``batch`` and ``context_tokens``: GPU
-        joules per output token and seconds per decode step, without building a ``StepTimes``."""
-        b = max(batch, 1.0)
-        if self.dense_weights_p is not None:
-            return self._dense_energy(b, context_tokens, self.dense_weights_p)
+    def _times(self, b: float) -> tuple[float, float, float, float, float]:
+        """(routed expert reads, the busiest GPU's routed reads, weight reads, the busiest GPU's weight
+        reads, matmul), seconds per step at batch ``b``: what ``step`` and ``energy`` share."""
         read = self._read(b)
         bytes_per_s = self.bytes_per_s
         routed_s = read.routed_mean / self.expert_eff / bytes_per_s
         busiest_routed_s = read.routed_busiest / self.expert_eff / bytes_per_s
         weights_s = read.shared / bytes_per_s + routed_s
         busiest_s = read.shared / bytes_per_s + busiest_routed_s
-        matmul_s = self.matmul_flop * b / self.matmul_rate
+        return routed_s, busiest_routed_s, weights_s, busiest_s, self.matmul_flop * b / self.matmul_rate
+
+    def energy(self, batch: float, context_tokens: float) -> tuple[float, float]:
+        """(``curves.decode_j_per_token``, the step's ``total_s``) at ``batch`` and ``context_tokens``: GPU
+        joules per output token and seconds per decode step, without building a ``StepTimes``."""
+        b = max(batch, 1.0)
+        if self.dense_weights_p is not None:
+            return self._dense_energy(b, context_tokens, self.dense_weights_p)
+        routed_s, busiest_routed_s, weights_s, busiest_s, matmul_s = self._times(b)
         kv_s = b * self.arch.kv_read_bytes(context_tokens) / self.kv_bandwidth
         overhead_s = 1e-6 * (self.arch.layers * (self.per_layer_us + b * self.seq_layer_us) + self.moe_us)
         dequant_s = self.dequant * routed_s
