@@ -60,9 +60,11 @@ class Capture:
     upstream_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+# Built for every request: a frozen dataclass sets each of its ~40 fields through ``object.__setattr__``,
+# which makes construction about 2.5x slower (~5.5 against ~2.2 us); records are never changed once built.
+@dataclass(slots=True)
 class RequestRecord:
-    """One finished request, as it enters the telemetry buffer.
+    """One finished request, as it enters the telemetry buffer. Read-only by convention: sinks share it.
 
     Energy is at the facility boundary: ``energy_j`` = (``gpu_j`` + ``host_j``) × ``pue``, where ``gpu_j``
     includes ``gpu_idle_j``, the resident-idle GPU energy of the time the request was resident. Carbon:
