@@ -208,20 +208,11 @@ class EnergyService:
 
     def _serving(self, residency: Residency, params: ModelParams, now_s: float) -> tuple[Serving, float]:
         """Serving assumptions and the cluster seconds charged (residency ÷ mean concurrency)."""
+        batch, cluster_s = self._batch(residency, now_s)
         state = self._clusters.get(residency.cluster)
-        end_s = residency.end_s if residency.end_s is not None else now_s
-        span_s = max(end_s - residency.start_s, 0.0)
         if state is None or state.settings.kind == "external":
-            return self._external, span_s / max(self._external.batch_size, 1.0)
-        model_occ = self._model_occupancy.get((residency.cluster, residency.model))
-        cluster_occ = self._occupancy.get(residency.cluster)
-        if model_occ is None or cluster_occ is None or span_s <= 0:
-            batch = cluster_batch = self._settings.self_hosted_batch_size
-        else:
-            batch = model_occ.mean_since(residency.model_reading, residency.start_s, end_s)
-            cluster_batch = cluster_occ.mean_since(residency.cluster_reading, residency.start_s, end_s)
-        serving = Serving(state.settings.gpu.type, state.settings.gpu.count, batch)
-        return serving, span_s / cluster_batch
+            return self._external, cluster_s
+        return Serving(state.settings.gpu.type, state.settings.gpu.count, batch), cluster_s
 
     def _plan(self, cluster: str, model: str) -> _Plan | None:
         """The fixed part of an estimate of ``model`` on ``cluster`` (calibrated method only; None for
@@ -244,7 +235,8 @@ class EnergyService:
         return found
 
     def _batch(self, residency: Residency, now_s: float) -> tuple[float, float]:
-        """(mean batch of the request's model, cluster seconds charged): ``_serving`` without the Serving."""
+        """(mean batch of the request's model over its residency, cluster seconds charged: residency ÷ the
+        cluster's mean concurrency); an external API's fixed batch."""
         state = self._clusters.get(residency.cluster)
         end_s = residency.end_s if residency.end_s is not None else now_s
         span_s = max(end_s - residency.start_s, 0.0)
