@@ -361,6 +361,7 @@ class Deployment:
             env["TEST_EM_KEY"] = EM_KEY
         path = tmp / "bauxite.yaml"
         path.write_text(yaml.safe_dump(config))
+        self.config = path
         cli = [sys.executable, "-m", "bauxite.cli"]
         self.log = tmp / "serve.log"
         self.fleet = subprocess.Popen([*cli, "fleet", "--config", str(path)], stdout=subprocess.DEVNULL)
@@ -454,6 +455,18 @@ def test_two_workers_count_every_request_exactly(fast: Deployment) -> None:
     assert capacity is not None and float(capacity.group(1)) == 2 * 1024 * 1024
     for _ in range(4):  # whichever worker takes the scrape, the answer comes from the one hub
         assert totals(asyncio.run(scrape(fast.url))) == {"ok": float(sent), "error": 0.0}
+
+
+def test_a_second_workers_gateway_on_a_taken_port_refuses_like_a_single_process(fast: Deployment) -> None:
+    cli = [sys.executable, "-m", "bauxite.cli", "serve", "--config", str(fast.config), "--port", str(fast.port)]
+    refusals = []
+    for workers in ("2", "1"):
+        second = subprocess.run([*cli, "--workers", workers], capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1, second.stderr
+        refusals.append(second.stderr.strip().splitlines()[-1])
+    assert refusals[0] == refusals[1]
+    assert refusals[0].startswith("cannot start:") and refusals[0].endswith("Address already in use")
+    assert len(fast.workers()) == 2  # the first gateway is untouched
 
 
 def test_a_killed_worker_is_restarted_and_its_in_flight_requests_recorded_as_errors(slow: Deployment) -> None:

@@ -2,7 +2,8 @@
 
 The supervisor runs no event loop and serves nothing. Before forking it creates the shared telemetry
 buffer (``shm.SharedRings``), reserves the public port with ``SO_REUSEPORT`` (so ``--port 0`` resolves once
-and a port held by another program fails at start, not in a restart loop), and opens the hub's loopback
+and a port held by another program, or by another ``--workers`` gateway, fails at start with "Address
+already in use", not in a restart loop), and opens the hub's loopback
 socket (kept across hub restarts, so workers can always reach it). Then it waits for children:
 
 - a worker that dies is replaced (same region, same port); the requests it had in flight are written into its
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..records import RequestRecord
-from ..server import SHUTDOWN_TIMEOUT_S, run
+from ..server import SHUTDOWN_TIMEOUT_S, bind_socket, run
 from ..settings import Settings
 from ..telemetry.codec import packer
 from ..telemetry.labels import LabelTables
@@ -237,7 +238,15 @@ def _raise_stop(signum: int, frame: object) -> None:
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (without listening) a SO_REUSEPORT socket on the public address: workers join its group."""
+    """Bind (without listening) a SO_REUSEPORT socket on the public address: workers join its group.
+
+    First the port is taken exclusively (listening, without ``SO_REUSEPORT``) and released: any other
+    program on it, another ``--workers`` gateway included, makes that fail with the same "Address already
+    in use" error a single-process gateway gives. Without the probe a second supervisor would join the
+    first one's ``SO_REUSEPORT`` group and the kernel would split connections between two gateways.
+    ``--port 0`` resolves here, once."""
+    with bind_socket(host, port, backlog=1) as probe:
+        port = int(probe.getsockname()[1])
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
