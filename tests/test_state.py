@@ -4,12 +4,16 @@ cool-downs, in-flight counts and affinity, merged report windows, and the local 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from bauxite.clusters import Fleet
 from bauxite.intensity.base import Intensity, IntensityError
@@ -17,12 +21,14 @@ from bauxite.intensity.config import IntensitySettings
 from bauxite.intensity.service import IntensityService
 from bauxite.routing.affinity import prefix_hash
 from bauxite.routing.router import Outcome, Router
-from bauxite.settings import ClusterSettings
+from bauxite.settings import ClusterSettings, settings_from_mapping
 from bauxite.state.base import LocalState, make_state
 from bauxite.state.config import StateSettings
 from bauxite.state.redis_state import RedisState
 from bauxite.state.reports import merge_windows
+from bauxite.telemetry.service import Telemetry
 from intensity_fakes import EM_KEY, FakeProviders
+from record_factory import make_record
 from servers import RedisServer
 
 FAST = StateSettings(url="redis://unused", sync_interval=0.05, timeout=0.3, peer_stale_after=1.0)
@@ -185,6 +191,40 @@ async def test_closed_windows_from_every_replica_merge_per_period(replicas: list
     # The same cluster is metered by every replica: its idle energy is taken once, not summed.
     assert merged[0]["clusters"][0]["idle_energy_j"] == 101.0
     assert merged[0]["clusters"][0]["requests"] == 7
+
+
+async def test_csv_reports_show_the_same_merged_windows_as_json(replicas: list[Replica]) -> None:
+    settings = settings_from_mapping({
+        "clusters": [{"name": "green", "region": "us-east-1", "url": "http://127.0.0.1:1/v1", "models": ["m"]}],
+        "auth": {"allow_anonymous": True},
+    })  # fmt: skip
+    services = [Telemetry(settings) for _ in replicas[:2]]
+    for service, replica in zip(services, replicas, strict=False):
+        service.window_sinks.append(replica.state.publish_window)
+        service.shared_windows = replica.state.windows
+        service.submit(make_record(region="us-east-1", cluster="green", model="m"))
+        service.close_window()
+    await settle()
+    app = web.Application()
+    services[0].add_routes(app)
+    client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        doc = await (await client.get("/v1/carbon/reports")).json()
+        text = await (await client.get("/v1/carbon/reports?format=csv")).text()
+        clusters_text = await (await client.get("/v1/carbon/reports?format=csv&table=clusters")).text()
+    finally:
+        await client.close()
+        for service in services:
+            service.ring.close()
+    assert doc["shared"] is True
+    merged_requests = sum(row["requests"] for w in doc["windows"] for row in w["usage"])
+    assert merged_requests == 2  # both replicas' windows, not only this one's
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert sum(int(r["requests"]) for r in rows) == merged_requests
+    assert {(r["window_start"], r["window_end"]) for r in rows} == {(w["start"], w["end"]) for w in doc["windows"]}
+    cluster_rows = list(csv.DictReader(io.StringIO(clusters_text)))
+    assert sum(int(r["requests"]) for r in cluster_rows) == merged_requests
 
 
 async def test_redis_outage_falls_back_to_local_state_and_recovers(

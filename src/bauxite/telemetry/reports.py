@@ -260,17 +260,8 @@ class Reports:
         return windows
 
     def as_csv(self, limit: int | None = None, table: str = "usage") -> bytes:
-        """Closed windows as CSV, one row per department × model × region (``table="usage"``) or per
-        cluster with its scope, metered, idle and embodied figures (``table="clusters"``)."""
-        columns = CLUSTER_CSV_COLUMNS if table == "clusters" else USAGE_CSV_COLUMNS
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for window in self._windows(limit):
-            bounds = {"window_start": window["start"], "window_end": window["end"]}
-            for row in window["clusters" if table == "clusters" else "usage"]:
-                writer.writerow(bounds | {k: "" if v is None else v for k, v in row.items()})
-        return out.getvalue().encode()
+        """This process's closed windows as CSV (see ``windows_csv``)."""
+        return windows_csv(self._windows(limit), table)
 
     def as_json(self, limit: int | None = None) -> bytes:
         windows = self._windows(limit)
@@ -280,6 +271,21 @@ class Reports:
             "windows": windows,
         }
         return orjson.dumps(body)
+
+
+def windows_csv(windows: list[dict[str, Any]], table: str = "usage") -> bytes:
+    """Report windows (oldest first, as in the JSON report) as CSV, one row per department × model × region
+    (``table="usage"``) or per cluster with its scope, metered, idle and embodied figures
+    (``table="clusters"``); each row starts with its window's bounds."""
+    columns = CLUSTER_CSV_COLUMNS if table == "clusters" else USAGE_CSV_COLUMNS
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for window in windows:
+        bounds = {"window_start": window["start"], "window_end": window["end"]}
+        for row in window["clusters" if table == "clusters" else "usage"]:
+            writer.writerow(bounds | {k: "" if v is None else v for k, v in row.items()})
+    return out.getvalue().encode()
 
 
 def _scopes(clusters: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -32,7 +32,7 @@ from .dashboard import Dashboard
 from .exposition import TelemetryCollector
 from .http import token_middleware
 from .labels import LabelTables
-from .reports import Reports
+from .reports import Reports, windows_csv
 from .ring import CAPACITY_BYTES, Ring, RingBuffer
 from .series import Series
 
@@ -206,21 +206,24 @@ class Telemetry:
             if limit < 0:  # 0 is a valid limit: no windows, only the report's header fields
                 return _bad_query("limit", "limit must be a whole number ≥ 0 (the latest N windows)")
         fmt = request.query.get("format", "json")
-        if fmt == "csv":
-            table = request.query.get("table", "usage")
-            if table not in ("usage", "clusters"):
-                return _bad_query("table", "table must be 'usage' or 'clusters'")
-            return web.Response(
-                body=self.reports.as_csv(limit, table), content_type="text/csv", charset="utf-8"
-            )
-        if fmt != "json":
+        if fmt not in ("json", "csv"):
             return _bad_query("format", "format must be 'json' or 'csv'")
-        merged = await self._merged_reports(limit)
-        body = merged if merged is not None else self.reports.as_json(limit)
-        return web.Response(body=body, content_type="application/json")
+        table = request.query.get("table", "usage")
+        if fmt == "csv" and table not in ("usage", "clusters"):
+            return _bad_query("table", "table must be 'usage' or 'clusters'")
+        merged = await self._merged_windows(limit)
+        if fmt == "csv":
+            body = self.reports.as_csv(limit, table) if merged is None else windows_csv(merged, table)
+            return web.Response(body=body, content_type="text/csv", charset="utf-8")
+        if merged is None:
+            return web.Response(body=self.reports.as_json(limit), content_type="application/json")
+        doc = orjson.loads(self.reports.as_json(0))
+        doc.update(windows=merged, shared=True)
+        return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
-    async def _merged_reports(self, limit: int | None) -> bytes | None:
-        """Every replica's closed windows merged per period, when shared state offers them."""
+    async def _merged_windows(self, limit: int | None) -> list[dict[str, Any]] | None:
+        """Every replica's closed windows merged per period (the latest ``limit``), when shared state offers
+        them; None means "use this process's own windows" (no shared state, or it is unreachable)."""
         if self.shared_windows is None:
             return None
         windows = await self.shared_windows()
@@ -231,9 +234,7 @@ class Telemetry:
         merged = merge_windows(windows, self.reports.interval_s)
         if limit is not None:
             merged = merged[-limit:] if limit > 0 else []
-        doc = orjson.loads(self.reports.as_json(0))
-        doc.update(windows=merged, shared=True)
-        return orjson.dumps(doc)
+        return merged
 
     # Lifecycle --------------------------------------------------------------------------------------
 
