@@ -532,6 +532,55 @@ def test_a_killed_worker_is_restarted_and_its_in_flight_requests_recorded_as_err
     assert asyncio.run(more()) == [200] * 6  # the replacement serves
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie, dead but not yet reaped, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    """Wait until none of ``pids`` runs; returns those still running after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if alive(p)]
+
+
+def test_a_repeated_sigterm_while_draining_still_stops_every_child(slow: Deployment) -> None:
+    family = children(slow.serve.pid)
+    assert len(family) == 3
+
+    async def run() -> None:
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True,
+                    "max_tokens": 64}  # fmt: skip
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.post(slow.url + "/v1/chat/completions", json=body) as resp:
+                    await resp.content.readany()  # in flight: its worker drains it before stopping
+                    slow.serve.send_signal(signal.SIGTERM)
+                    await asyncio.sleep(0.5)
+                    assert slow.serve.poll() is None, "the supervisor left before its workers drained"
+                    slow.serve.send_signal(signal.SIGTERM)  # impatient: Ctrl-C twice
+                    await resp.read()
+
+    asyncio.run(run())
+    assert slow.serve.wait(30) == 0
+    assert wait_gone(family, 5) == []
+    assert "while stopping" in slow.log.read_text()
+
+
+def test_children_stop_when_the_supervisor_is_killed(fast: Deployment) -> None:
+    family = children(fast.serve.pid)
+    assert len(family) == 3
+    fast.serve.kill()
+    fast.serve.wait()
+    assert wait_gone(family, 30) == []
+
+
 @pytest.fixture
 def providers() -> Iterator[FakeOnThread]:
     fake = FakeOnThread()

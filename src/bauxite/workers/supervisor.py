@@ -11,12 +11,15 @@ socket (kept across hub restarts, so workers can always reach it). Then it waits
 - a hub that dies is replaced; records wait in the shared buffer meanwhile and nothing is lost but the
   hub's running totals (Prometheus sees a counter reset, which ``rate()`` handles);
 - SIGTERM or SIGINT stops the workers first (each finishes its in-flight requests), then the hub (which
-  drains the last records and closes the current report window).
+  drains the last records and closes the current report window); a repeated signal hurries that stop (kills
+  the draining workers, then the hub) but never leaves children behind;
+- children get SIGTERM from the kernel when the supervisor dies, even by SIGKILL (Linux).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import math
 import os
@@ -24,6 +27,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +45,7 @@ from .shm import Region, SharedRings
 log = logging.getLogger("bauxite.workers")
 RESTART_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)  # by how many quick deaths came just before
 QUICK_DEATH_S = 5.0  # a child that dies sooner than this after starting counts as crash-looping
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: the container's CPU limit, if any
 
 
@@ -91,12 +96,14 @@ class Supervisor:
         self.feeds = FeedBoard()
         self.scrapes = ScrapeBoard([c.name for c in settings.clusters])
         self._pack = packer(LabelTables.from_settings(settings))
+        self.pid = os.getpid()
         self._reserve = _reserve_port(host, port)
         self.port = int(self._reserve.getsockname()[1])
         self._hub_sock = socket.create_server(("127.0.0.1", 0), backlog=256)
         self.hub_url = f"http://127.0.0.1:{self._hub_sock.getsockname()[1]}"
         self.children: dict[int, _Child] = {}
         self.lost_requests = 0
+        self.signals_while_stopping = 0
 
     def serve(self) -> int:
         """Fork everything, keep it running until SIGTERM/SIGINT, then stop it in order."""
@@ -115,10 +122,21 @@ class Supervisor:
         except _Stop:
             pass
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            self._shutdown()
+            # While stopping, a repeated signal must not end the supervisor (its children would be left
+            # running under PID 1): it hurries the stop instead (see ``_shutdown``).
+            for sig in previous:
+                signal.signal(sig, self._count_signal)
+            try:
+                self._shutdown()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
         return 0
+
+    def _count_signal(self, signum: int, frame: object) -> None:
+        self.signals_while_stopping += 1
+        log.warning("signal %d while stopping: stopping the %s now", signum,
+                    "workers" if self.signals_while_stopping == 1 else "telemetry hub")  # fmt: skip
 
     def _replace(self, pid: int, status: int) -> None:
         child = self.children.pop(pid, None)
@@ -164,6 +182,8 @@ class Supervisor:
     def _child_main(self, child: _Child) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)  # the child's event loop installs its own handlers
+        if not stop_with_parent(self.pid):
+            return 0  # the supervisor is already gone: nothing would ever stop or replace this child
         self._reserve.close()
         use_uvloop = self.settings.server.use_uvloop
         if child.role == "hub":
@@ -184,10 +204,16 @@ class Supervisor:
         return run(worker, use_uvloop)
 
     def _shutdown(self) -> None:
+        """Stop the workers (each drains its in-flight requests), then the hub (it drains the last records
+        and closes the current window), each within ``SHUTDOWN_TIMEOUT_S`` + 5 s. A repeated SIGTERM/SIGINT
+        kills the workers still draining (their in-flight requests are recorded as errors, as for a crash)
+        and the hub still gets its orderly stop; one more kills the hub too."""
         workers = [pid for pid, c in self.children.items() if c.role == "worker"]
         hubs = [pid for pid, c in self.children.items() if c.role == "hub"]
-        _stop(workers, SHUTDOWN_TIMEOUT_S + 5)
-        _stop(hubs, SHUTDOWN_TIMEOUT_S + 5)
+        killed = _stop(workers, SHUTDOWN_TIMEOUT_S + 5, lambda: self.signals_while_stopping >= 1)
+        for pid in killed:
+            self.record_lost(self.shared.regions[self.children[pid].index])
+        _stop(hubs, SHUTDOWN_TIMEOUT_S + 5, lambda: self.signals_while_stopping >= 2)
         self.children.clear()
         self._reserve.close()
         self._hub_sock.close()
@@ -207,13 +233,14 @@ def lost_request(finished_at: float) -> RequestRecord:
     )  # fmt: skip
 
 
-def _stop(pids: list[int], timeout_s: float) -> None:
-    """SIGTERM, wait up to ``timeout_s``, then SIGKILL whatever is left."""
+def _stop(pids: list[int], timeout_s: float, hurry: Callable[[], bool]) -> list[int]:
+    """SIGTERM, wait up to ``timeout_s`` or until ``hurry()`` says so, then SIGKILL whatever is left;
+    returns the pids killed."""
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     left = set(pids)
-    while left and time.monotonic() < deadline:
+    while left and time.monotonic() < deadline and not hurry():
         for pid in list(left):
             try:
                 done, _ = os.waitpid(pid, os.WNOHANG)
@@ -226,6 +253,18 @@ def _stop(pids: list[int], timeout_s: float) -> None:
         _signal(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+    return sorted(left)
+
+
+def stop_with_parent(parent_pid: int) -> bool:
+    """Ask the kernel (Linux ``prctl(PR_SET_PDEATHSIG, SIGTERM)``) to send this process SIGTERM when its
+    parent dies, so a supervisor killed with SIGKILL leaves no gateway running unsupervised. False when the
+    parent ``parent_pid`` is already gone (it died before the request took effect)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    return os.getppid() == parent_pid
 
 
 def _signal(pid: int, sig: int) -> None:
