@@ -88,6 +88,27 @@ def test_check_config_and_serve_agree_on_environment(
         assert "warning:" in err and "BAUXITE_TEST_UNSET_KEY" in err and "DISABLED" in err
 
 
+def test_state_urls_are_checked_before_serve_would_use_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for url in ("http://redis:6379/0", "not a url"):
+        code, err = check(tmp_path, VALID + f"state: {{url: '{url}'}}\n", capsys)
+        assert code == 2 and "state.url" in err and "redis://, rediss:// (TLS) or unix://" in err, err
+    assert check(tmp_path, VALID + "state: {url: 'unix:///run/redis.sock'}\n", capsys)[0] == 0
+    path = tmp_path / "env.yaml"
+    path.write_text(VALID + "state: {url_env: BAUXITE_TEST_REDIS_URL}\n")
+    monkeypatch.delenv("BAUXITE_TEST_REDIS_URL", raising=False)
+    assert main(["check-config", str(path)]) == 0  # runs, on its own state: said aloud
+    err = capsys.readouterr().err
+    assert "warning: state.url_env" in err and "BAUXITE_TEST_REDIS_URL" in err and "NOT share" in err
+    monkeypatch.setenv("BAUXITE_TEST_REDIS_URL", "http://user:pw@redis:6379")
+    for argv in (["check-config", str(path)], ["serve", "--config", str(path), "--port", "0"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "BAUXITE_TEST_REDIS_URL" in err and "not a Redis URL" in err and "Traceback" not in err
+        assert "pw" not in err  # the value's credentials are not echoed
+
+
 WEIRD: list[Any] = [
     math.nan, math.inf, -math.inf, -1, 0, 10**400, "", "x" * 300, [], {}, None, True, "1ms", "-5s",
     [[[[[[[[1]]]]]]]], {"a": {"b": {"c": {}}}}, "\udcff", 1e308, "0x10", "http://", "us-east-1",

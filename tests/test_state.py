@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from bauxite.app import create_app
 from bauxite.clusters import Fleet
 from bauxite.intensity.base import Intensity, IntensityError
 from bauxite.intensity.config import IntensitySettings
@@ -29,7 +31,7 @@ from bauxite.state.reports import merge_windows
 from bauxite.telemetry.service import Telemetry
 from intensity_fakes import EM_KEY, FakeProviders
 from record_factory import make_record
-from servers import RedisServer
+from servers import RedisServer, free_port
 
 FAST = StateSettings(url="redis://unused", sync_interval=0.05, timeout=0.3, peer_stale_after=1.0)
 
@@ -194,10 +196,8 @@ async def test_closed_windows_from_every_replica_merge_per_period(replicas: list
 
 
 async def test_csv_reports_show_the_same_merged_windows_as_json(replicas: list[Replica]) -> None:
-    settings = settings_from_mapping({
-        "clusters": [{"name": "green", "region": "us-east-1", "url": "http://127.0.0.1:1/v1", "models": ["m"]}],
-        "auth": {"allow_anonymous": True},
-    })  # fmt: skip
+    cluster = {"name": "green", "region": "us-east-1", "url": "http://127.0.0.1:1/v1", "models": ["m"]}
+    settings = settings_from_mapping({"clusters": [cluster], "auth": {"allow_anonymous": True}})
     services = [Telemetry(settings) for _ in replicas[:2]]
     for service, replica in zip(services, replicas, strict=False):
         service.window_sinks.append(replica.state.publish_window)
@@ -222,7 +222,8 @@ async def test_csv_reports_show_the_same_merged_windows_as_json(replicas: list[R
     assert merged_requests == 2  # both replicas' windows, not only this one's
     rows = list(csv.DictReader(io.StringIO(text)))
     assert sum(int(r["requests"]) for r in rows) == merged_requests
-    assert {(r["window_start"], r["window_end"]) for r in rows} == {(w["start"], w["end"]) for w in doc["windows"]}
+    bounds = {(w["start"], w["end"]) for w in doc["windows"]}
+    assert {(r["window_start"], r["window_end"]) for r in rows} == bounds
     cluster_rows = list(csv.DictReader(io.StringIO(clusters_text)))
     assert sum(int(r["requests"]) for r in cluster_rows) == merged_requests
 
@@ -294,6 +295,38 @@ async def test_three_intensity_services_call_the_provider_once_per_refresh(
     assert all(s.current("eu-central-1").source == "electricity_maps" for s in services)
 
 
+async def test_an_unreachable_store_at_start_up_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()  # nothing listens there
+    state = RedisState(
+        FAST.model_copy(update={"url": f"redis://127.0.0.1:{port}/0"}), f"redis://127.0.0.1:{port}/0"
+    )
+    with caplog.at_level(logging.WARNING, logger="bauxite.state"):
+        await state.start()
+        await asyncio.sleep(1.5)  # one reconnect attempt more: no second line
+        await state.stop()
+    lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(lines) == 1 and "start-up" in lines[0], lines
+
+
+async def test_the_state_gauge_is_exposed_whenever_a_store_is_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("BAUXITE_TEST_UNSET_REDIS_URL", raising=False)
+    cluster = {"name": "a", "region": "us-east-1", "url": "http://127.0.0.1:1/v1", "models": ["m"]}
+    base = {"clusters": [cluster]}
+    found = []
+    for state in ({}, {"url_env": "BAUXITE_TEST_UNSET_REDIS_URL"}):
+        app = create_app(settings_from_mapping({**base, "state": state}))
+        client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
+        await client.start_server()
+        try:
+            text = await (await client.get("/metrics")).text()
+        finally:
+            await client.close()
+        found.append([line for line in text.splitlines() if line.startswith("bauxite_shared_state_up")])
+    assert found == [[], ['bauxite_shared_state_up{kind="redis"} 0.0']]
+
+
 def test_state_settings_validation_and_default() -> None:
     assert isinstance(make_state(StateSettings()), LocalState)
     unset = make_state(StateSettings(url_env="BAUXITE_TEST_UNSET_REDIS_URL"))
@@ -302,3 +335,8 @@ def test_state_settings_validation_and_default() -> None:
         StateSettings(url="redis://user:secret@redis:6379/0")
     with pytest.raises(ValueError, match="either"):
         StateSettings(url="redis://redis:6379/0", url_env="REDIS_URL")
+    for bad in ("http://redis:6379/0", "not a url", "redis:6379"):
+        with pytest.raises(ValueError, match="not a Redis URL"):
+            StateSettings(url=bad)
+    for good in ("redis://r:6379/0", "rediss://r:6380", "unix:///run/redis.sock"):
+        assert StateSettings(url=good).url == good

@@ -458,7 +458,8 @@ def test_two_workers_count_every_request_exactly(fast: Deployment) -> None:
 
 
 def test_a_second_workers_gateway_on_a_taken_port_refuses_like_a_single_process(fast: Deployment) -> None:
-    cli = [sys.executable, "-m", "bauxite.cli", "serve", "--config", str(fast.config), "--port", str(fast.port)]
+    cli = [sys.executable, "-m", "bauxite.cli", "serve", "--config", str(fast.config)]
+    cli += ["--port", str(fast.port)]
     refusals = []
     for workers in ("2", "1"):
         second = subprocess.run([*cli, "--workers", workers], capture_output=True, text=True, timeout=30)

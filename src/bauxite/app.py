@@ -83,7 +83,7 @@ def create_app(
         settings.server.body_timeout,
         state,
     )
-    _share(state, fleet, router, telemetry)
+    _share(state, fleet, router, telemetry, settings.state.configured)
 
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
@@ -101,9 +101,12 @@ def create_app(
     return app
 
 
-def _share(state: SharedState, fleet: Fleet, router: Router, telemetry: Telemetry) -> None:
-    """Connect the parts whose state replicas share (a no-op for in-process state)."""
+def _share(state: SharedState, fleet: Fleet, router: Router, telemetry: Telemetry, configured: bool) -> None:
+    """Connect the parts whose state replicas share (for in-process state: only the gauge saying a configured
+    store is not in use)."""
     if state.kind == "local":
+        if configured:
+            telemetry.registry.register(StateCollector(state, store_missing=True))
         return
     state.attach(fleet, router)
     telemetry.window_sinks.append(state.publish_window)

@@ -26,6 +26,7 @@ def check_settings(settings: Settings, file: str) -> tuple[list[str], list[str]]
         for name in MULTIPROC_ENV
         if os.environ.get(name)
     )
+    problems.extend(_state_problems(settings, notes))
     for index, key in enumerate(settings.auth.keys):
         if key.key_env and not os.environ.get(key.key_env):
             notes.append(
@@ -44,6 +45,25 @@ def check_settings(settings: Settings, file: str) -> tuple[list[str], list[str]]
     if not settings.auth.keys and not settings.auth.allow_anonymous:
         notes.append("no API keys and auth.allow_anonymous is false: every request will get 401")
     return [f"{file}: {p}" for p in problems], notes
+
+
+def _state_problems(settings: Settings, notes: list[str]) -> list[str]:
+    """``state.url_env``: unset is a note (the gateway runs on its own state), a value that is no Redis URL
+    a problem (the client could not use it)."""
+    from .state.config import url_problem
+
+    name = settings.state.url_env
+    if not name:
+        return []
+    value = os.environ.get(name, "")
+    if not value:
+        notes.append(
+            f"state.url_env: environment variable {name} is unset or empty; this gateway will NOT share "
+            "state with other replicas (in-process state only)"
+        )
+        return []
+    problem = url_problem(value)
+    return [] if problem is None else [f"state.url_env: the value of {name} is wrong: {problem}"]
 
 
 def _unknown_hardware_and_models(settings: Settings) -> list[str]:

@@ -13,6 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..durations import DurationS
 
+SCHEMES = ("redis://", "rediss://", "unix://")  # what the Redis/Valkey client connects to
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name a Redis/Valkey server (a message), or None when its scheme is usable."""
+    if not url.startswith(SCHEMES):
+        shown = url if "@" not in url else "<a URL with credentials>"
+        return (f"{shown!r} is not a Redis URL: it must start with redis://, rediss:// (TLS) or unix:// "
+                "(e.g. redis://localhost:6379/0)")  # fmt: skip
+    return None
+
 
 class StateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -29,10 +40,17 @@ class StateSettings(BaseModel):
     def _one_url(self) -> StateSettings:
         if self.url and self.url_env:
             raise ValueError("give either state.url or state.url_env, not both")
+        if self.url is not None and (problem := url_problem(self.url)) is not None:
+            raise ValueError(f"state.url: {problem}")
         if self.url and "@" in self.url.split("//", 1)[-1].split("/", 1)[0]:
             raise ValueError("state.url carries credentials; put the URL in an environment variable and "
                              "name it in state.url_env")  # fmt: skip
         return self
+
+    @property
+    def configured(self) -> bool:
+        """Whether the file asks for a shared store (``url`` or ``url_env``), set or not."""
+        return bool(self.url or self.url_env)
 
     def resolved_url(self) -> str | None:
         """The URL to connect to, or None for in-process state (also when ``url_env`` is unset)."""

@@ -11,8 +11,12 @@ from .base import SharedState
 
 
 class StateCollector(Collector):
-    def __init__(self, state: SharedState) -> None:
+    """``state``: this process's state. ``store_missing``: a store is configured but not in use (its
+    ``state.url_env`` variable is unset), so the gauge reads 0 for kind "redis" rather than being absent."""
+
+    def __init__(self, state: SharedState, store_missing: bool = False) -> None:
         self._state = state
+        self._missing = store_missing
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -21,7 +25,10 @@ class StateCollector(Collector):
             "0 while it falls back to its own state.",
             labels=["kind"],
         )
-        up.add_metric([self._state.kind], 1.0 if self._state.up else 0.0)
+        if self._missing:
+            up.add_metric(["redis"], 0.0)
+        else:
+            up.add_metric([self._state.kind], 1.0 if self._state.up else 0.0)
         yield up
         yield CounterMetricFamily(
             "bauxite_shared_state_fallbacks",

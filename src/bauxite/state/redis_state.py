@@ -106,6 +106,8 @@ class RedisState:
             await self._connect()
         except ERRORS as exc:
             self._down(exc)
+            log.warning("shared state unreachable at start-up, using this replica's own state and retrying "
+                        "every second: %s", self.error)  # fmt: skip
         self._stopping = False
         self._task = asyncio.create_task(self._sync_forever(), name="shared-state-sync")
 
