@@ -95,6 +95,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(func=run)
 
 
+
 def _params(args: argparse.Namespace) -> ModelParams | str:
     if args.active_params_b is not None:
         if not args.active_params_b > 0 or (args.total_params_b is not None and not args.total_params_b > 0):
