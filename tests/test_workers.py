@@ -24,6 +24,7 @@ import yaml
 from aiohttp import web
 
 from bauxite.app import Handler
+from bauxite.cli import main
 from bauxite.clusters import Fleet
 from bauxite.fleet.config import SimClusterSettings
 from bauxite.fleet.server import SimServer
@@ -270,9 +271,30 @@ def test_worker_count_parses_auto_and_rejects_nonsense(tmp_path: Path) -> None:
     assert worker_count("auto", limit) == min(cpus, 2)
     limit.write_text("max 100000\n")
     assert worker_count("auto", limit) == cpus
-    for bad in ("0", "-2", "many"):
-        with pytest.raises(ValueError, match="--workers"):
+    for bad in ("0", "-2", "many", "257", "4096", "1000000"):
+        with pytest.raises(ValueError, match="--workers must be an integer from 1 to 256"):
             worker_count(bad)
+    assert worker_count("256") == 256
+    SharedRings(256, lock_memory=False)  # the largest accepted count fits the buffer
+
+
+def test_serve_rejects_too_many_workers_and_warns_above_the_cpu_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    absent = str(tmp_path / "absent.yaml")
+    for huge in ("1000000", "4096"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["serve", "--config", absent, "--workers", huge])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("usage: bauxite serve") and "integer from 1 to 256" in err, err
+        assert "Traceback" not in err
+    cpus = len(os.sched_getaffinity(0))
+    assert main(["serve", "--config", absent, "--workers", str(cpus + 1)]) == 2  # the config is missing
+    err = capsys.readouterr().err
+    assert f"warning: --workers {cpus + 1} is more than the {cpus} CPUs" in err
+    assert main(["serve", "--config", absent, "--workers", "auto"]) == 2
+    assert "warning: --workers" not in capsys.readouterr().err
 
 
 # The supervisor, end to end ---------------------------------------------------------------------------

@@ -22,6 +22,16 @@ def port_number(text: str) -> int:
     return port
 
 
+def workers_number(text: str) -> int:
+    """argparse type for ``--workers``: 1 to ``MAX_WORKERS``, or ``auto``."""
+    from .workers.supervisor import worker_count
+
+    try:
+        return worker_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--workers must be ")) from None
+
+
 def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", required=True, metavar="FILE", help="enterprise.yaml to load")
     parser.add_argument("--host", help="listen address (default: server.host, 127.0.0.1)")
@@ -32,10 +42,12 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        default="1",
+        default=1,
+        type=workers_number,
         metavar="N",
         help="gateway processes sharing the port (SO_REUSEPORT) under one supervisor, plus one process "
-        "serving /metrics and reports for all of them; 'auto' = one per CPU (default 1: a single process)",
+        "serving /metrics and reports for all of them; 1-256, or 'auto' = one per CPU (default 1: a single "
+        "process)",
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
@@ -71,13 +83,16 @@ def _checked(path: str, heading: str) -> Settings | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
-    from .workers.supervisor import serve_workers, worker_count
+    from .workers.supervisor import serve_workers, usable_cpus
 
-    try:
-        workers = worker_count(args.workers)
-    except ValueError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
+    workers: int = args.workers
+    cpus = usable_cpus()
+    if workers > cpus:
+        print(
+            f"warning: --workers {workers} is more than the {cpus} CPUs this process may use; the extra "
+            "workers only compete for them (--workers auto starts one per CPU)",
+            file=sys.stderr,
+        )
     settings = _checked(args.config, "refusing to start: configuration error:")
     if settings is None:
         return 2

@@ -44,6 +44,7 @@ from .shm import Region, SharedRings
 
 log = logging.getLogger("bauxite.workers")
 RESTART_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)  # by how many quick deaths came just before
+MAX_WORKERS = 256  # each worker is a full gateway (~100 MB resident); more than a host's cores only contend
 QUICK_DEATH_S = 5.0  # a child that dies sooner than this after starting counts as crash-looping
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: the container's CPU limit, if any
@@ -53,19 +54,25 @@ class _Stop(Exception):
     """Raised from the signal handler to leave the blocking wait."""
 
 
+def usable_cpus(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The CPUs this process may use: its CPU set, lowered to its cgroup v2 CPU quota (a container's CPU
+    limit) rounded up, when one is set."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cpu_quota(cgroup_cpu_max)
+    return max(1, min(cpus, quota)) if quota is not None else cpus
+
+
 def worker_count(text: str, cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
-    """Parse ``--workers``: a positive integer, or ``auto`` for the CPUs this process may use: its CPU set,
-    lowered to its cgroup v2 CPU quota (a container's CPU limit) rounded up, when one is set."""
+    """Parse ``--workers``: an integer from 1 to ``MAX_WORKERS``, or ``auto`` for ``usable_cpus()`` (at most
+    ``MAX_WORKERS``). Raises ``ValueError`` saying what is accepted."""
     if text == "auto":
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        quota = _cpu_quota(cgroup_cpu_max)
-        return max(1, min(cpus, quota)) if quota is not None else cpus
+        return min(usable_cpus(cgroup_cpu_max), MAX_WORKERS)
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise ValueError(f"--workers must be a positive integer or 'auto', got {text!r}")
+    if not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f"--workers must be an integer from 1 to {MAX_WORKERS} or 'auto', got {text!r}")
     return value
 
 
