@@ -5,7 +5,9 @@ worker killed mid-request is restarted with its in-flight requests recorded as e
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import os
 import re
 import signal
@@ -361,11 +363,14 @@ def established(pid: int, port: int) -> int:
 class Deployment:
     """A simulated fleet and ``bauxite serve --workers 2`` as real subprocesses."""
 
-    def __init__(self, tmp: Path, time_scale: float, em_url: str | None = None) -> None:
+    def __init__(
+        self, tmp: Path, time_scale: float, em_url: str | None = None, reporting_interval: str = "1h"
+    ) -> None:
         self.port = free_port()
         fleet_port = free_port()
         config: dict[str, Any] = {
             "auth": {"allow_anonymous": True},
+            "enterprise": {"carbon_tracking": {"reporting_interval": reporting_interval}},
             "clusters": [
                 {"name": "sim", "region": "us-east-1", "url": f"http://127.0.0.1:{fleet_port}/v1",
                  "models": [MODEL]},
@@ -376,7 +381,7 @@ class Deployment:
         }  # fmt: skip
         env = dict(os.environ)
         if em_url is not None:  # live intensity from a fake Electricity Maps, refreshed every second
-            config["enterprise"] = {"carbon_tracking": {"provider": "electricity_maps"}}
+            config["enterprise"]["carbon_tracking"]["provider"] = "electricity_maps"
             config["clusters"][0]["zone"] = "SE"
             em = {"api_key_env": "TEST_EM_KEY", "base_url": em_url}
             config["intensity"] = {"refresh_interval": "1s", "retry_min": "0.5s", "electricity_maps": em}
@@ -490,6 +495,27 @@ def test_a_second_workers_gateway_on_a_taken_port_refuses_like_a_single_process(
     assert refusals[0] == refusals[1]
     assert refusals[0].startswith("cannot start:") and refusals[0].endswith("Address already in use")
     assert len(fast.workers()) == 2  # the first gateway is untouched
+
+
+def test_only_the_hub_logs_carbon_reports(tmp_path: Path) -> None:
+    deployment = Deployment(tmp_path, time_scale=0.0, reporting_interval="1s")
+    try:
+
+        async def load() -> list[int]:
+            connector = aiohttp.TCPConnector(force_close=True)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                return await asyncio.gather(*(chat(session, deployment.url) for _ in range(20)))
+
+        assert asyncio.run(load()) == [200] * 20
+        time.sleep(3.5)  # three window boundaries or more
+    finally:
+        deployment.close()
+    lines = [json.loads(line[line.index("{") :]) for line in deployment.log.read_text().splitlines()
+             if '"event":"carbon_report"' in line]  # fmt: skip
+    assert len(lines) >= 3
+    ends = collections.Counter((line["start"], line["end"]) for line in lines)
+    assert max(ends.values()) == 1, ends  # one line per window, not one per process
+    assert sum(line["totals"]["requests"] for line in lines) == 20
 
 
 def test_a_killed_worker_is_restarted_and_its_in_flight_requests_recorded_as_errors(slow: Deployment) -> None:

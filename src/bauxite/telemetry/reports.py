@@ -106,6 +106,9 @@ class Reports:
         self.interval_s = interval_s
         self.closed: deque[dict[str, Any]] = deque(maxlen=kept)
         self._log = logging.getLogger(REPORT_LOGGER)
+        # False in a ``--workers`` worker: its windows hold none of the host's requests (the hub counts
+        # them) but the fleet's idle energy, which the hub's line already carries.
+        self.log_windows = True
         self._opened_at = 0.0
         self._usage0: dict[tuple[int, int, int], list[float]] = {}
         self._clusters0: dict[int, list[float]] = {}
@@ -146,7 +149,8 @@ class Reports:
         totals["sci_g_per_request"] = sci(fleet_g, fleet_m, totals["requests"])
         totals["sci_g_per_1k_tokens"] = sci(fleet_g, fleet_m, tokens / 1000.0)
         self.closed.append(window)
-        self._emit(window)
+        if self.log_windows:
+            self._emit(window)
         self.open(now, dropped)
         return window
 

@@ -54,6 +54,7 @@ async def run_worker(
     state = WorkerFeeds(feeds) if settings.state.resolved_url() is None else None
     # Cluster readings too: the hub scrapes, this worker's router applies them (one scrape for the host).
     app = create_app(settings, ring=writer, state=state, scrapes=worker_scrapes(scrapes))
+    app[GATEWAY].telemetry.reports.log_windows = False  # the hub logs the host's carbon_report lines
     app.middlewares.append(count_in_flight(shared.regions[index]))
     app.cleanup_ctx.append(_board_task(board, index))
     if settings.telemetry.listen_port is None:  # else the hub alone serves the telemetry listener
