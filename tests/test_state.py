@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+import redis.asyncio as redis_async
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -155,6 +157,29 @@ async def test_a_silent_replica_stops_counting(replicas: list[Replica]) -> None:
     await asyncio.sleep(1.3)  # peer_stale_after = 1 s
     assert b.fleet.by_name["green"].peer_in_flight == 0
     await a.state.start()  # the fixture stops it again
+
+
+async def test_inflight_entries_of_stopped_and_long_silent_replicas_are_deleted(
+    redis_server: RedisServer,
+) -> None:
+    a, b = Replica(redis_server.url, "inflight-gc"), Replica(redis_server.url, "inflight-gc")
+    store = redis_async.Redis.from_url(redis_server.url)
+    key = "inflight-gc:inflight"
+    now = time.time()
+    await store.hset(key, "gone-long-ago", orjson.dumps({"t": now - 3600, "c": {"green": 50}}))
+    await store.hset(key, "silent-a-moment", orjson.dumps({"t": now - 5, "c": {"green": 50}}))
+    for replica in (a, b):
+        await replica.state.start()
+    try:
+        await settle()
+        fields = {f.decode() for f in await store.hkeys(key)}
+        assert fields == {a.state.replica, b.state.replica, "silent-a-moment"}  # stale, not yet forgotten
+        assert b.fleet.by_name["green"].peer_in_flight == 0  # neither old entry counts as load
+        await a.state.stop()
+        assert {f.decode() for f in await store.hkeys(key)} == {b.state.replica, "silent-a-moment"}
+    finally:
+        await b.state.stop()
+        await store.aclose()
 
 
 def window(end: float, requests: int, energy_j: float, idle_j: float) -> dict[str, Any]:

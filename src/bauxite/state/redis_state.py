@@ -2,7 +2,8 @@
 
 Keys (all under ``state.prefix``): ``intensity:<feed>`` (the latest value, JSON) and ``lock:<feed>`` (held by
 the one replica refreshing it); ``inflight`` (hash: replica → its per-cluster in-flight counts and when they
-were sent); ``cooldown`` (hash: cluster → unix time its cool-down ends); ``affinity`` (a capped stream of
+were sent; a replica deletes its own field when it stops, and any replica deletes fields silent for a
+minute); ``cooldown`` (hash: cluster → unix time its cool-down ends); ``affinity`` (a capped stream of
 prefix hash → cluster); ``windows`` (sorted set of closed report windows by end time); ``hashkey`` (the
 random BLAKE2b key every replica hashes prompt prefixes with). Nothing holds request text or keys.
 
@@ -42,6 +43,7 @@ ERRORS = (RedisError, OSError, TimeoutError)
 PENDING_CAP = 10_000  # queued affinity entries / windows while the store is slow or down
 WINDOWS_KEPT = 10_000
 POLL_S = 0.05
+INFLIGHT_FORGET_S = 60.0  # an ``inflight`` entry older than this (and peer_stale_after) is deleted
 
 
 class RedisState:
@@ -77,6 +79,7 @@ class RedisState:
         self._pending_windows: list[bytes] = []
         self._published: dict[str, float] = {}  # cluster -> the local cool-down end last published
         self._stream_id = b"0-0"
+        self._expired: list[bytes] = []  # other replicas' long-silent ``inflight`` fields, deleted next sync
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -123,6 +126,9 @@ class RedisState:
         if self._up and (self._pending_windows or self._pending_affinity):
             with contextlib.suppress(*ERRORS):
                 await self._sync_once()  # the last report window, closed during shutdown
+        if self._up:
+            with contextlib.suppress(*ERRORS):  # a stopped replica's counts are no one's load
+                await self._redis.hdel(self._key("inflight"), self.replica)
         await self._redis.aclose()
 
     async def _connect(self) -> None:
@@ -166,9 +172,13 @@ class RedisState:
         pipe = self._redis.pipeline(transaction=False)
         clusters = self._fleet.clusters if self._fleet is not None else []
         counts = {c.name: c.in_flight for c in clusters}
+        expired, self._expired = self._expired, []
+        if expired:
+            pipe.hdel(self._key("inflight"), *expired)
         pipe.hset(self._key("inflight"), self.replica, orjson.dumps({"t": now, "c": counts}))
         pipe.hgetall(self._key("inflight"))
-        queued = 2
+        queued = 3 if expired else 2
+        at_counts = queued - 1
         for cluster in clusters:
             queued += self._push_cooldown(pipe, cluster.name, cluster.cooldown_until, now, mono)
         at_cooldowns = queued
@@ -185,7 +195,7 @@ class RedisState:
         if windows:
             pipe.zremrangebyrank(self._key("windows"), 0, -WINDOWS_KEPT - 1)
         results = await pipe.execute()
-        self._pull_counts(results[1], now)
+        self._pull_counts(results[at_counts], now)
         self._pull_cooldowns(results[at_cooldowns], now, mono)
         self._pull_affinity(results[at_affinity])
 
@@ -207,11 +217,17 @@ class RedisState:
             return
         peers: dict[str, int] = {}
         stale_before = now - self._settings.peer_stale_after
+        # Each process start is a new replica id: without deleting, the hash (read whole every sync) would
+        # grow by one field per restart of any replica, forever.
+        forget_before = now - max(INFLIGHT_FORGET_S, self._settings.peer_stale_after)
         for replica, blob in raw.items():
             if replica.decode() == self.replica:
                 continue
             entry = orjson.loads(blob)
-            if entry.get("t", 0.0) < stale_before:
+            sent_at = entry.get("t", 0.0)
+            if sent_at < forget_before:
+                self._expired.append(replica)
+            if sent_at < stale_before:
                 continue  # a replica that stopped (or lost the store) no longer counts
             for name, count in entry.get("c", {}).items():
                 peers[name] = peers.get(name, 0) + int(count)
