@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -12,6 +11,7 @@ from ..power.base import EnergyMeter, Interval, PowerError, PowerSource
 from ..power.dcgm import DcgmSource
 from ..power.nvml import NvmlSource
 from ..power.static import StaticSource, utilisation_from_running
+from ..tasks import cancel
 from . import curves
 from .attribution import ClusterLedger
 from .config import EnergySettings, PowerSettings
@@ -64,11 +64,8 @@ class ClusterMeter:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"power:{self.state.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel(task)
         for handle, late in list(self.pending.items()):  # settle waiting requests with their estimates now
             handle.cancel()
             late()

@@ -10,7 +10,6 @@ table always answers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -18,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, cast
 
 from ..state.base import LocalState, SharedState
+from ..tasks import cancel_all
 from .api import register_routes
 from .base import (
     Intensity,
@@ -244,11 +244,7 @@ class IntensityService:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(tasks)
         await self._http.close()
 
     async def refresh_once(self) -> None:

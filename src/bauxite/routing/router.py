@@ -9,7 +9,6 @@ become Prometheus label values.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import math
 import time
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 from ..clusters import ClusterState, Fleet, cooldown_s, ewma
 from ..intensity.base import Intensity
 from ..records import Capture, Endpoint
+from ..tasks import cancel
 from .affinity import PrefixAffinity
 from .config import GreenRoutingSettings, LatencySettings
 from .latency import LatencyModel
@@ -182,10 +182,7 @@ class Router:
 
     async def stop(self) -> None:
         task, self._refresher = self._refresher, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         await self._scraper.stop()
 
     async def _refresh_every_interval(self) -> None:

@@ -7,7 +7,6 @@ only reads what the router keeps. A failed scrape leaves the previous values in 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..clusters import ClusterState, Fleet
+from ..tasks import cancel
 from .config import LatencySettings
 from .server_times import ServerCounters
 
@@ -101,10 +101,7 @@ class StatsScraper:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         session, self._session = self._session, None
         if session is not None:
             await session.close()

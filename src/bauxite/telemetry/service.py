@@ -9,7 +9,6 @@ running totals; the collector renders those totals. Everything runs on the gatew
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from ..errors import error_response
 from ..intensity.base import RegionIntensity
 from ..records import RequestRecord
+from ..tasks import cancel_all
 from .aggregate import Totals
 from .codec import packer
 from .config import TelemetryConfigError
@@ -253,11 +253,7 @@ class Telemetry:
 
     async def stop(self) -> None:
         """Stop the timers, close the last (partial) window so its figures are logged, free the buffer."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
         if not self.ring.closed:
             self.close_window()

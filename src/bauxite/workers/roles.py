@@ -15,7 +15,6 @@ when one is configured).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable
 
@@ -26,6 +25,7 @@ from aiohttp.typedefs import Middleware
 from ..app import GATEWAY, Handler, create_app
 from ..server import start_gateway, start_site, wait_for_signal
 from ..settings import Settings
+from ..tasks import cancel
 from .board import InFlightBoard
 from .feeds import FeedBoard, HubFeeds, WorkerFeeds
 from .scrapes import ScrapeBoard, hub_scrapes, worker_scrapes
@@ -135,9 +135,7 @@ def _board_task(board: InFlightBoard, index: int) -> Callable[[web.Application],
             board.run(index, gateway.fleet, gateway.router, shared_elsewhere), name="in-flight-board"
         )
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel(task)
 
     return run
 

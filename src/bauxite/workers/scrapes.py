@@ -19,7 +19,6 @@ latest reading.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import math
 import mmap
@@ -29,6 +28,7 @@ from ..clusters import Fleet
 from ..routing.config import LatencySettings
 from ..routing.server_times import ServerCounters
 from ..routing.stats import ScrapeFactory, ScrapeSink, StatsScraper
+from ..tasks import cancel
 
 SLOT_BYTES = 128
 _SEQ = struct.Struct("<Q")
@@ -144,10 +144,7 @@ class BoardReadings:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     async def _run(self) -> None:
         while True:
