@@ -266,11 +266,17 @@ class Telemetry:
 
     async def _close_windows(self) -> None:
         interval = self.reports.interval_s
+        boundary = (math.floor(time.time() / interval) + 1) * interval
         while True:
-            # Close on wall-clock multiples of the interval (hourly windows end on the hour).
+            # Close on wall-clock multiples of the interval (hourly windows end on the hour). The sleep runs
+            # on the monotonic clock: if it ends a little before the wall-clock boundary, sleep the rest
+            # rather than close the window early and then again for the same boundary.
+            await asyncio.sleep(max(boundary - time.time(), 0.0))
             now = time.time()
-            await asyncio.sleep((math.floor(now / interval) + 1) * interval - now)
-            self.close_window()
+            if now < boundary:
+                continue
+            self.close_window(now)
+            boundary = (math.floor(now / interval) + 1) * interval
 
 
 def _bad_query(param: str, message: str) -> web.Response:
