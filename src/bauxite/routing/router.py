@@ -149,7 +149,7 @@ class Router:
         self._head_ms = [0.0] * n
         self._per_token_ms = [0.0] * n
         self._wait_ms = [0.0] * n  # at the configured quantile
-        self._typical_wait_ms = [0.0] * n  # the mean, for the SLO fallback
+        self._typical_wait_ms = [math.nan] * n  # the mean, for the SLO fallback (NaN: not worked out)
         self._load = [0.0] * n
         self._dirty: set[int] = set()
         self._waits_at = -math.inf
@@ -269,7 +269,7 @@ class Router:
             head_ms, per_token_ms, _, _ = self.latency.fixed(state)
             self._head_ms[i], self._per_token_ms[i] = head_ms, per_token_ms
             self._wait_ms[i], self._load[i] = self._wait(i, False)
-            self._typical_wait_ms[i] = self._wait(i, True)[0]
+            self._typical_wait_ms[i] = math.nan  # worked out only if the SLO fallback needs it
 
     def _wait(self, i: int, typical: bool) -> tuple[float, float]:
         """(predicted queue wait ms, load) at cluster ``i`` as this replica sees it now."""
@@ -291,6 +291,9 @@ class Router:
             self._per_token_ms,
             self._typical_wait_ms,
         )
+        for i in candidates:
+            if math.isnan(waits[i]):
+                waits[i] = self._wait(i, True)[0]
         typical = {i: heads[i] + per_token[i] * prompt + waits[i] for i in candidates}
         likeliest = min(candidates, key=typical.__getitem__)
         if self._green.strict:
