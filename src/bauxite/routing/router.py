@@ -125,8 +125,8 @@ class Router:
         self._near = 1.0 + self._green.near_equal_tolerance
         self._refresher: asyncio.Task[None] | None = None
         self._now = 0.0  # the clock at the current decision
-        # Everything the decision reads, as arrays in fleet order (``_at``: cluster name → index), written
-        # only by the feedback methods below and ``_refresh_profiles``.
+        # Everything the decision reads, as lists in fleet order (``_at``: cluster name → index), written
+        # only by the feedback methods below and ``_refresh_waits``.
         self._states = list(fleet.clusters)
         self._at = {c.name: i for i, c in enumerate(self._states)}
         self._serving: dict[tuple[str, str], list[tuple[int, ClusterState]]] = {}
@@ -378,8 +378,8 @@ class Router:
         if not cooling:
             raise NoRouteError(f"no available cluster serves model {request.model!r}")
         if self._green.enabled and self._green.strict:
-            grams_model = self.carbon.grams_model
-            cooling = [c for c in cooling if self._under_threshold(grams_model(c.name, request.model)[3])]
+            intensity = self.carbon.grams_arrays(request.model)[3]
+            cooling = [c for c in cooling if self._under_threshold(intensity[self._at[c.name]])]
             if not cooling:
                 raise self._strict_refusal(request, "among clusters cooling down after failures")
         chosen = min(cooling, key=lambda c: c.cooldown_until)

@@ -68,10 +68,8 @@ class CarbonSnapshot:
         self._g_per_kwh: dict[str, float] = {}  # by cluster name
         self._grams_per_j: dict[str, float] = {}  # pue × intensity / J_PER_KWH, by cluster name
         self._coefficients: dict[tuple[str, str], EnergyCoefficients] = {}
-        # The hot path's view, per (cluster, model): (fixed g, g/prompt token, g/completion token, g/kWh)
-        self._grams: dict[tuple[str, str], tuple[float, float, float, float]] = {}
-        # The same per model as columns in fleet order (what the router's vectorised decision reads); built
-        # from ``_grams`` at each refresh, never written elsewhere.
+        # The hot path's view, per model, as columns in fleet order: (fixed g, g/prompt token,
+        # g/completion token, g/kWh) of each cluster; rebuilt whole at each refresh.
         self._arrays: dict[str, GramsArrays] = {}
 
     def refresh(self) -> None:
@@ -88,6 +86,7 @@ class CarbonSnapshot:
         # A region never heard of must not look green: rank it with (or behind) the dirtiest known one.
         unknown = max(self._g_per_kwh.values(), default=UNKNOWN_G_PER_KWH)
         unknown = max(unknown, UNKNOWN_G_PER_KWH)
+        grams: dict[tuple[str, str], tuple[float, float, float, float]] = {}
         for cluster in self._fleet.clusters:
             g_per_kwh = self._g_per_kwh.setdefault(cluster.name, unknown)
             pue = self._pue(cluster.name, cluster.settings.pue)
@@ -95,21 +94,21 @@ class CarbonSnapshot:
             for model in cluster.routes:
                 e = self._coefficients[(cluster.name, model)] = self._probe(cluster.name, model)
                 per_j = self._grams_per_j[cluster.name]
-                self._grams[(cluster.name, model)] = (
+                grams[(cluster.name, model)] = (
                     e.fixed_j * per_j,
                     e.prompt_j_per_token * per_j,
                     e.completion_j_per_token * per_j,
                     g_per_kwh,
                 )
-
         self._arrays = {
-            model: _arrays([self._grams.get((c.name, model), _NO_GRAMS) for c in self._fleet.clusters])
+            model: _arrays([grams.get((c.name, model), _NO_GRAMS) for c in self._fleet.clusters])
             for model in self._fleet.by_model
         }
 
     def grams_arrays(self, model: str) -> GramsArrays:
-        """``grams_model`` of every cluster in fleet order, as four lists (fixed g, g per prompt token,
-        g per completion token, g/kWh); zeros and an unknown intensity before the first refresh."""
+        """Every cluster in fleet order, as four lists: fixed g, g per prompt token, g per completion token
+        (zeros where it does not serve ``model``, and before the first refresh) and g/kWh (unknown-high before
+        the first refresh)."""
         found = self._arrays.get(model)
         if found is None:
             found = self._arrays[model] = _arrays([_NO_GRAMS] * len(self._fleet.clusters))
@@ -148,10 +147,6 @@ class CarbonSnapshot:
 
     def coefficients(self, cluster: str, model: str) -> EnergyCoefficients:
         return self._coefficients.get((cluster, model), _ZERO)
-
-    def grams_model(self, cluster: str, model: str) -> tuple[float, float, float, float]:
-        """(fixed g, g per prompt token, g per completion token, g/kWh); zeros before the first refresh."""
-        return self._grams.get((cluster, model), _NO_GRAMS)
 
     def expected_g(self, cluster: str, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         energy_j = self.coefficients(cluster, model).energy_j(prompt_tokens, completion_tokens)
