@@ -6,16 +6,14 @@ instead of calling the provider: a value younger than the refresh interval is us
 refresh is scheduled from its age, so workers stay in step with the hub); otherwise the worker waits briefly
 for the hub's next value, and reports a failed refresh (backing off as for a provider error) if none comes.
 
-Each slot is written by the hub alone and guarded by a sequence counter (odd while a write is in progress),
-so a reader never uses a half-written value: it reads the counter, the bytes, and the counter again.
+Each slot (``SeqlockSlots``) is written by the hub alone and guarded by a sequence counter, so a reader never
+uses a half-written value.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import mmap
-import struct
 import time
 from collections.abc import Callable
 
@@ -23,50 +21,39 @@ import orjson
 
 from ..intensity.base import Intensity, IntensityError
 from ..state.base import Fetch, LocalState
+from .slots import SeqlockSlots
 
 SLOT_BYTES = 2048
 SLOTS = 64
-_HEADER = struct.Struct("<QI")  # sequence, payload length
 POLL_S = 0.05
 
 
 class FeedBoard:
     def __init__(self) -> None:
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_ANONYMOUS", 0x20)
-        self._mm = mmap.mmap(-1, SLOT_BYTES * SLOTS, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self._board = SeqlockSlots(SLOTS, SLOT_BYTES)
         self._slots: dict[str, int] = {}  # the writer's own index of feed -> slot
 
     def publish(self, feed: str, value: Intensity) -> bool:
         """Store ``value`` for ``feed`` (the hub only); False when it does not fit (then workers fetch)."""
         payload = orjson.dumps({"feed": feed, "value": dataclasses.asdict(value)})
-        if len(payload) > SLOT_BYTES - _HEADER.size:
+        if len(payload) > self._board.capacity:
             return False
         slot = self._slots.get(feed)
         if slot is None:
             if len(self._slots) >= SLOTS:
                 return False
             slot = self._slots[feed] = len(self._slots)
-        offset = slot * SLOT_BYTES
-        seq = _HEADER.unpack_from(self._mm, offset)[0]
-        _HEADER.pack_into(self._mm, offset, seq + 1, 0)  # odd: being written
-        self._mm[offset + _HEADER.size : offset + _HEADER.size + len(payload)] = payload
-        _HEADER.pack_into(self._mm, offset, seq + 2, len(payload))
+        self._board.write(slot, payload)
         return True
 
     def read(self, feed: str) -> Intensity | None:
         """The latest published value of ``feed``, or None."""
         for slot in range(SLOTS):
-            offset = slot * SLOT_BYTES
-            for _ in range(100):  # retry while the hub is writing this slot
-                seq, length = _HEADER.unpack_from(self._mm, offset)
-                if seq % 2:
-                    continue
-                payload = bytes(self._mm[offset + _HEADER.size : offset + _HEADER.size + length])
-                if _HEADER.unpack_from(self._mm, offset)[0] == seq:
-                    break
-            else:
-                continue
-            if length == 0:
+            found = self._board.read(slot)
+            if found is None:
+                continue  # the hub kept writing it: look further
+            payload = found[1]
+            if not payload:
                 return None  # slots fill in order: an empty one ends the search
             doc = orjson.loads(payload)
             if doc["feed"] == feed:

@@ -8,10 +8,10 @@ have. The router subtracts the worker's own requests from the reading; its sibli
 as peers through the in-flight board. A failed scrape publishes nothing, so the workers keep the previous
 values, as a single process does. Only what ``scraped`` takes is shared: the prefix-cache counters are not.
 
-Slot layout (little-endian, ``SLOT_BYTES`` each): sequence u64 | running i64 | waiting i64 | round trip ms
-f64 (NaN: none) | has server counters u8 | the six ``ServerCounters`` floats. The hub alone writes a slot;
-the sequence is odd while it writes and grows by 2 per reading, so a reader never uses a half-written
-reading, and applies each reading once (it keeps the sequence it last applied, per slot). The mapping
+The slots are ``SeqlockSlots`` (``SLOT_BYTES`` each); a reading is packed little-endian: running i64 |
+waiting i64 | round trip ms f64 (NaN: none) | has server counters u8 | the six ``ServerCounters`` floats.
+The hub alone writes a slot; a reader never uses a half-written reading, and applies each reading once (it
+keeps the slot's sequence it last applied). The mapping
 outlives a restarted hub, which continues the sequences; a restarted worker starts from each cluster's
 latest reading.
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import mmap
 import struct
 
 from ..clusters import Fleet
@@ -29,14 +28,13 @@ from ..routing.config import LatencySettings
 from ..routing.server_times import ServerCounters
 from ..routing.stats import ScrapeFactory, ScrapeSink, StatsScraper
 from ..tasks import cancel
+from .slots import SeqlockSlots
 
 SLOT_BYTES = 128
-_SEQ = struct.Struct("<Q")
 _COUNTERS = tuple(f.name for f in dataclasses.fields(ServerCounters))
 _READING = struct.Struct(f"<qqdB{len(_COUNTERS)}d")  # running, waiting, ms, has counters, counters
 _I64_MAX = 2**63 - 1
 POLL_S = 0.05  # how stale a worker's copy may be beyond the hub's scrape interval
-_RETRIES = 100  # reads of a slot while the hub is writing it, before leaving it for the next poll
 
 Reading = tuple[int, int, float | None, ServerCounters | None]  # running, waiting, round trip ms, counters
 
@@ -47,9 +45,7 @@ class ScrapeBoard:
     def __init__(self, clusters: list[str]) -> None:
         self.clusters = list(clusters)
         self._slot = {name: i for i, name in enumerate(self.clusters)}
-        size = max(SLOT_BYTES * len(self.clusters), mmap.PAGESIZE)
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_ANONYMOUS", 0x20)
-        self._mm = mmap.mmap(-1, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self._board = SeqlockSlots(len(self.clusters), SLOT_BYTES)
 
     def publish(
         self,
@@ -63,35 +59,24 @@ class ScrapeBoard:
         slot = self._slot.get(cluster)
         if slot is None:
             return False
-        offset = slot * SLOT_BYTES
         counters = [getattr(server, name) for name in _COUNTERS] if server else [0.0] * len(_COUNTERS)
         ms = math.nan if elapsed_ms is None else elapsed_ms
-        seq = _SEQ.unpack_from(self._mm, offset)[0]
-        seq += seq % 2  # odd here only if a previous hub died mid-write
-        _SEQ.pack_into(self._mm, offset, seq + 1)  # odd: being written
-        _READING.pack_into(
-            self._mm, offset + _SEQ.size, _clamp(running), _clamp(waiting), ms, server is not None, *counters
-        )
-        _SEQ.pack_into(self._mm, offset, seq + 2)
+        payload = _READING.pack(_clamp(running), _clamp(waiting), ms, server is not None, *counters)
+        self._board.write(slot, payload)
         return True
 
     def read(self, slot: int) -> tuple[int, Reading | None]:
         """(sequence, reading) of ``slot``: (0, None) before its first reading, (odd, None) when the hub was
         writing it throughout."""
-        offset = slot * SLOT_BYTES
-        for _ in range(_RETRIES):
-            seq = _SEQ.unpack_from(self._mm, offset)[0]
-            if seq % 2:
-                continue
-            fields = _READING.unpack_from(self._mm, offset + _SEQ.size)
-            if _SEQ.unpack_from(self._mm, offset)[0] != seq:
-                continue
-            if seq == 0:
-                return 0, None
-            running, waiting, ms, has_counters, *counters = fields
-            server = ServerCounters(*counters) if has_counters else None
-            return seq, (running, waiting, None if math.isnan(ms) else ms, server)
-        return 1, None
+        found = self._board.read(slot)
+        if found is None:
+            return 1, None
+        seq, payload = found
+        if not payload:
+            return 0, None
+        running, waiting, ms, has_counters, *counters = _READING.unpack(payload)
+        server = ServerCounters(*counters) if has_counters else None
+        return seq, (running, waiting, None if math.isnan(ms) else ms, server)
 
 
 def _clamp(count: int) -> int:
