@@ -64,6 +64,7 @@ def progress(steps: Sequence[str], *, enabled: bool) -> Iterator[Callable[[str],
                 bar.advance(task)
             started = True
             bar.update(task, description=name)
+            bar.refresh()  # draw each step as it starts: a quick one would fall between timed redraws
 
         yield advance
         bar.advance(task)
